@@ -1,0 +1,69 @@
+"""greencoap: blocking-style CoAP client and server on a greenlet hub.
+
+Everything public is re-exported here; nothing inside the package imports
+this module.
+"""
+
+from .client import Client, default_client, delete, get, post, put, request
+from .codes import Code, Type
+from .errors import (
+    ClientClosedError,
+    CoapError,
+    MessageFormatError,
+    RequestTimeoutError,
+    ResetError,
+    ResponseError,
+    UriError,
+)
+from .hub import Greenlet, GreenletExit, LoopExit, Timeout, get_hub, joinall, sleep, spawn
+from .message import Message
+from .options import Block, ContentFormat, OptionNumber
+from .response import Request, Response
+from .router import Router
+from .server import Server
+from .sync import AsyncResult, Empty, Event, Full, Queue
+from .uri import URI, parse_uri
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "Block",
+    "Client",
+    "ClientClosedError",
+    "Code",
+    "CoapError",
+    "ContentFormat",
+    "Empty",
+    "Event",
+    "Full",
+    "Greenlet",
+    "GreenletExit",
+    "LoopExit",
+    "Message",
+    "MessageFormatError",
+    "OptionNumber",
+    "Queue",
+    "Request",
+    "RequestTimeoutError",
+    "ResetError",
+    "Response",
+    "ResponseError",
+    "Router",
+    "Server",
+    "Timeout",
+    "Type",
+    "URI",
+    "UriError",
+    "default_client",
+    "delete",
+    "get",
+    "get_hub",
+    "joinall",
+    "parse_uri",
+    "post",
+    "put",
+    "request",
+    "sleep",
+    "spawn",
+]

@@ -1,0 +1,67 @@
+"""Choosing the hub's I/O backend (layer 3).
+
+``GREENCOAP_HUB=uring|epoll|gevent`` (or ``get_hub(backend=...)``) forces a
+backend; otherwise gevent's is used when gevent's hub already runs in this
+thread (Locust), then io_uring when it works here, then epoll.  When io_uring
+was wanted but cannot run, one warning names the reason and epoll takes over;
+``GREENCOAP_REQUIRE_URING=1`` turns that into an error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any
+
+BACKENDS = ("uring", "epoll", "gevent")
+_warned = False
+
+
+def gevent_hub_running() -> bool:
+    """True when gevent is imported and has a hub in the current thread."""
+    gevent = sys.modules.get("gevent")
+    if gevent is None:
+        return False
+    try:
+        from gevent._hub_local import get_hub_if_exists
+    except ImportError:  # pragma: no cover - very old gevent
+        return False
+    return get_hub_if_exists() is not None
+
+
+def wants_gevent(name: str | None) -> bool:
+    """Should this thread's hub defer to gevent's loop?"""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"unknown greencoap hub backend {name!r}; use one of {BACKENDS}")
+    if name == "gevent":
+        return True
+    return name is None and gevent_hub_running()
+
+
+def require_uring() -> bool:
+    """``GREENCOAP_REQUIRE_URING=1``: a missing io_uring is an error, not a warning."""
+    return os.environ.get("GREENCOAP_REQUIRE_URING", "") not in ("", "0")
+
+
+def create_backend(hub: Any, name: str | None) -> Any:
+    """Build the I/O backend object for ``hub``."""
+    global _warned
+    if name in (None, "uring"):
+        try:
+            from .uring_hub import UringBackend
+
+            return UringBackend(hub)
+        except (ImportError, OSError) as e:
+            if name == "uring" or require_uring():
+                raise RuntimeError(f"greencoap: io_uring backend unavailable: {e}") from e
+            if not _warned:
+                _warned = True
+                warnings.warn(
+                    f"greencoap: io_uring unavailable ({e}); using the epoll backend",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+    from .epoll_hub import EpollBackend
+
+    return EpollBackend(hub)

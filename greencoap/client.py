@@ -1,0 +1,261 @@
+"""The blocking CoAP client (layer 4).
+
+``Client.get(uri)`` parks only the calling greenlet: any number of greenlets
+can share one client and their requests run concurrently over one socket.
+The module-level :func:`get`, :func:`post`, :func:`put` and :func:`delete`
+use a default client per thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from time import monotonic
+from typing import Any
+
+from .codes import Code, Type
+from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
+from .errors import ClientClosedError, RequestTimeoutError, UriError
+from .hub import get_hub
+from .message import Message
+from .options import OptionNumber, encode_uint
+from .protocol.messaging import TransmissionParameters
+from .response import Response
+from .uri import URI, is_ip_literal, parse_uri
+
+_URI_CACHE_SIZE = 512
+_DNS_TTL = 60.0
+
+
+class Client:
+    """A CoAP client: blocking calls, concurrent across greenlets.
+
+    ``timeout`` bounds every call (a per-call ``timeout=`` overrides it);
+    ``None`` means the RFC 7252 schedule, MAX_TRANSMIT_WAIT (93 s with the
+    default parameters).  ``ack_timeout``, ``ack_random_factor`` and
+    ``max_retransmit`` are the §4.8 transmission parameters; ``nstart`` is the
+    number of requests in flight per peer (excess requests wait their turn;
+    ``nstart=1`` is strict RFC 7252 §4.7).  The socket is created on first use
+    and released by :meth:`close` (or leaving a ``with`` block).
+    """
+
+    def __init__(
+        self,
+        timeout: float | None = None,
+        *,
+        ack_timeout: float = 2.0,
+        ack_random_factor: float = 1.5,
+        max_retransmit: int = 4,
+        nstart: int = 1024,
+        token_length: int = 4,
+        bind: tuple[str, int] | None = None,
+        buffer_size: int | None = DEFAULT_SOCKET_BUFFER,
+    ) -> None:
+        self.params = TransmissionParameters(
+            ack_timeout=ack_timeout,
+            ack_random_factor=ack_random_factor,
+            max_retransmit=max_retransmit,
+            nstart=nstart,
+        )
+        self.timeout = self.params.max_transmit_wait if timeout is None else float(timeout)
+        self.token_length = token_length
+        self.bind = bind
+        self.buffer_size = buffer_size
+        self._endpoint: Endpoint | None = None
+        self._closed = False
+        self._uris: dict[str, tuple[URI, list]] = {}
+        self._dns: dict[tuple[str, int], tuple[float, tuple]] = {}
+
+    # -- plumbing ------------------------------------------------------
+    @property
+    def endpoint(self) -> Endpoint:
+        """The endpoint (socket + message layer), created on first use."""
+        ep = self._endpoint
+        if ep is None:
+            if self._closed:
+                raise ClientClosedError("the client is closed")
+            host, port = self.bind if self.bind else (None, 0)
+            sock = make_udp_socket(host, port, buffer_size=self.buffer_size)
+            ep = self._endpoint = Endpoint(
+                sock, params=self.params, token_length=self.token_length, hub=get_hub()
+            )
+        return ep
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Message-layer counters (requests, retransmissions, timeouts, …)."""
+        return self._endpoint.stats if self._endpoint is not None else {}
+
+    def close(self) -> None:
+        """Release the socket; calls still waiting raise :class:`ClientClosedError`."""
+        self._closed = True
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _parse(self, uri: str) -> tuple[URI, list]:
+        hit = self._uris.get(uri)
+        if hit is None:
+            u = parse_uri(uri)
+            if u.scheme != "coap":
+                raise UriError(f"{u.scheme}:// is not supported by this client yet")
+            hit = (u, u.options(include_host=not is_ip_literal(u.host)))
+            if len(self._uris) >= _URI_CACHE_SIZE:
+                self._uris.clear()
+            self._uris[uri] = hit
+        return hit
+
+    def resolve(self, host: str, port: int, timeout: float | None = None) -> tuple:
+        """The socket address for ``host``/``port`` (name lookups off the hub)."""
+        ep = self.endpoint
+        key = (host, port)
+        hit = self._dns.get(key)
+        if hit is not None and hit[0] > monotonic():
+            return hit[1]
+        if is_ip_literal(host):
+            if ":" in host:
+                if ep.family != socket.AF_INET6:
+                    raise UriError("IPv6 destination but the client socket is IPv4-only")
+                addr = socket.getaddrinfo(
+                    host, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
+                )[0][4]
+            else:
+                addr = peer_key(ep.family, (host, port))
+            self._dns[key] = (float("inf"), addr)
+            return addr
+        fam = 0 if ep.family == socket.AF_INET6 else socket.AF_INET
+        try:
+            infos = ep.hub.run_in_thread(
+                socket.getaddrinfo, host, port, fam, socket.SOCK_DGRAM, timeout=timeout
+            )
+        except socket.gaierror as e:
+            raise UriError(f"cannot resolve {host!r}: {e}") from None
+        infos.sort(key=lambda i: i[0] != socket.AF_INET6)  # prefer IPv6 like getaddrinfo
+        addr = peer_key(ep.family, infos[0][4])
+        self._dns[key] = (monotonic() + _DNS_TTL, addr)
+        return addr
+
+    # -- requests ------------------------------------------------------
+    def request(
+        self,
+        method: int | str,
+        uri: str,
+        payload: bytes | str | None = None,
+        *,
+        content_format: int | None = None,
+        accept: int | None = None,
+        confirmable: bool = True,
+        timeout: float | None = None,
+        options: list[tuple[int, bytes | str | int]] | None = None,
+    ) -> Response:
+        """Send one request and return its :class:`Response` (blocks this greenlet).
+
+        ``method`` is a :class:`Code` or a name (``"GET"``); ``options`` adds
+        raw ``(number, value)`` options.  Raises :class:`RequestTimeoutError`
+        (also a ``TimeoutError``), :class:`ResetError` or
+        :class:`ClientClosedError`; a 4.xx/5.xx answer is returned, not
+        raised (see :meth:`Response.raise_for_status`).
+        """
+        if isinstance(method, str):
+            try:
+                method = Code[method.upper()]
+            except KeyError:
+                raise ValueError(f"unknown CoAP method {method!r}") from None
+        if not 1 <= method < 32:
+            raise ValueError(f"{method!r} is not a request method")
+        timeout = self.timeout if timeout is None else timeout
+        deadline = monotonic() + timeout
+        u, uri_opts = self._parse(uri)
+        peer = self.resolve(u.host, u.port, timeout)
+        opts = list(uri_opts)
+        if isinstance(payload, str):
+            payload = payload.encode()
+            if content_format is None:
+                content_format = 0
+        if content_format is not None:
+            opts.append((OptionNumber.CONTENT_FORMAT, encode_uint(int(content_format))))
+        if accept is not None:
+            opts.append((OptionNumber.ACCEPT, encode_uint(int(accept))))
+        if options:
+            for number, value in options:
+                if isinstance(value, str):
+                    value = value.encode()
+                elif isinstance(value, int):
+                    value = encode_uint(value)
+                opts.append((int(number), bytes(value)))
+        msg = Message(Type.CON if confirmable else Type.NON, method, 0, b"", opts, payload or b"")
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            raise RequestTimeoutError(f"no time left for {uri} after name resolution")
+        reply = self.endpoint.request(msg, peer, remaining)
+        return Response.from_message(reply, peer)
+
+    def get(self, uri: str, **kwargs: Any) -> Response:
+        """GET ``uri``; see :meth:`request` for the keyword arguments."""
+        return self.request(Code.GET, uri, **kwargs)
+
+    def post(self, uri: str, payload: bytes | str | None = None, **kwargs: Any) -> Response:
+        """POST ``payload`` to ``uri``."""
+        return self.request(Code.POST, uri, payload, **kwargs)
+
+    def put(self, uri: str, payload: bytes | str | None = None, **kwargs: Any) -> Response:
+        """PUT ``payload`` to ``uri``."""
+        return self.request(Code.PUT, uri, payload, **kwargs)
+
+    def delete(self, uri: str, **kwargs: Any) -> Response:
+        """DELETE ``uri``."""
+        return self.request(Code.DELETE, uri, **kwargs)
+
+    def fetch(self, uri: str, payload: bytes | str | None = None, **kwargs: Any) -> Response:
+        """FETCH (RFC 8132) ``uri`` with ``payload`` as the query body."""
+        return self.request(Code.FETCH, uri, payload, **kwargs)
+
+    def patch(self, uri: str, payload: bytes | str | None = None, **kwargs: Any) -> Response:
+        """PATCH (RFC 8132) ``uri``."""
+        return self.request(Code.PATCH, uri, payload, **kwargs)
+
+    def ipatch(self, uri: str, payload: bytes | str | None = None, **kwargs: Any) -> Response:
+        """iPATCH (RFC 8132) ``uri``."""
+        return self.request(Code.IPATCH, uri, payload, **kwargs)
+
+
+_default = threading.local()
+
+
+def default_client() -> Client:
+    """This thread's shared client, used by the module-level functions."""
+    c = getattr(_default, "client", None)
+    if c is None or c._closed:
+        c = _default.client = Client()
+    return c
+
+
+def request(method: int | str, uri: str, payload: Any = None, **kwargs: Any) -> Response:
+    """``Client.request`` on the default client."""
+    return default_client().request(method, uri, payload, **kwargs)
+
+
+def get(uri: str, **kwargs: Any) -> Response:
+    """GET ``uri`` with the default client: ``greencoap.get("coap://h/x", timeout=5)``."""
+    return default_client().get(uri, **kwargs)
+
+
+def post(uri: str, payload: Any = None, **kwargs: Any) -> Response:
+    """POST with the default client."""
+    return default_client().post(uri, payload, **kwargs)
+
+
+def put(uri: str, payload: Any = None, **kwargs: Any) -> Response:
+    """PUT with the default client."""
+    return default_client().put(uri, payload, **kwargs)
+
+
+def delete(uri: str, **kwargs: Any) -> Response:
+    """DELETE with the default client."""
+    return default_client().delete(uri, **kwargs)

@@ -1,0 +1,93 @@
+"""The demo server used by the README, the examples, the benchmarks and the interop tests.
+
+    python -m greencoap.demo --host 127.0.0.1 --port 5683
+
+Resources:
+
+* ``GET /hello`` → 2.05 ``Hello, world!`` (text/plain)
+* ``POST /echo`` → 2.05 with the request's payload and content format
+* ``GET /slow?ms=N`` → parks N ms on the hub (other requests go on), then 2.05
+* ``GET /sensors/:id`` → 2.05 JSON ``{"id": id, "celsius": …}``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import zlib
+
+from .codes import Code
+from .errors import CoapError
+from .hub import sleep
+from .response import Request, Response
+from .router import Router
+from .server import Server
+
+
+def build_router() -> Router:
+    """The demo server's routes (a fresh router each call)."""
+    router = Router()
+
+    @router.get("/hello", rt="greeting", ct=0, title="Hello world")
+    def hello(request: Request) -> Response:
+        return Response(Code.CONTENT, b"Hello, world!", content_format=0)
+
+    @router.post("/echo", title="Echo the payload")
+    def echo(request: Request) -> Response:
+        return Response(Code.CONTENT, request.payload, content_format=request.content_format)
+
+    @router.get("/slow", title="Answer after ?ms=N milliseconds")
+    def slow(request: Request) -> Response:
+        try:
+            ms = int(request.query.get("ms", "1000"))
+        except ValueError:
+            raise CoapError(Code.BAD_REQUEST, "ms must be an integer") from None
+        if not 0 <= ms <= 60_000:
+            raise CoapError(Code.BAD_REQUEST, "ms must be within 0..60000")
+        sleep(ms / 1000)
+        return Response(Code.CONTENT, f"slept {ms} ms")
+
+    @router.get("/sensors/:id", rt="temperature", ct=50)
+    def sensor(request: Request, id: str) -> dict:
+        # a stable fake reading per sensor id
+        return {"id": id, "celsius": 15 + (zlib.crc32(id.encode()) % 150) / 10}
+
+    return router
+
+
+def make_server(host: str = "::", port: int = 5683, **kwargs) -> Server:
+    """A :class:`Server` serving the demo routes."""
+    return Server(build_router(), host=host, port=port, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: ``python -m greencoap.demo``."""
+    ap = argparse.ArgumentParser(prog="greencoap demo-server", description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="::", help="address to bind (default :: = dual stack)")
+    ap.add_argument("--port", type=int, default=5683, help="UDP port (default 5683)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    server = make_server(args.host, args.port)
+    server.start()
+    signal.signal(signal.SIGTERM, lambda *_: server.hub.run_callback_threadsafe(server.stop))
+    print(f"greencoap demo server on [{args.host}]:{server.port} ({server.hub.backend} hub)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stats = {k: v for k, v in server.stats.items() if v}
+        server.stop()
+        print(f"greencoap demo server stopped; stats: {stats}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

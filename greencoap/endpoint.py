@@ -1,0 +1,254 @@
+"""An endpoint: one UDP socket + the hub + the message layer (layer 3).
+
+The endpoint is the glue between the sans-I/O :class:`MessageLayer` and the
+hub: datagrams from the backend go into ``layer.receive``; what the engine
+wants sent goes out through the backend's channel; the engine's next deadline
+becomes one hub timer.  Greenlets that wait for a response park on a
+:class:`~greencoap.hub.Waiter` stored in the exchange and are resumed from
+the hub when the engine reports the exchange finished.
+
+Both the client and the server build on this class; the server passes an
+``on_request`` callback that receives ``(message, peer)`` in the hub.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from random import Random
+from time import monotonic
+from typing import Any
+
+from .errors import ClientClosedError, RequestTimeoutError, ResetError
+from .hub import Waiter, get_hub
+from .message import Message
+from .protocol.messaging import (
+    DONE,
+    REQUEST,
+    RESET,
+    TIMEOUT,
+    MessageLayer,
+    TransmissionParameters,
+)
+
+DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def make_udp_socket(
+    host: str | None,
+    port: int = 0,
+    *,
+    reuse_port: bool = False,
+    buffer_size: int | None = DEFAULT_SOCKET_BUFFER,
+) -> socket.socket:
+    """Create and bind a non-blocking UDP socket.
+
+    ``host=None`` gives a dual-stack IPv6 socket on an ephemeral port (IPv4
+    when the machine has no IPv6).  ``host="::"`` is dual-stack too.  Send and
+    receive buffers are enlarged to ``buffer_size`` (the kernel default drops
+    datagrams under load); ``None`` keeps the kernel's.
+    """
+    if host is None or host == "":
+        family, addr = (socket.AF_INET6, ("::", port)) if socket.has_ipv6 else (0, None)
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError:
+            family, addr = socket.AF_INET, ("0.0.0.0", port)
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+    else:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if addr is None:
+                addr = ("::", port)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if buffer_size:
+            set_buffer_sizes(sock, buffer_size)
+        sock.bind(addr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def set_buffer_sizes(sock: socket.socket, size: int) -> None:
+    """Ask for ``size``-byte send/receive buffers (forced when privileged)."""
+    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # SO_*BUFFORCE
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            except OSError:
+                pass
+
+
+def peer_key(sock_family: int, addr: tuple) -> tuple:
+    """The address tuple the socket uses for ``addr`` (IPv4 mapped on IPv6 sockets)."""
+    if sock_family == socket.AF_INET6 and len(addr) == 2:
+        host = addr[0]
+        if ":" not in host:
+            host = "::ffff:" + host
+        return (host, addr[1], 0, 0)
+    return addr
+
+
+def display_peer(addr: tuple) -> tuple[str, int]:
+    """``(host, port)`` for humans: IPv4-mapped IPv6 addresses unmapped."""
+    host = addr[0]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return (host, addr[1])
+
+
+class Endpoint:
+    """A UDP socket driven by the hub through a :class:`MessageLayer`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        params: TransmissionParameters | None = None,
+        token_length: int = 4,
+        on_request: Callable[[Message, Any], None] | None = None,
+        hub: Any = None,
+        rng: Random | None = None,
+    ) -> None:
+        self.hub = hub or get_hub()
+        self.sock = sock
+        self.family = sock.family
+        self.layer = MessageLayer(params, rng=rng, token_length=token_length)
+        self.on_request = on_request
+        self.closed = False
+        self._timer = None
+        self._timer_at = float("inf")
+        self.channel = self.hub.io.open_channel(sock, self._on_batch)
+
+    @property
+    def address(self) -> tuple:
+        """The local ``(host, port, ...)`` the socket is bound to."""
+        return self.sock.getsockname()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters from the message layer and the socket channel."""
+        s = dict(self.layer.stats)
+        s.update(self.channel.stats)
+        return s
+
+    # -- hub side ------------------------------------------------------
+    def _on_batch(self, batch: list) -> None:
+        layer = self.layer
+        receive = layer.receive
+        now = monotonic()
+        for data, addr in batch:
+            ev = receive(data, addr, now)
+            if ev is not None:
+                kind, obj, peer = ev
+                if kind is REQUEST:
+                    if self.on_request is not None:
+                        self.on_request(obj, peer)
+                else:
+                    w = obj.waiter
+                    if w is not None:
+                        w.switch(obj)
+                if layer.outbox:
+                    self._drain()
+        if layer.outbox:
+            self._drain()
+        self._arm()
+
+    def _drain(self) -> None:
+        layer = self.layer
+        out, layer.outbox = layer.outbox, []
+        send = self.channel.sendto
+        for data, peer in out:
+            send(data, peer)
+
+    def _arm(self) -> None:
+        d = self.layer.next_deadline()
+        if d is None or d >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = d
+        self._timer = self.hub.call_at(d, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        if self.closed:
+            return
+        for _kind, ex, _ in self.layer.expire(monotonic()):
+            w = ex.waiter
+            if w is not None:
+                w.switch(ex)
+        if self.layer.outbox:
+            self._drain()
+        self._arm()
+
+    # -- greenlet side ---------------------------------------------------
+    def request(self, msg: Message, peer: tuple, timeout: float) -> Message:
+        """Send request ``msg`` to ``peer`` and park until its response.
+
+        Raises :class:`RequestTimeoutError` after ``timeout`` seconds (which
+        covers NSTART queueing, retransmissions and a separate response) and
+        :class:`ResetError` when the peer answers RST.
+        """
+        if self.closed:
+            raise ClientClosedError("the endpoint is closed")
+        layer = self.layer
+        ex = layer.request(msg, peer, monotonic(), timeout)
+        waiter = ex.waiter = Waiter(self.hub)
+        if layer.outbox:
+            self._drain()
+        self._arm()
+        try:
+            waiter.get()
+        finally:
+            ex.waiter = None
+            if ex.state != DONE:
+                layer.cancel(ex, monotonic())
+                if layer.outbox:
+                    self._drain()
+        result = ex.result
+        if result.__class__ is Message:
+            return result
+        if result is TIMEOUT:
+            raise RequestTimeoutError(f"no response from {display_peer(peer)} within {timeout} s")
+        if result is RESET:
+            raise ResetError(f"{display_peer(peer)} answered with RST")
+        raise ClientClosedError("the endpoint was closed while waiting")
+
+    def respond(self, request: Message, peer: Any, response: Message) -> None:
+        """Answer ``request`` (see :meth:`MessageLayer.respond`)."""
+        if self.closed:
+            return
+        self.layer.respond(request, peer, response)
+        self._drain()
+
+    def send_raw(self, data: bytes, peer: Any) -> None:
+        """Queue a datagram as is (tests and tools)."""
+        self.channel.sendto(data, peer)
+
+    def close(self) -> None:
+        """Stop receiving, fail waiting requests with ClientClosedError, close the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        layer = self.layer
+        now = monotonic()
+        for ex in list(layer._by_token.values()):
+            layer.cancel(ex, now, "closed")
+            if ex.waiter is not None:
+                ex.waiter.switch(ex)
+        layer.outbox.clear()
+        self.channel.close()
+        self.sock.close()

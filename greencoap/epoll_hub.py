@@ -1,0 +1,172 @@
+"""The portable I/O backend: epoll readiness + non-blocking datagram calls (layer 3).
+
+This is the fallback for machines where io_uring is missing or forbidden
+(old kernels, seccomp profiles, ``kernel.io_uring_disabled``) and the
+reference the io_uring backend is measured against.  Its shape is the one all
+backends share:
+
+* ``open_channel(sock, on_batch)`` registers a UDP socket once and returns a
+  :class:`Channel`; received datagrams are handed to ``on_batch(batch)`` as a
+  list of ``(data, address)`` pairs, in the hub;
+* ``Channel.sendto(data, addr)`` queues a datagram; queued sends are flushed
+  once per loop turn, before the hub waits;
+* ``poll(timeout)`` flushes, waits for readiness at most ``timeout`` seconds
+  and dispatches what arrived; ``wakeup()`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+from collections.abc import Callable
+from typing import Any
+
+RECV_BATCH = 64  # datagrams read per readiness event before yielding to others
+MAX_DATAGRAM = 65535
+
+
+class Channel:
+    """One registered UDP socket: queued sends, batched receives, counters."""
+
+    __slots__ = ("sock", "fileno", "on_batch", "backend", "_out", "closed", "stats")
+
+    def __init__(self, backend: Any, sock: socket.socket, on_batch: Callable) -> None:
+        self.backend = backend
+        self.sock = sock
+        self.fileno = sock.fileno()
+        self.on_batch = on_batch
+        self._out: list = []
+        self.closed = False
+        self.stats = {"send_errors": 0, "recv_errors": 0}
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        """Queue one datagram; it leaves on this loop turn's flush."""
+        out = self._out
+        if not out:
+            self.backend._dirty.append(self)
+        out.append((data, addr))
+
+    def close(self) -> None:
+        """Unregister from the backend (does not close the socket)."""
+        if not self.closed:
+            self.closed = True
+            self.backend._remove(self)
+
+    def _flush(self) -> bool:
+        """Send what is queued; True when all of it left (else wait for EPOLLOUT)."""
+        out = self._out
+        send = self.sock.sendto
+        i = 0
+        n = len(out)
+        while i < n:
+            data, addr = out[i]
+            try:
+                send(data, addr)
+            except BlockingIOError:
+                del out[:i]
+                return False
+            except OSError:
+                # unreachable peer, EMSGSIZE, …: the datagram is lost, as on a wire
+                self.stats["send_errors"] += 1
+            i += 1
+        out.clear()
+        return True
+
+    def _read(self) -> None:
+        recv = self.sock.recvfrom
+        batch = []
+        for _ in range(RECV_BATCH):
+            try:
+                batch.append(recv(MAX_DATAGRAM))
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno in (errno.EBADF, errno.ENOTSOCK):
+                    break
+                self.stats["recv_errors"] += 1  # e.g. ICMP port unreachable
+        if batch and not self.closed:
+            self.on_batch(batch)
+
+
+class EpollBackend:
+    """Readiness-based backend on ``select.epoll`` (the portable fallback)."""
+
+    name = "epoll"
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self._ep = select.epoll()
+        self._channels: dict[int, Channel] = {}
+        self._dirty: list[Channel] = []
+        self._blocked: set[int] = set()
+        self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._ep.register(self._wfd, select.EPOLLIN)
+
+    def open_channel(self, sock: socket.socket, on_batch: Callable) -> Channel:
+        """Register a non-blocking UDP socket; datagrams go to ``on_batch``."""
+        sock.setblocking(False)
+        ch = Channel(self, sock, on_batch)
+        self._channels[ch.fileno] = ch
+        self._ep.register(ch.fileno, select.EPOLLIN)
+        return ch
+
+    def _remove(self, ch: Channel) -> None:
+        if self._channels.get(ch.fileno) is ch:
+            del self._channels[ch.fileno]
+            self._blocked.discard(ch.fileno)
+            try:
+                self._ep.unregister(ch.fileno)
+            except (OSError, ValueError):
+                pass
+
+    def has_work(self) -> bool:
+        """True while a socket is registered (something may still arrive)."""
+        return bool(self._channels)
+
+    def wakeup(self) -> None:
+        """Wake a waiting ``poll`` (thread-safe)."""
+        try:
+            os.eventfd_write(self._wfd, 1)
+        except OSError:
+            pass
+
+    def poll(self, timeout: float | None) -> None:
+        """Flush queued sends, wait up to ``timeout`` s, dispatch arrivals."""
+        if self._dirty:
+            self._flush()
+        try:
+            events = self._ep.poll(-1 if timeout is None else timeout, 256)
+        except InterruptedError:
+            return
+        channels = self._channels
+        for fd, ev in events:
+            ch = channels.get(fd)
+            if ch is None:
+                if fd == self._wfd:
+                    try:
+                        os.eventfd_read(self._wfd)
+                    except BlockingIOError:
+                        pass
+                continue
+            if ev & select.EPOLLOUT and ch._flush():
+                self._blocked.discard(fd)
+                self._ep.modify(fd, select.EPOLLIN)
+            if ev & (select.EPOLLIN | select.EPOLLERR):
+                ch._read()
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for ch in dirty:
+            if ch.closed or ch.fileno in self._blocked:
+                continue
+            if not ch._flush():
+                self._blocked.add(ch.fileno)
+                self._ep.modify(ch.fileno, select.EPOLLIN | select.EPOLLOUT)
+
+    def close(self) -> None:
+        for ch in list(self._channels.values()):
+            ch.close()
+        self._ep.close()
+        os.close(self._wfd)

@@ -1,0 +1,603 @@
+"""The greenlet hub: run loop, timers, parking and greenlets (layer 3).
+
+Theory of operation
+-------------------
+Each OS thread has at most one :class:`Hub`.  The hub is a greenlet whose
+``run`` is the event loop; user code runs in other greenlets (the thread's
+main greenlet included).  A greenlet that must wait *parks*: it records how it
+wants to be resumed (a :class:`Waiter`) and switches to the hub.  Only the hub
+resumes parked greenlets, from one of three places:
+
+* the callback queue (``run_callback``) — work scheduled for "soon";
+* the timer heap (``call_later`` / ``call_at``) — deadlines, timeouts, sleeps;
+* the I/O backend — received datagrams are delivered in batches to the
+  endpoint that owns the socket, which resumes whichever greenlet waits.
+
+One loop turn: run the callbacks, fire the expired timers, then let the
+backend flush queued sends and wait for I/O until the next timer is due.  The
+backend is chosen once per hub (io_uring, epoll, or gevent's own loop) and is
+named by ``get_hub().backend``.
+
+Timeouts follow gevent: a :class:`Timeout` is a ``BaseException`` thrown into
+the parked greenlet and matched by identity, so a nested timeout never catches
+an outer one; ``timeout=None`` costs nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
+from time import monotonic
+from typing import Any
+
+import greenlet as _greenlet_mod
+
+getcurrent = _greenlet_mod.getcurrent
+RawGreenlet = _greenlet_mod.greenlet
+GreenletExit = _greenlet_mod.GreenletExit
+
+__all__ = [
+    "Hub",
+    "get_hub",
+    "Greenlet",
+    "GreenletExit",
+    "spawn",
+    "sleep",
+    "joinall",
+    "Timeout",
+    "Waiter",
+    "LoopExit",
+    "BlockingSwitchOutError",
+]
+
+
+class LoopExit(Exception):
+    """Raised in a parked greenlet when nothing could ever wake it (a deadlock)."""
+
+
+class BlockingSwitchOutError(RuntimeError):
+    """A blocking call was made from the hub itself (e.g. inside a timer callback)."""
+
+
+_UNSET = object()
+
+
+class Timer:
+    """A scheduled callback; ``cancel()`` makes it a no-op (lazy heap removal)."""
+
+    __slots__ = ("deadline", "seq", "callback", "args", "cancelled")
+
+    def __init__(self, deadline: float, seq: int, callback: Callable, args: tuple) -> None:
+        self.deadline = deadline
+        self.seq = seq
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.deadline, self.seq) < (other.deadline, other.seq)
+
+    def cancel(self) -> None:
+        """Prevent the callback from running; safe to call more than once."""
+        self.cancelled = True
+        self.callback = None  # drop references early
+        self.args = ()
+
+
+class Hub(RawGreenlet):
+    """The per-thread event loop greenlet.
+
+    ``backend`` is the name of the I/O backend (``"uring"``, ``"epoll"`` or
+    ``"gevent"``); ``io`` is the backend object itself.
+    """
+
+    def __init__(self, backend: str | None = None) -> None:
+        root = getcurrent()
+        while root.parent is not None:
+            root = root.parent
+        super().__init__(parent=root)
+        self.thread_ident = threading.get_ident()
+        self._callbacks: deque = deque()
+        self._timers: list[Timer] = []
+        self._timer_seq = 0
+        self._threadsafe: deque = deque()
+        self._threadsafe_lock = threading.Lock()
+        self._thread_jobs = 0
+        self._executor = None
+        self._workers: list = []
+        self.closed = False
+        from .backends import create_backend  # backends sit beside the hub
+
+        self.io = create_backend(self, backend)
+        self.backend: str = self.io.name
+
+    # -- scheduling ----------------------------------------------------
+    def run_callback(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` in the hub on its next turn (hub thread only)."""
+        self._callbacks.append((fn, args))
+
+    def run_callback_threadsafe(self, fn: Callable, *args: Any) -> None:
+        """Hand ``fn(*args)`` to the hub from any OS thread and wake it."""
+        with self._threadsafe_lock:
+            self._threadsafe.append((fn, args))
+        self.io.wakeup()
+
+    def call_at(self, deadline: float, fn: Callable, *args: Any) -> Timer:
+        """Run ``fn(*args)`` in the hub at monotonic time ``deadline``."""
+        self._timer_seq += 1
+        t = Timer(deadline, self._timer_seq, fn, args)
+        heapq.heappush(self._timers, t)
+        return t
+
+    def call_later(self, delay: float, fn: Callable, *args: Any) -> Timer:
+        """Run ``fn(*args)`` in the hub after ``delay`` seconds."""
+        self._timer_seq += 1
+        t = Timer(monotonic() + delay, self._timer_seq, fn, args)
+        heapq.heappush(self._timers, t)
+        return t
+
+    now = staticmethod(monotonic)
+
+    # -- parking -------------------------------------------------------
+    def switch_out(self) -> Any:
+        """Park the current greenlet until the hub resumes it; return the value."""
+        if getcurrent() is self:
+            raise BlockingSwitchOutError("cannot block inside the hub (timer or I/O callback)")
+        return self.switch()
+
+    # -- threads -------------------------------------------------------
+    def run_in_thread(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
+        """Run a blocking ``fn(*args)`` in a worker OS thread; park until it returns.
+
+        Used for things that have no non-blocking form, such as
+        ``getaddrinfo``: the hub keeps serving other greenlets meanwhile.
+        """
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="greencoap")
+        waiter = Waiter(self)
+        self._thread_jobs += 1
+
+        def done(fut):
+            self.run_callback_threadsafe(_thread_done, self, waiter, fut)
+
+        self._executor.submit(fn, *args).add_done_callback(done)
+        result = waiter.get(timeout)
+        if result is _UNSET:
+            raise _make_timeout(timeout)
+        exc = result.exception()
+        if exc is not None:
+            raise exc
+        return result.result()
+
+    # -- worker pool ---------------------------------------------------
+    def run_in_worker(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` on a parked, reusable worker greenlet.
+
+        This is the hot-path alternative to :func:`spawn`: no greenlet is
+        created per call once the pool is warm.  Exceptions are reported (not
+        swallowed) and the worker goes back to the pool.  Must be called from
+        the hub (typically from an I/O callback).
+        """
+        workers = self._workers
+        w = workers.pop() if workers else RawGreenlet(partial(_worker_loop, self), self)
+        w.switch(fn, args)
+
+    # -- the loop ------------------------------------------------------
+    def run(self) -> None:  # the hub greenlet's body
+        while True:
+            try:
+                self._loop()
+            except (KeyboardInterrupt, SystemExit) as e:
+                # a signal arrived while the hub ran: deliver it to the main greenlet
+                self.parent.throw(e)
+
+    def _loop(self) -> None:
+        callbacks = self._callbacks
+        timers = self._timers
+        io = self.io
+        heappop = heapq.heappop
+        while True:
+            if self._threadsafe:
+                with self._threadsafe_lock:
+                    callbacks.extend(self._threadsafe)
+                    self._threadsafe.clear()
+            n = len(callbacks)
+            while n:
+                n -= 1
+                fn, args = callbacks.popleft()
+                try:
+                    fn(*args)
+                except BaseException:  # noqa: BLE001 - report, keep the loop alive
+                    self.handle_error(fn)
+            if timers:
+                now = monotonic()
+                while timers and timers[0].deadline <= now:
+                    t = heappop(timers)
+                    if t.cancelled:
+                        continue
+                    fn, args = t.callback, t.args
+                    t.cancelled = True
+                    try:
+                        fn(*args)
+                    except BaseException:  # noqa: BLE001
+                        self.handle_error(fn)
+                while timers and timers[0].cancelled:
+                    heappop(timers)
+            if callbacks or self._threadsafe:
+                timeout = 0.0
+            elif timers:
+                timeout = max(0.0, timers[0].deadline - monotonic())
+            elif io.has_work() or self._thread_jobs:
+                timeout = None
+            else:
+                # Nothing can ever wake the greenlet that switched to us.
+                self.parent.throw(LoopExit("no greenlet, timer or socket can wake this wait"))
+                continue
+            io.poll(timeout)
+
+    def handle_error(self, where: Any) -> None:
+        """Report an exception raised by a callback in the hub; never fatal."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            self.parent.throw(exc)
+            return
+        sys.stderr.write(f"greencoap hub: error in {where!r}\n")
+        traceback.print_exc()
+
+    def destroy(self) -> None:
+        """Close the backend and forget this hub (the thread may create a new one)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.io.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        if getattr(_local, "hub", None) is self:
+            _local.hub = None
+
+
+def _thread_done(hub: Hub, waiter: Waiter, fut: Any) -> None:
+    hub._thread_jobs -= 1
+    waiter.switch(fut)
+
+
+def _worker_loop(hub: Hub, fn: Callable, args: tuple) -> None:
+    workers = hub._workers
+    me = getcurrent()
+    while True:
+        try:
+            fn(*args)
+        except GreenletExit:
+            pass
+        except BaseException:  # noqa: BLE001 - report, keep the worker
+            hub.handle_error(fn)
+        fn = args = None
+        if len(workers) < 4096:
+            workers.append(me)
+            fn, args = hub.switch()
+        else:
+            return
+
+
+_local = threading.local()
+
+
+def get_hub(backend: str | None = None) -> Hub:
+    """Return this thread's hub, creating it on first use.
+
+    The backend is chosen by ``backend``, else ``$GREENCOAP_HUB``
+    (``uring|epoll|gevent``), else automatically: gevent's when gevent's hub
+    runs in this thread, else io_uring when usable, else epoll.
+    """
+    hub = getattr(_local, "hub", None)
+    if hub is None or hub.closed:
+        if backend is None:
+            backend = os.environ.get("GREENCOAP_HUB") or None
+        hub = _local.hub = _create_hub(backend)
+    return hub
+
+
+def _create_hub(backend: str | None) -> Any:
+    from .backends import wants_gevent
+
+    if wants_gevent(backend):
+        from .gevent_hub import GeventHub
+
+        return GeventHub()
+    return Hub(backend)
+
+
+def _make_timeout(timeout: float | None) -> BaseException:
+    from .errors import RequestTimeoutError
+
+    return RequestTimeoutError(f"timed out after {timeout} s")
+
+
+class Waiter:
+    """One-shot parking spot for a single greenlet.
+
+    ``get(timeout)`` parks the calling greenlet; ``switch(value)`` or
+    ``throw(exc)`` (from the hub, or any greenlet: it is then scheduled)
+    resumes it.  A value that arrives before ``get`` is kept.  ``get`` returns
+    the module's ``_UNSET`` sentinel when its timeout expires.
+    """
+
+    __slots__ = ("hub", "greenlet", "value", "exc")
+
+    def __init__(self, hub: Any = None) -> None:
+        self.hub = hub or get_hub()
+        self.greenlet = None
+        self.value = _UNSET
+        self.exc = None
+
+    def switch(self, value: Any = None) -> None:
+        """Deliver ``value`` to the waiting greenlet (or keep it for later)."""
+        g = self.greenlet
+        if g is None:
+            if self.value is _UNSET and self.exc is None:
+                self.value = value
+            return
+        if getcurrent() is not self.hub:
+            self.hub.run_callback(self.switch, value)
+            return
+        self.greenlet = None
+        g.switch(value)
+
+    def throw(self, exc: BaseException) -> None:
+        """Raise ``exc`` in the waiting greenlet (or keep it for ``get``)."""
+        g = self.greenlet
+        if g is None:
+            if self.value is _UNSET and self.exc is None:
+                self.exc = exc
+            return
+        if getcurrent() is not self.hub:
+            self.hub.run_callback(self.throw, exc)
+            return
+        self.greenlet = None
+        g.throw(exc)
+
+    @property
+    def ready(self) -> bool:
+        return self.value is not _UNSET or self.exc is not None
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Park until a value arrives; ``_UNSET`` on timeout."""
+        if self.value is not _UNSET:
+            return self.value
+        if self.exc is not None:
+            raise self.exc
+        hub = self.hub
+        self.greenlet = getcurrent()
+        timer = None if timeout is None else hub.call_later(timeout, self._expire)
+        try:
+            return hub.switch_out()
+        finally:
+            self.greenlet = None
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self) -> None:
+        g = self.greenlet
+        if g is not None:
+            self.greenlet = None
+            g.switch(_UNSET)
+
+
+class Timeout(BaseException):
+    """Raise in the current greenlet if a block takes longer than ``seconds``.
+
+    ``with Timeout(2): ...`` raises this very ``Timeout`` instance after 2 s;
+    ``Timeout(2, SomeError("..."))`` raises that exception instead, and
+    ``Timeout(2, False)`` silently leaves the block.  ``seconds=None`` never
+    fires and costs nothing.  Matched by identity: an outer timeout is never
+    caught by an inner ``except Timeout`` that checks ``is``.
+    """
+
+    def __init__(self, seconds: float | None = None, exception: Any = None) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+        self.exception = exception
+        self._timer = None
+        self._greenlet = None
+
+    def start(self) -> Timeout:
+        """Arm the timer for the current greenlet."""
+        if self.seconds is not None:
+            self._greenlet = getcurrent()
+            self._timer = get_hub().call_later(self.seconds, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        g = self._greenlet
+        self._timer = None
+        if g is None or g.dead:
+            return
+        exc = self if self.exception in (None, False) else self.exception
+        g.throw(exc)
+
+    @property
+    def pending(self) -> bool:
+        return self._timer is not None
+
+    def cancel(self) -> None:
+        """Disarm the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._greenlet = None
+
+    close = cancel
+
+    def __enter__(self) -> Timeout:
+        return self.start()
+
+    def __exit__(self, typ, value, tb) -> bool:  # noqa: ANN001
+        self.cancel()
+        return value is self and self.exception is False
+
+    def __str__(self) -> str:
+        return f"{self.seconds} seconds" if self.seconds is not None else "Timeout"
+
+
+class Greenlet(RawGreenlet):
+    """A greenlet with a result: ``join``, ``get``, ``kill``, ``link``.
+
+    Created by :func:`spawn`.  ``value`` holds the return value and
+    ``exception`` the exception it died with (None while running or on
+    success).  An exception that nothing asked for (no ``get``, ``join`` or
+    link) is printed with its traceback, never swallowed silently.
+    """
+
+    def __init__(self, run: Callable, *args: Any, **kwargs: Any) -> None:
+        hub = get_hub()
+        super().__init__(parent=hub)
+        self._hub = hub
+        self._func = run
+        self._args = args
+        self._kwargs = kwargs
+        self.value: Any = None
+        self.exception: BaseException | None = None
+        self._links: list = []
+        self._done = False
+        self._started = False
+
+    def start(self) -> None:
+        """Schedule the greenlet to run on the hub's next turn."""
+        if not self._started:
+            self._started = True
+            self._hub.run_callback(self._start)
+
+    def _start(self) -> None:
+        if not self._done:
+            self.switch()
+
+    def run(self) -> None:  # noqa: D102 - greenlet entry
+        try:
+            self.value = self._func(*self._args, **self._kwargs)
+        except GreenletExit as e:
+            self.value = e
+        except BaseException as e:  # noqa: BLE001
+            self.exception = e
+            if not self._links:
+                sys.stderr.write(f"greencoap: {self!r} failed\n")
+                traceback.print_exc()
+        finally:
+            self._func = self._args = self._kwargs = None
+            self._done = True
+            links, self._links = self._links, []
+            for fn in links:
+                self._hub.run_callback(fn, self)
+
+    @property
+    def successful(self) -> bool:
+        return self._done and self.exception is None
+
+    def ready(self) -> bool:
+        """True once the greenlet has finished (returned, raised or was killed)."""
+        return self._done
+
+    def link(self, callback: Callable[[Greenlet], Any]) -> None:
+        """Call ``callback(self)`` in the hub when the greenlet finishes."""
+        if self._done:
+            self._hub.run_callback(callback, self)
+        else:
+            self._links.append(callback)
+
+    def unlink(self, callback: Callable) -> None:
+        try:
+            self._links.remove(callback)
+        except ValueError:
+            pass
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until finished; return False if ``timeout`` expired first."""
+        if self._done:
+            return True
+        w = Waiter(self._hub)
+        self.link(w.switch)
+        try:
+            return w.get(timeout) is not _UNSET
+        finally:
+            self.unlink(w.switch)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Return the value, re-raise the exception, or raise a timeout error."""
+        if not self.join(timeout):
+            raise _make_timeout(timeout)
+        if self.exception is not None:
+            raise self.exception
+        return self.value
+
+    def kill(
+        self,
+        exception: Any = GreenletExit,
+        block: bool = True,
+        timeout: float | None = None,
+    ) -> None:
+        """Raise ``exception`` in the greenlet; by default wait until it is dead."""
+        if self._done:
+            return
+        if not self._started or not bool(self):
+            # never ran: finish it without running the function
+            self._done = True
+            self._started = True
+            self.value = exception() if isinstance(exception, type) else exception
+            links, self._links = self._links, []
+            for fn in links:
+                self._hub.run_callback(fn, self)
+            return
+        self._hub.run_callback(self._throw_in, exception)
+        if block:
+            self.join(timeout)
+
+    def _throw_in(self, exception: Any) -> None:
+        if not self.dead:
+            self.throw(exception)
+
+    def __repr__(self) -> str:
+        name = getattr(self._func, "__name__", None) or "done"
+        return f"<Greenlet {name} at {id(self):#x}>"
+
+
+def spawn(fn: Callable, *args: Any, **kwargs: Any) -> Greenlet:
+    """Start ``fn(*args, **kwargs)`` in a new greenlet and return it."""
+    g = Greenlet(fn, *args, **kwargs)
+    g.start()
+    return g
+
+
+def sleep(seconds: float = 0) -> None:
+    """Park the current greenlet for ``seconds``; ``sleep(0)`` just yields."""
+    hub = get_hub()
+    g = getcurrent()
+    if seconds <= 0:
+        hub.run_callback(g.switch)
+    else:
+        hub.call_later(seconds, g.switch)
+    hub.switch_out()
+
+
+def joinall(
+    greenlets: Iterable[Greenlet], timeout: float | None = None, raise_error: bool = False
+) -> list[Greenlet]:
+    """Wait for all ``greenlets``; return those that finished within ``timeout``."""
+    greenlets = list(greenlets)
+    deadline = None if timeout is None else monotonic() + timeout
+    done = []
+    for g in greenlets:
+        remaining = None if deadline is None else max(0.0, deadline - monotonic())
+        if g.join(remaining):
+            done.append(g)
+            if raise_error and g.exception is not None:
+                raise g.exception
+        else:
+            break
+    return done

@@ -1,0 +1,506 @@
+"""The CoAP message layer as a sans-I/O engine (layer 2; RFC 7252 §4).
+
+Theory of operation
+-------------------
+:class:`MessageLayer` owns everything RFC 7252 §4 says about messages for
+one endpoint (one UDP socket), for both roles:
+
+* **Outgoing requests** (client role) become :class:`Exchange` objects, one
+  per request, indexed by ``(peer, token)`` for responses and ``(peer, mid)``
+  for ACK/RST.  A CON is retransmitted with ACK_TIMEOUT × random(1,
+  ACK_RANDOM_FACTOR), doubling, up to MAX_RETRANSMIT times (§4.8); an empty
+  ACK stops retransmission and the exchange waits for the separate response.
+  At most ``nstart`` exchanges per peer are in flight (§4.7); the rest wait in
+  FIFO order and are sent as earlier ones finish: they never fail for it.
+* **Incoming requests** (server role) are deduplicated per ``(peer, mid)``
+  for EXCHANGE_LIFETIME (CON) / NON_LIFETIME (NON) in a bounded cache: a
+  duplicate is answered from the cached response bytes, or with an empty ACK
+  while the first copy is still being handled (§4.5).
+* **Everything else**: a ping (empty CON) gets RST; an unexpected CON
+  response gets RST; a malformed CON gets RST and a malformed NON is
+  dropped (§4.2, §4.3); each such event is counted in ``stats``.
+
+The engine never reads a clock, never sleeps and never touches a socket:
+``receive(data, peer, now)`` and ``expire(now)`` are fed by the endpoint,
+datagrams to send are appended to ``outbox`` as ``(bytes, peer)`` pairs for
+the endpoint to drain, and ``next_deadline()`` says when ``expire`` must be
+called next.  Randomness (MIDs, tokens, jitter) comes from an injected RNG.
+Peers are opaque hashable keys (the endpoint uses ``(host, port)``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from random import Random
+from typing import Any
+
+from ..codes import Type
+from ..errors import MessageFormatError
+from ..message import Message
+
+CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
+
+
+@dataclass(frozen=True)
+class TransmissionParameters:
+    """RFC 7252 §4.8 transmission parameters (defaults are the RFC's)."""
+
+    ack_timeout: float = 2.0
+    ack_random_factor: float = 1.5
+    max_retransmit: int = 4
+    nstart: int = 1024
+    default_leisure: float = 5.0
+    probing_rate: float = 1.0
+    max_latency: float = 100.0
+    processing_delay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ack_timeout <= 0 or self.ack_random_factor < 1 or self.max_retransmit < 0:
+            raise ValueError("ack_timeout > 0, ack_random_factor >= 1, max_retransmit >= 0")
+        if self.nstart < 1:
+            raise ValueError("nstart must be at least 1")
+
+    @property
+    def max_transmit_span(self) -> float:
+        """§4.8.2: time from first transmission to the last retransmission."""
+        return self.ack_timeout * (2**self.max_retransmit - 1) * self.ack_random_factor
+
+    @property
+    def max_transmit_wait(self) -> float:
+        """§4.8.2: time from first transmission until the sender gives up."""
+        return self.ack_timeout * (2 ** (self.max_retransmit + 1) - 1) * self.ack_random_factor
+
+    @property
+    def exchange_lifetime(self) -> float:
+        """§4.8.2: how long a MID must not be reused / a CON is deduplicated."""
+        pd = self.ack_timeout if self.processing_delay is None else self.processing_delay
+        return self.max_transmit_span + 2 * self.max_latency + pd
+
+    @property
+    def non_lifetime(self) -> float:
+        """§4.8.2: how long a NON is deduplicated."""
+        return self.max_transmit_span + self.max_latency
+
+
+# Exchange states (client role)
+QUEUED = 0  # waiting for an NSTART slot; nothing sent yet
+SENT = 1  # sent; CON: retransmitting until ACK/response; NON: waiting for a response
+ACKED = 2  # empty ACK received: waiting for the separate response
+DONE = 3  # finished (response, RST, timeout or cancel); removed from every table
+
+
+class Exchange:
+    """One outgoing request and what became of it (client role).
+
+    ``result`` is set when ``state`` becomes DONE: the response
+    :class:`Message`, or one of the strings ``"reset"``, ``"timeout"``,
+    ``"cancelled"``.  ``waiter`` is free for the layer above (the endpoint
+    parks the calling greenlet there); the engine never touches it.
+    """
+
+    __slots__ = (
+        "peer",
+        "token",
+        "mid",
+        "con",
+        "datagram",
+        "state",
+        "retransmits",
+        "interval",
+        "next_retransmit",
+        "deadline",
+        "result",
+        "waiter",
+    )
+
+    def __init__(self, peer: Any, token: bytes, con: bool, deadline: float) -> None:
+        self.peer = peer
+        self.token = token
+        self.mid = -1
+        self.con = con
+        self.datagram = b""
+        self.state = QUEUED
+        self.retransmits = 0
+        self.interval = 0.0
+        self.next_retransmit = float("inf")
+        self.deadline = deadline
+        self.result: Any = None
+        self.waiter: Any = None
+
+    def __repr__(self) -> str:
+        names = ("QUEUED", "SENT", "ACKED", "DONE")
+        return f"<Exchange {self.peer} token={self.token.hex()} mid={self.mid} {names[self.state]}>"
+
+
+class _Dedup:
+    """Server-side record of a received CON/NON: the response sent, if any."""
+
+    __slots__ = ("response", "expires")
+
+    def __init__(self, expires: float) -> None:
+        self.response: bytes | None = None
+        self.expires = expires
+
+
+REQUEST = "request"  # event: ("request", Message, peer) — a new request to handle
+RESPONSE = "response"  # event: ("response", Exchange, None) — exchange.result is the Message
+RESET = "reset"  # event: ("reset", Exchange, None)
+TIMEOUT = "timeout"  # event from expire(): ("timeout", Exchange, None)
+
+
+class MessageLayer:
+    """RFC 7252 §4 for one endpoint, both roles; see the module docstring."""
+
+    def __init__(
+        self,
+        params: TransmissionParameters | None = None,
+        rng: Random | None = None,
+        token_length: int = 4,
+        dedup_capacity: int = 65536,
+    ) -> None:
+        self.params = params or TransmissionParameters()
+        self.rng = rng or Random()
+        if not 0 <= token_length <= 8:
+            raise ValueError("token_length must be 0..8")
+        self.token_length = token_length
+        self._next_mid = self.rng.randrange(0x10000)
+        self.outbox: list[tuple[bytes, Any]] = []
+        # client role
+        self._by_token: dict[tuple, Exchange] = {}
+        self._by_mid: dict[tuple, Exchange] = {}
+        self._inflight: dict[Any, int] = {}
+        self._queued: dict[Any, deque] = {}
+        self._deadlines: list = []  # heap of (time, seq, exchange)
+        self._seq = 0
+        # server role
+        self._dedup: OrderedDict[tuple, _Dedup] = OrderedDict()
+        self.dedup_capacity = dedup_capacity
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "requests_sent",
+                "retransmissions",
+                "responses_received",
+                "timeouts",
+                "resets_received",
+                "requests_received",
+                "duplicates",
+                "malformed",
+                "rst_sent",
+                "pings",
+                "unexpected",
+                "dedup_evicted",
+            ),
+            0,
+        )
+
+    # -- identifiers ---------------------------------------------------
+    def next_mid(self) -> int:
+        """A fresh message ID (sequential from a random start, §4.4)."""
+        mid = self._next_mid
+        self._next_mid = (mid + 1) & 0xFFFF
+        return mid
+
+    def new_token(self, peer: Any) -> bytes:
+        """A random token not in use with ``peer`` (§5.3.1)."""
+        n = self.token_length
+        if n == 0:
+            return b""
+        getrandbits = self.rng.getrandbits
+        while True:
+            token = getrandbits(8 * n).to_bytes(n, "big")
+            if (peer, token) not in self._by_token:
+                return token
+
+    # -- client role ---------------------------------------------------
+    def request(self, msg: Message, peer: Any, now: float, timeout: float) -> Exchange:
+        """Start an exchange for request ``msg`` (its token and MID are assigned here).
+
+        The exchange is sent at once (its datagram appended to ``outbox``) or
+        queued behind ``nstart`` others to the same peer.  It ends, at the
+        latest, ``timeout`` seconds from ``now``.
+        """
+        if not msg.token:
+            msg.token = self.new_token(peer)
+        ex = Exchange(peer, msg.token, msg.mtype == CON, now + timeout)
+        key = (peer, msg.token)
+        if key in self._by_token:
+            raise ValueError(f"token {msg.token.hex()} already in use with {peer}")
+        self._by_token[key] = ex
+        ex.datagram = msg  # encoded when sent
+        self._push_deadline(ex.deadline, ex)
+        n = self._inflight.get(peer, 0)
+        if n < self.params.nstart:
+            self._inflight[peer] = n + 1
+            self._transmit(ex, now)
+        else:
+            self._queued.setdefault(peer, deque()).append(ex)
+        return ex
+
+    def _transmit(self, ex: Exchange, now: float) -> None:
+        msg = ex.datagram
+        msg.mid = ex.mid = self.next_mid()
+        ex.datagram = data = msg.encode()
+        ex.state = SENT
+        self._by_mid[(ex.peer, ex.mid)] = ex
+        self.stats["requests_sent"] += 1
+        if ex.con:
+            p = self.params
+            ex.interval = p.ack_timeout * (1 + self.rng.random() * (p.ack_random_factor - 1))
+            ex.next_retransmit = now + ex.interval
+            if ex.next_retransmit < ex.deadline:
+                self._push_deadline(ex.next_retransmit, ex)
+        self.outbox.append((data, ex.peer))
+
+    def cancel(self, ex: Exchange, now: float, reason: str = "cancelled") -> None:
+        """Forget ``ex`` (its caller gave up): no more retransmissions, no state left."""
+        self._now = now
+        if ex.state != DONE:
+            self._finish(ex, reason)
+
+    def _finish(self, ex: Exchange, result: Any) -> None:
+        was_started = ex.state != QUEUED
+        ex.state = DONE
+        ex.result = result
+        ex.next_retransmit = float("inf")
+        peer = ex.peer
+        self._by_token.pop((peer, ex.token), None)
+        if ex.mid >= 0 and self._by_mid.get((peer, ex.mid)) is ex:
+            del self._by_mid[(peer, ex.mid)]
+        if not was_started:
+            q = self._queued.get(peer)
+            if q is not None:
+                try:
+                    q.remove(ex)
+                except ValueError:
+                    pass
+                if not q:
+                    del self._queued[peer]
+            return
+        q = self._queued.get(peer)
+        if q:
+            nxt = q.popleft()
+            if not q:
+                del self._queued[peer]
+            self._transmit(nxt, self._now)
+        else:
+            n = self._inflight[peer] - 1
+            if n:
+                self._inflight[peer] = n
+            else:
+                del self._inflight[peer]
+
+    _now = 0.0
+
+    def _push_deadline(self, when: float, ex: Exchange) -> None:
+        self._seq += 1
+        heapq.heappush(self._deadlines, (when, self._seq, ex))
+
+    def next_deadline(self) -> float | None:
+        """When ``expire`` must next be called (None: nothing pending)."""
+        d = self._deadlines
+        while d and d[0][2].state == DONE:
+            heapq.heappop(d)
+        if self._dedup:
+            first = next(iter(self._dedup.values())).expires
+            return min(first, d[0][0]) if d else first
+        return d[0][0] if d else None
+
+    def expire(self, now: float) -> list[tuple[str, Exchange, None]]:
+        """Retransmit what is due, end exchanges past their deadline, age the dedup cache."""
+        self._now = now
+        events = []
+        d = self._deadlines
+        heappop = heapq.heappop
+        while d and d[0][0] <= now:
+            _, _, ex = heappop(d)
+            if ex.state == DONE:
+                continue
+            if ex.deadline <= now:
+                self.stats["timeouts"] += 1
+                self._finish(ex, TIMEOUT)
+                events.append((TIMEOUT, ex, None))
+            elif ex.state == SENT and ex.con and ex.next_retransmit <= now:
+                if ex.retransmits < self.params.max_retransmit:
+                    ex.retransmits += 1
+                    ex.interval *= 2
+                    ex.next_retransmit = now + ex.interval
+                    self.stats["retransmissions"] += 1
+                    self.outbox.append((ex.datagram, ex.peer))
+                    self._push_deadline(min(ex.next_retransmit, ex.deadline), ex)
+                else:
+                    # §4.2: after MAX_RETRANSMIT, wait one more interval then give up
+                    give_up = min(now + ex.interval, ex.deadline)
+                    ex.next_retransmit = float("inf")
+                    ex.deadline = give_up
+                    self._push_deadline(give_up, ex)
+        dedup = self._dedup
+        while dedup:
+            key, entry = next(iter(dedup.items()))
+            if entry.expires > now:
+                break
+            del dedup[key]
+        return events
+
+    def pending(self) -> int:
+        """Number of client exchanges not yet finished (for leak checks)."""
+        return len(self._by_token)
+
+    def table_sizes(self) -> dict[str, int]:
+        """Sizes of every internal table (all 0 for an idle client: no leaks)."""
+        return {
+            "by_token": len(self._by_token),
+            "by_mid": len(self._by_mid),
+            "inflight": len(self._inflight),
+            "queued": len(self._queued),
+            "deadlines": sum(1 for e in self._deadlines if e[2].state != DONE),
+        }
+
+    # -- receiving ----------------------------------------------------
+    def receive(self, data: bytes, peer: Any, now: float) -> tuple | None:
+        """Process one datagram; return an event tuple or None.
+
+        Events are ``(REQUEST, message, peer)`` for a new request,
+        ``(RESPONSE, exchange, None)`` and ``(RESET, exchange, None)`` for an
+        exchange of ours.  Datagrams to answer with (ACK, RST, cached
+        responses) are appended to ``outbox``.
+        """
+        self._now = now
+        try:
+            msg = Message.decode(data)
+        except MessageFormatError:
+            self.stats["malformed"] += 1
+            # §4.2/§4.3: reject a malformed CON with RST if we can read its header
+            if len(data) >= 4 and data[0] >> 4 == 0b0100:  # version 1, CON
+                self._rst(int.from_bytes(data[2:4], "big"), peer)
+            return None
+        code = msg.code
+        mtype = msg.mtype
+        if 1 <= code < 32:  # a request
+            if mtype >= ACK:
+                self.stats["malformed"] += 1  # §4.2/§4.3: requests travel in CON/NON only
+                if mtype == ACK:
+                    self._rst(msg.mid, peer)
+                return None
+            return self._incoming_request(msg, peer, now)
+        if code == 0:  # empty message
+            if mtype == CON:
+                self.stats["pings"] += 1
+                self._rst(msg.mid, peer)
+                return None
+            if mtype == NON:
+                self.stats["malformed"] += 1
+                return None
+            ex = self._by_mid.get((peer, msg.mid))
+            if ex is None or ex.state == DONE:
+                return None
+            if mtype == RST:
+                self.stats["resets_received"] += 1
+                self._finish(ex, RESET)
+                return (RESET, ex, None)
+            # empty ACK: separate response follows (§5.2.2)
+            if ex.state == SENT:
+                ex.state = ACKED
+                ex.next_retransmit = float("inf")
+            return None
+        if code < 64:
+            self.stats["malformed"] += 1  # reserved classes 1.xx
+            if mtype == CON:
+                self._rst(msg.mid, peer)
+            return None
+        # a response
+        ex = self._by_token.get((peer, msg.token))
+        if mtype == ACK:
+            if ex is None or ex.mid != msg.mid:
+                by_mid = self._by_mid.get((peer, msg.mid))
+                if by_mid is not None and by_mid.token != msg.token:
+                    # §5.3.2: a piggybacked response must echo the token
+                    self.stats["unexpected"] += 1
+                    return None
+            if ex is None:
+                self.stats["unexpected"] += 1
+                return None
+        elif mtype == CON:
+            self._ack(msg.mid, peer)  # ack even a duplicate; the exchange decides below
+            if ex is None:
+                self.stats["unexpected"] += 1
+                self.outbox.pop()
+                self._rst(msg.mid, peer)
+                return None
+        elif mtype == NON:
+            if ex is None:
+                self.stats["unexpected"] += 1
+                return None
+        else:  # RST with a code: malformed (§4.3 says RST is empty)
+            self.stats["malformed"] += 1
+            return None
+        self.stats["responses_received"] += 1
+        self._finish(ex, msg)
+        return (RESPONSE, ex, None)
+
+    def _incoming_request(self, msg: Message, peer: Any, now: float) -> tuple | None:
+        key = (peer, msg.mid)
+        dedup = self._dedup
+        entry = dedup.get(key)
+        if entry is not None:
+            self.stats["duplicates"] += 1
+            if entry.response is not None:
+                self.outbox.append((entry.response, peer))
+            elif msg.mtype == CON:
+                self._ack(msg.mid, peer)
+            return None
+        p = self.params
+        life = p.exchange_lifetime if msg.mtype == CON else p.non_lifetime
+        if len(dedup) >= self.dedup_capacity:
+            dedup.popitem(last=False)
+            self.stats["dedup_evicted"] += 1
+        dedup[key] = _Dedup(now + life)
+        self.stats["requests_received"] += 1
+        return (REQUEST, msg, peer)
+
+    def respond(self, request: Message, peer: Any, response: Message) -> bytes:
+        """Send ``response`` to ``request``: piggybacked on the ACK for a CON,
+        as a NON for a NON.  The bytes are cached for duplicates and returned
+        (they are also appended to ``outbox``)."""
+        response.token = request.token
+        if request.mtype == CON:
+            response.mtype = ACK
+            response.mid = request.mid
+        else:
+            response.mtype = NON
+            response.mid = self.next_mid()
+        data = response.encode()
+        entry = self._dedup.get((peer, request.mid))
+        if entry is not None:
+            entry.response = data
+        self.outbox.append((data, peer))
+        return data
+
+    def _ack(self, mid: int, peer: Any) -> None:
+        self.outbox.append((bytes((0x60, 0, mid >> 8, mid & 0xFF)), peer))
+
+    def _rst(self, mid: int, peer: Any) -> None:
+        self.stats["rst_sent"] += 1
+        self.outbox.append((bytes((0x70, 0, mid >> 8, mid & 0xFF)), peer))
+
+
+def empty_ack(mid: int) -> bytes:
+    """The 4 bytes of an empty ACK for ``mid``."""
+    return bytes((0x60, 0, mid >> 8, mid & 0xFF))
+
+
+__all__ = [
+    "TransmissionParameters",
+    "MessageLayer",
+    "Exchange",
+    "REQUEST",
+    "RESPONSE",
+    "RESET",
+    "TIMEOUT",
+    "QUEUED",
+    "SENT",
+    "ACKED",
+    "DONE",
+    "empty_ack",
+]

@@ -1,0 +1,237 @@
+"""What users hold: :class:`Response` and :class:`Request` (layer 4).
+
+A :class:`Response` is both what a client call returns and what a server
+handler may return; a :class:`Request` is what a server handler receives.
+Both are thin views over a codec :class:`~greencoap.message.Message`.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from typing import Any
+
+from .codes import Code, Type
+from .endpoint import display_peer
+from .errors import ResponseError
+from .message import Message
+from .options import ContentFormat, OptionNumber
+
+JSON = int(ContentFormat.JSON)
+TEXT = int(ContentFormat.TEXT_PLAIN)
+
+
+class Response:
+    """A CoAP response: ``code``, ``payload`` and ``options``.
+
+    As a handler's return value: ``Response(Code.CONTENT, "text")`` (a str
+    payload is UTF-8 with content format text/plain unless given).  As a
+    client result it also carries ``peer`` (who answered), ``mtype``,
+    ``token`` and the raw ``message``.
+    """
+
+    __slots__ = ("code", "payload", "options", "peer", "message")
+
+    def __init__(
+        self,
+        code: int = Code.CONTENT,
+        payload: bytes | str = b"",
+        *,
+        content_format: int | None = None,
+        options: list[tuple[int, bytes]] | None = None,
+        max_age: int | None = None,
+        etag: bytes | None = None,
+    ) -> None:
+        self.code = Code(code)
+        if isinstance(payload, str):
+            payload = payload.encode()
+            if content_format is None:
+                content_format = TEXT
+        self.payload = bytes(payload)
+        self.options: list[tuple[int, bytes]] = list(options) if options else []
+        self.peer: tuple | None = None
+        self.message: Message | None = None
+        if content_format is not None:
+            self._set(OptionNumber.CONTENT_FORMAT, content_format)
+        if max_age is not None:
+            self._set(OptionNumber.MAX_AGE, max_age)
+        if etag is not None:
+            self.options.append((OptionNumber.ETAG, etag))
+
+    def _set(self, number: int, value: int) -> None:
+        self.options = [o for o in self.options if o[0] != number]
+        self.options.append((number, value.to_bytes((value.bit_length() + 7) // 8, "big")))
+
+    @classmethod
+    def from_message(cls, msg: Message, peer: tuple | None = None) -> Response:
+        """Wrap a received response message."""
+        r = cls.__new__(cls)
+        r.code = msg.code
+        r.payload = msg.payload
+        r.options = msg.options
+        r.peer = display_peer(peer) if peer else None
+        r.message = msg
+        return r
+
+    def to_message(self) -> Message:
+        """The message a server sends for this response (type/MID/token set later)."""
+        return Message(Type.ACK, self.code, 0, b"", list(self.options), self.payload)
+
+    def _opt(self, number: int) -> bytes | None:
+        for n, v in self.options:
+            if n == number:
+                return v
+        return None
+
+    @property
+    def content_format(self) -> int | None:
+        """The Content-Format option as an int, or None when absent."""
+        v = self._opt(OptionNumber.CONTENT_FORMAT)
+        return None if v is None else int.from_bytes(v, "big")
+
+    @property
+    def max_age(self) -> int | None:
+        v = self._opt(OptionNumber.MAX_AGE)
+        return None if v is None else int.from_bytes(v, "big")
+
+    @property
+    def etag(self) -> bytes | None:
+        return self._opt(OptionNumber.ETAG)
+
+    @property
+    def text(self) -> str:
+        """The payload decoded as UTF-8 (invalid bytes replaced)."""
+        return self.payload.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The payload parsed as JSON."""
+        return _json.loads(self.payload)
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2.xx response."""
+        return 64 <= self.code < 96
+
+    def raise_for_status(self) -> Response:
+        """Raise :class:`ResponseError` for 4.xx/5.xx; return self otherwise."""
+        if self.code >= 128:
+            raise ResponseError(self)
+        return self
+
+    @property
+    def mtype(self) -> Type | None:
+        return self.message.mtype if self.message is not None else None
+
+    @property
+    def token(self) -> bytes | None:
+        return self.message.token if self.message is not None else None
+
+    def __repr__(self) -> str:
+        return f"<Response {self.code} {len(self.payload)}B>"
+
+
+class Request:
+    """What a server handler receives.
+
+    ``method`` (a :class:`Code`), ``path`` (``"/a/b"``), ``params`` (from
+    ``:name`` route segments), ``query`` (a dict of ``k=v`` items; a bare
+    ``k`` maps to ``""``), ``payload``, ``options``, ``peer``,
+    ``content_format``, ``accept`` and the raw ``message``.
+    """
+
+    __slots__ = ("message", "peer", "params", "_path", "_query")
+
+    def __init__(self, message: Message, peer: tuple, params: dict | None = None) -> None:
+        self.message = message
+        self.peer = peer
+        self.params = params or {}
+        self._path: str | None = None
+        self._query: dict | None = None
+
+    @property
+    def method(self) -> Code:
+        return Code(self.message.code)
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            self._path = "/" + "/".join(self.message.uri_path)
+        return self._path
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            q = {}
+            for item in self.message.uri_query:
+                k, _, v = item.partition("=")
+                q[k] = v
+            self._query = q
+        return self._query
+
+    @property
+    def payload(self) -> bytes:
+        return self.message.payload
+
+    @property
+    def text(self) -> str:
+        return self.message.payload.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return _json.loads(self.message.payload)
+
+    @property
+    def options(self) -> list[tuple[int, bytes]]:
+        return self.message.options
+
+    @property
+    def content_format(self) -> int | None:
+        return self.message.content_format
+
+    @property
+    def accept(self) -> int | None:
+        return self.message.accept
+
+    @property
+    def confirmable(self) -> bool:
+        return self.message.mtype == Type.CON
+
+    @property
+    def remote(self) -> tuple[str, int]:
+        """The peer as ``(host, port)`` with IPv4-mapped addresses unmapped."""
+        return display_peer(self.peer)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path} from {self.remote}>"
+
+
+def as_response(result: Any, method: int) -> Response:
+    """Turn a handler's return value into a :class:`Response`.
+
+    ``Response`` as is; ``bytes``/``str`` → 2.05 (GET/FETCH) or the method's
+    success code; ``dict``/``list`` → JSON; ``None`` → the method's default
+    success code with no payload.
+    """
+    if result.__class__ is Response:
+        return result
+    code = DEFAULT_SUCCESS.get(method, Code.CONTENT)
+    if result is None:
+        return Response(code)
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return Response(code, bytes(result))
+    if isinstance(result, str):
+        return Response(code, result)
+    if isinstance(result, (dict, list)):
+        return Response(code, _json.dumps(result).encode(), content_format=JSON)
+    if isinstance(result, Response):
+        return result
+    raise TypeError(f"a handler returned {type(result).__name__}; return Response/bytes/str/dict")
+
+
+DEFAULT_SUCCESS = {
+    Code.GET: Code.CONTENT,
+    Code.FETCH: Code.CONTENT,
+    Code.POST: Code.CHANGED,
+    Code.PUT: Code.CHANGED,
+    Code.DELETE: Code.DELETED,
+    Code.PATCH: Code.CHANGED,
+    Code.IPATCH: Code.CHANGED,
+}

@@ -1,0 +1,152 @@
+"""Routing requests to handler functions (layer 4).
+
+    router = Router()
+
+    @router.get("/sensors/:id", rt="temperature")
+    def sensor(request, id): ...
+
+A route is a method and a path pattern; ``:name`` segments match any one
+segment and are passed to the handler as keyword arguments; a final
+``*name`` segment matches the rest of the path (possibly empty) as a
+``/``-joined string.  Static routes are found with one dict lookup.  Keyword
+arguments given to the decorators are kept as link attributes for
+``.well-known/core``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codes import Code
+
+Handler = Callable[..., Any]
+
+
+@dataclass
+class Route:
+    """One registered route: method, path pattern, handler, link attributes."""
+
+    method: Code
+    path: str
+    segments: tuple[str, ...]
+    handler: Handler
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dynamic(self) -> bool:
+        return any(s[:1] in (":", "*") for s in self.segments)
+
+    def match(self, segments: tuple[str, ...] | list[str]) -> dict[str, str] | None:
+        """The path parameters if ``segments`` match this route, else None."""
+        pat = self.segments
+        params = {}
+        for i, p in enumerate(pat):
+            if p[:1] == "*":
+                params[p[1:] or "rest"] = "/".join(segments[i:])
+                return params
+            if i >= len(segments):
+                return None
+            if p[:1] == ":":
+                params[p[1:]] = segments[i]
+            elif p != segments[i]:
+                return None
+        return params if len(segments) == len(pat) else None
+
+
+def split_path(path: str) -> tuple[str, ...]:
+    """``"/a/b"`` → ``("a", "b")``; ``"/"`` → ``()``."""
+    path = path.strip("/")
+    return tuple(path.split("/")) if path else ()
+
+
+class Router:
+    """Maps (method, path) to handlers; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self._static: dict[tuple[str, ...], dict[int, Route]] = {}
+        self._dynamic: list[Route] = []
+
+    def add(self, method: int | str, path: str, handler: Handler, **attrs: Any) -> Route:
+        """Register ``handler`` for ``method`` on ``path`` (decorators call this)."""
+        if isinstance(method, str):
+            method = Code[method.upper()]
+        method = Code(method)
+        if not method.is_request:
+            raise ValueError(f"{method} is not a request method")
+        segs = split_path(path)
+        for i, s in enumerate(segs):
+            if s[:1] == "*" and i != len(segs) - 1:
+                raise ValueError(f"{path!r}: a *wildcard must be the last segment")
+        route = Route(method, "/" + "/".join(segs), segs, handler, attrs)
+        if route.dynamic:
+            self._dynamic.append(route)
+        else:
+            methods = self._static.setdefault(segs, {})
+            if method in methods:
+                raise ValueError(f"{method} {route.path} is already routed")
+            methods[int(method)] = route
+        self.routes.append(route)
+        return route
+
+    def route(self, path: str, methods: tuple = ("GET",), **attrs: Any) -> Callable:
+        """Decorator registering a handler for several methods."""
+
+        def deco(fn: Handler) -> Handler:
+            for m in methods:
+                self.add(m, path, fn, **attrs)
+            return fn
+
+        return deco
+
+    def _deco(self, method: Code, path: str, attrs: dict) -> Callable:
+        def deco(fn: Handler) -> Handler:
+            self.add(method, path, fn, **attrs)
+            return fn
+
+        return deco
+
+    def get(self, path: str, **attrs: Any) -> Callable:
+        """``@router.get("/path", rt=..., ct=...)`` registers a GET handler."""
+        return self._deco(Code.GET, path, attrs)
+
+    def post(self, path: str, **attrs: Any) -> Callable:
+        return self._deco(Code.POST, path, attrs)
+
+    def put(self, path: str, **attrs: Any) -> Callable:
+        return self._deco(Code.PUT, path, attrs)
+
+    def delete(self, path: str, **attrs: Any) -> Callable:
+        return self._deco(Code.DELETE, path, attrs)
+
+    def fetch(self, path: str, **attrs: Any) -> Callable:
+        return self._deco(Code.FETCH, path, attrs)
+
+    def patch(self, path: str, **attrs: Any) -> Callable:
+        return self._deco(Code.PATCH, path, attrs)
+
+    def ipatch(self, path: str, **attrs: Any) -> Callable:
+        return self._deco(Code.IPATCH, path, attrs)
+
+    def resolve(self, method: int, segments: tuple[str, ...] | list[str]) -> tuple[Route, dict]:
+        """Find the route for a request.
+
+        Returns ``(route, params)``; raises ``LookupError`` carrying
+        :attr:`Code.NOT_FOUND` or :attr:`Code.METHOD_NOT_ALLOWED`.
+        """
+        segments = tuple(segments)
+        methods = self._static.get(segments)
+        if methods is not None:
+            r = methods.get(method)
+            if r is not None:
+                return r, {}
+        found_path = methods is not None
+        for r in self._dynamic:
+            params = r.match(segments)
+            if params is not None:
+                if r.method == method:
+                    return r, params
+                found_path = True
+        raise LookupError(Code.METHOD_NOT_ALLOWED if found_path else Code.NOT_FOUND)
