@@ -56,7 +56,10 @@ text_values = st.text(st.characters(exclude_categories=("Cs",)), max_size=40).ma
     lambda s: s.encode("utf-8")
 )
 uint_values = st.integers(0, 2**32 - 1).map(encode_uint)
-opaque_values = st.binary(max_size=300)
+opaque_values = st.one_of(
+    st.binary(max_size=16),
+    st.integers(0, 300).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+)
 
 
 @st.composite

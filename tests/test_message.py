@@ -400,7 +400,13 @@ def test_block_round_trip(num: int, more: bool, szx: int) -> None:
 
 # -- properties ---------------------------------------------------------------
 
-option_lists = st.lists(st.tuples(st.integers(0, 65000), st.binary(max_size=300)), max_size=6).map(
+# Values of every length 0..300 (hypothesis favours short binaries otherwise, and
+# the 13 / 269 extended-length boundaries need long ones).
+option_values = st.one_of(
+    st.binary(max_size=16),
+    st.integers(0, 300).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+)
+option_lists = st.lists(st.tuples(st.integers(0, 65000), option_values), max_size=6).map(
     lambda opts: sorted(opts, key=lambda o: o[0])
 )
 

@@ -1,0 +1,39 @@
+# Two commands do all setup on a fresh Debian machine:
+#   make demo   - install everything, run the demo server and the tour against it
+#   make test   - install everything, run ruff and the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.greencoap-installed
+SYSDEPS := $(VENV)/.greencoap-sysdeps
+
+.PHONY: demo test lint bench install clean
+
+demo: $(STAMP)
+	PY=$(PY) scripts/demo.sh
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+install: $(STAMP)
+
+$(SYSDEPS):
+	PYTHON=$(PYTHON) scripts/sysdeps.sh
+	$(PYTHON) -m venv $(VENV)
+	touch $@
+
+# Reinstall only when the packaging or the cffi build script changed.
+$(STAMP): $(SYSDEPS) pyproject.toml setup.cfg $(wildcard setup.py greencoap/_uring_build.py)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+bench: $(STAMP)
+	$(PY) bench/server.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info greencoap/_uring*.so greencoap/_uring*.c

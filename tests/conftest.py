@@ -1,0 +1,151 @@
+"""Shared fixtures: the hub backends, free ports, peer binaries, subprocess servers.
+
+Tests that need io_uring or a peer (libcoap binaries, aiocoap) skip when it is
+missing on a developer's machine; CI sets ``GREENCOAP_REQUIRE_URING=1`` and
+``GREENCOAP_REQUIRE_PEERS=1`` so that a missing one fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from greencoap import hub as hubmod
+
+BACKENDS = ("uring", "epoll")
+
+
+def require_or_skip(ok: bool, what: str, env: str = "GREENCOAP_REQUIRE_PEERS") -> None:
+    """Skip when ``what`` is unavailable, or fail when ``$env`` demands it."""
+    if ok:
+        return
+    if os.environ.get(env, "") not in ("", "0"):
+        pytest.fail(f"{what} is required here ({env}=1) but unavailable")
+    pytest.skip(f"{what} unavailable")
+
+
+def uring_usable() -> str | None:
+    """None when the io_uring backend can start here, else the reason."""
+    try:
+        from greencoap.uring_hub import UringBackend  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return str(e)
+    return None
+
+
+def fresh_hub(backend: str) -> hubmod.Hub:
+    """Destroy this thread's hub and make a new one on ``backend``."""
+    old = getattr(hubmod._local, "hub", None)
+    if old is not None:
+        old.destroy()
+    hubmod._local.hub = None
+    return hubmod.get_hub(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def hub(request):
+    """This thread's hub on each backend in turn (io_uring, then epoll)."""
+    name = request.param
+    if name == "uring":
+        reason = uring_usable()
+        require_or_skip(reason is None, f"io_uring backend ({reason})", "GREENCOAP_REQUIRE_URING")
+    h = fresh_hub(name)
+    assert h.backend == name
+    yield h
+    from greencoap import client as clientmod
+
+    c = getattr(clientmod._default, "client", None)
+    if c is not None:
+        c.close()
+        clientmod._default.client = None
+    h.destroy()
+    hubmod._local.hub = None
+
+
+def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
+    """A UDP port that was free a moment ago."""
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def which_or_skip(binary: str) -> str:
+    path = shutil.which(binary)
+    require_or_skip(path is not None, binary)
+    return path
+
+
+def wait_udp_ready(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Ping (empty CON) until the server answers RST."""
+    deadline = time.monotonic() + timeout
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        while time.monotonic() < deadline:
+            s.sendto(b"\x40\x00\x12\x34", (host, port))
+            try:
+                data, _ = s.recvfrom(64)
+                if data[:1] and data[0] >> 4 == 0x7:
+                    return
+            except (TimeoutError, ConnectionRefusedError):
+                pass
+    raise RuntimeError(f"nothing answered on {host}:{port}")
+
+
+class Proc:
+    """A subprocess server stopped by PID at teardown."""
+
+    def __init__(self, args: list[str], port: int, host: str = "127.0.0.1", **kw) -> None:
+        self.port = port
+        self.host = host
+        self.p = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
+        )
+        try:
+            wait_udp_ready(port, host)
+        except RuntimeError:
+            self.stop()
+            raise RuntimeError(f"{args} did not start: {self.output}") from None
+        self.output = ""
+
+    def stop(self) -> str:
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.output, _ = self.p.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.output, _ = self.p.communicate()
+        elif self.p.stdout:
+            self.output = self.p.stdout.read()
+        return self.output
+
+    @property
+    def uri(self) -> str:
+        return f"coap://{self.host}:{self.port}"
+
+
+@pytest.fixture
+def demo_proc():
+    """The demo server as a subprocess (``python -m greencoap.demo``) on a free port."""
+    port = free_port()
+    p = Proc([sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1", "--port", str(port)],
+             port)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def libcoap_server():
+    """libcoap's ``coap-server-notls -d 20`` on a free port (PUT creates resources)."""
+    binary = which_or_skip("coap-server-notls")
+    port = free_port()
+    p = Proc([binary, "-A", "127.0.0.1", "-p", str(port), "-d", "20"], port)
+    yield p
+    p.stop()
