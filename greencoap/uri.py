@@ -214,7 +214,8 @@ def parse_uri(uri: str, default_scheme: str | None = None) -> URI:
         raise UriError(f"not an absolute URI (no scheme): {uri!r}")
     scheme = scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise UriError(f"unsupported scheme {scheme!r}: only coap and coaps")
+        hint = " (missing 'coap://'?)" if authority is None else ""
+        raise UriError(f"unsupported scheme {scheme!r}: only coap and coaps{hint}")
     if authority is None:
         raise UriError(f"missing host: {uri!r}")
     host, port_text = _parse_host(authority)

@@ -132,11 +132,13 @@ class Proc:
 
 
 @pytest.fixture
-def demo_proc():
-    """The demo server as a subprocess (``python -m greencoap.demo``) on a free port."""
+def demo_proc(hub):
+    """The demo server as a subprocess (``python -m greencoap.demo``) on a free port,
+    on the same backend as this test's hub."""
     port = free_port()
+    env = dict(os.environ, GREENCOAP_HUB=hub.backend)
     p = Proc([sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1", "--port", str(port)],
-             port)
+             port, env=env)
     yield p
     p.stop()
 
@@ -149,3 +151,16 @@ def libcoap_server():
     p = Proc([binary, "-A", "127.0.0.1", "-p", str(port), "-d", "20"], port)
     yield p
     p.stop()
+
+
+@pytest.fixture
+def server(hub):
+    """An in-process demo server (plus test routes) on this test's hub, 127.0.0.1, free port."""
+    from greencoap.demo import build_router
+    from greencoap.server import Server
+
+    router = build_router()
+    srv = Server(router, host="127.0.0.1", port=0).start()
+    srv.uri = f"coap://127.0.0.1:{srv.port}"
+    yield srv
+    srv.stop()

@@ -1,0 +1,243 @@
+"""The client end to end on real UDP sockets, on every hub backend."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+import greencoap
+from greencoap import Client, Code, RequestTimeoutError, ResetError, Type, UriError
+from greencoap.message import Message
+
+
+class RawPeer:
+    """A plain-socket CoAP peer in an OS thread, scripted by ``answer(n, msg)``.
+
+    ``answer`` gets the copy number (1, 2, …) and the decoded message and
+    returns bytes to send back or None to stay silent.
+    """
+
+    def __init__(self, answer, family=socket.AF_INET, host="127.0.0.1"):
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.received: list[tuple[float, bytes]] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            self.received.append((time.monotonic(), data))
+            reply = self.answer(len(self.received), Message.decode(data))
+            if reply:
+                self.sock.sendto(reply, addr)
+
+    def close(self):
+        self._stop.set()
+        self.thread.join()
+        self.sock.close()
+
+    @property
+    def uri(self):
+        return f"coap://127.0.0.1:{self.port}"
+
+
+def piggybacked(req: Message, payload=b"ok") -> bytes:
+    return Message(Type.ACK, Code.CONTENT, req.mid, req.token, [], payload).encode()
+
+
+def test_get_from_libcoap_server(hub, libcoap_server):
+    with Client(timeout=5) as c:
+        r = c.get(libcoap_server.uri + "/")
+        assert r.code == Code.CONTENT
+        assert r.ok and r.payload  # libcoap's default index text
+        # PUT creates a resource on `-d 20`, then GET reads it back
+        assert c.put(libcoap_server.uri + "/hello", payload=b"Hello, world!").ok
+        assert c.get(libcoap_server.uri + "/hello").payload == b"Hello, world!"
+
+
+def test_200_concurrent_slow_calls_overlap(hub, demo_proc):
+    with Client(timeout=5) as c:
+        c.get(demo_proc.uri + "/hello")  # warm up the socket
+        t0 = time.monotonic()
+        gs = [greencoap.spawn(c.get, demo_proc.uri + "/slow?ms=300") for _ in range(200)]
+        done = greencoap.joinall(gs, timeout=10)
+        elapsed = time.monotonic() - t0
+        assert len(done) == 200
+        assert all(g.value.code == Code.CONTENT for g in gs)
+        assert elapsed < 1.5, f"200 calls of 300 ms took {elapsed:.2f} s: not concurrent"
+
+
+def test_retransmission_answered_on_third_copy(hub):
+    peer = RawPeer(lambda n, m: piggybacked(m) if n == 3 else None)
+    try:
+        with Client(timeout=10, ack_timeout=0.1, ack_random_factor=1.0) as c:
+            r = c.get(peer.uri + "/x")
+            assert r.payload == b"ok"
+            assert c.stats["retransmissions"] == 2
+        copies = [d for _, d in peer.received]
+        assert len(copies) == 3 and copies[0] == copies[1] == copies[2]
+        gaps = [b[0] - a[0] for a, b in zip(peer.received, peer.received[1:], strict=False)]
+        assert 0.08 < gaps[0] < 0.3 and 0.17 < gaps[1] < 0.5  # 0.1 s, then doubled
+    finally:
+        peer.close()
+
+
+def test_silent_server_times_out_after_rfc_schedule(hub):
+    peer = RawPeer(lambda n, m: None)
+    try:
+        with Client(timeout=30, ack_timeout=0.05, ack_random_factor=1.0, max_retransmit=4) as c:
+            t0 = time.monotonic()
+            with pytest.raises(RequestTimeoutError) as info:
+                c.get(peer.uri + "/x")
+            elapsed = time.monotonic() - t0
+            assert isinstance(info.value, TimeoutError)
+            assert c.endpoint.layer.table_sizes() == dict.fromkeys(
+                ("by_token", "by_mid", "inflight", "queued", "deadlines"), 0
+            )
+        assert len(peer.received) == 5  # the original and MAX_RETRANSMIT = 4 copies
+        # 0.05 * (2**5 - 1) = 1.55 s: the MAX_TRANSMIT_WAIT of these parameters
+        assert 1.45 < elapsed < 3.0
+    finally:
+        peer.close()
+
+
+def test_call_timeout_bounds_the_wait(hub):
+    peer = RawPeer(lambda n, m: None)
+    try:
+        with Client(timeout=30) as c:
+            t0 = time.monotonic()
+            with pytest.raises(RequestTimeoutError):
+                c.get(peer.uri + "/x", timeout=0.3)
+            assert 0.25 < time.monotonic() - t0 < 1.5
+    finally:
+        peer.close()
+
+
+def test_rst_raises_reset_error(hub):
+    peer = RawPeer(lambda n, m: Message(Type.RST, Code.EMPTY, m.mid).encode())
+    try:
+        with Client(timeout=5) as c, pytest.raises(ResetError):
+            c.get(peer.uri + "/x")
+    finally:
+        peer.close()
+
+
+def test_non_request_gets_non_response(hub, server):
+    with Client(timeout=5) as c:
+        r = c.get(server.uri + "/hello", confirmable=False)
+        assert r.text == "Hello, world!"
+        assert r.mtype == Type.NON
+
+
+def test_post_echo_and_content_format(hub, server):
+    with Client(timeout=5) as c:
+        r = c.post(server.uri + "/echo", payload=b"\x00\x01binary", content_format=42)
+        assert r.payload == b"\x00\x01binary" and r.content_format == 42
+        r = c.post(server.uri + "/echo", payload="text")
+        assert r.text == "text" and r.content_format == 0
+
+
+def test_nothing_leaks_after_10000_requests(hub, server):
+    with Client(timeout=10) as c:
+
+        def worker():
+            for _ in range(100):
+                assert c.get(server.uri + "/hello").ok
+
+        gs = [greencoap.spawn(worker) for _ in range(100)]
+        assert len(greencoap.joinall(gs, timeout=60)) == 100
+        assert all(g.successful for g in gs)
+        assert c.stats["responses_received"] == 10_000
+        assert c.endpoint.layer.table_sizes() == dict.fromkeys(
+            ("by_token", "by_mid", "inflight", "queued", "deadlines"), 0
+        )
+        assert len(hub._workers) <= 200  # the server's handler greenlets are reused
+
+
+def test_nstart_one_queues_instead_of_failing(hub, server):
+    with Client(timeout=10, nstart=1) as c:
+        t0 = time.monotonic()
+        gs = [greencoap.spawn(c.get, server.uri + "/slow?ms=100") for _ in range(5)]
+        greencoap.joinall(gs, timeout=10)
+        elapsed = time.monotonic() - t0
+        assert all(g.successful and g.value.ok for g in gs)
+        assert elapsed >= 0.48, "nstart=1 must send one request at a time"
+
+
+def test_killed_or_timed_out_waiters_leave_no_state(hub, server):
+    with Client(timeout=10) as c:
+        g = greencoap.spawn(c.get, server.uri + "/slow?ms=2000")
+        greencoap.sleep(0.1)
+        g.kill()
+        with pytest.raises(RequestTimeoutError):
+            c.get(server.uri + "/slow?ms=2000", timeout=0.1)
+        assert c.endpoint.layer.pending() == 0
+
+
+def test_close_wakes_waiting_greenlets(hub, server):
+    c = Client(timeout=10)
+    g = greencoap.spawn(c.get, server.uri + "/slow?ms=3000")
+    greencoap.sleep(0.1)
+    c.close()
+    g.join(2)
+    assert isinstance(g.exception, greencoap.ClientClosedError)
+    with pytest.raises(greencoap.ClientClosedError):
+        c.get(server.uri + "/hello")
+
+
+def test_module_level_functions_use_a_default_client(hub, server):
+    assert greencoap.get(server.uri + "/hello", timeout=5).text == "Hello, world!"
+    assert greencoap.post(server.uri + "/echo", payload=b"a", timeout=5).payload == b"a"
+    assert greencoap.put(server.uri + "/hello", payload=b"a", timeout=5).code == (
+        Code.METHOD_NOT_ALLOWED
+    )
+    assert greencoap.delete(server.uri + "/nothing", timeout=5).code == Code.NOT_FOUND
+
+
+def test_raise_for_status(hub, server):
+    with Client(timeout=5) as c:
+        r = c.get(server.uri + "/missing")
+        with pytest.raises(greencoap.ResponseError) as info:
+            r.raise_for_status()
+        assert info.value.response is r and "4.04" in str(info.value)
+        assert c.get(server.uri + "/hello").raise_for_status().ok
+
+
+def test_host_name_is_resolved(hub, server):
+    with Client(timeout=5) as c:
+        assert c.get(f"coap://localhost:{server.port}/hello").text == "Hello, world!"
+        assert c.get(f"coap://LOCALHOST:{server.port}/hello").ok
+
+
+def test_ipv6_literal(hub):
+    from greencoap.demo import build_router
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    srv = greencoap.Server(build_router(), host="::1", port=0).start()
+    try:
+        with Client(timeout=5) as c:
+            assert c.get(f"coap://[::1]:{srv.port}/hello").text == "Hello, world!"
+            assert c.get(f"coap://[0:0::1]:{srv.port}/hello").ok  # same peer, other spelling
+    finally:
+        srv.stop()
+
+
+def test_bad_uris_raise_uri_error(hub):
+    with Client(timeout=1) as c:
+        for bad in ("http://127.0.0.1/x", "coap://127.0.0.1/x#frag", "coap:///nohost"):
+            with pytest.raises(UriError):
+                c.get(bad)
+        with pytest.raises(UriError):
+            c.get("coap://no-such-host.invalid/x", timeout=5)

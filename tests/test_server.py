@@ -1,0 +1,246 @@
+"""The server end to end: raw datagrams, bad input, interop with libcoap and aiocoap."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from greencoap import Client, CoapError, Code, Response, Router, Server, Type
+from greencoap.message import Message
+
+from .conftest import free_port, require_or_skip, which_or_skip
+
+
+def exchange(hub, port, datagrams, wait=0.5, expect=None):
+    """Send raw datagrams from a plain socket (in a thread, so the hub keeps
+    serving) and return what came back within ``wait`` s (or once ``expect``
+    answers arrived)."""
+
+    def run():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.05)
+            for d in datagrams:
+                s.sendto(d, ("127.0.0.1", port))
+            got = []
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and (expect is None or len(got) < expect):
+                try:
+                    got.append(s.recvfrom(2048)[0])
+                except TimeoutError:
+                    pass
+            return got
+
+    return hub.run_in_thread(run, timeout=wait + 5)
+
+
+def req(mtype=Type.CON, code=Code.GET, mid=0x1234, token=b"\x01\x02", path=("hello",), opts=()):
+    m = Message(mtype, code, mid, token, [(11, p.encode()) for p in path] + list(opts))
+    return m.encode()
+
+
+def test_piggybacked_response_echoes_mid_and_token(hub, server):
+    (data,) = exchange(hub, server.port, [req()], expect=1)
+    m = Message.decode(data)
+    assert (m.mtype, m.code, m.mid, m.token) == (Type.ACK, Code.CONTENT, 0x1234, b"\x01\x02")
+    assert m.payload == b"Hello, world!"
+
+
+def test_ping_gets_rst(hub, server):
+    (data,) = exchange(hub, server.port, [b"\x40\x00\xbe\xef"], expect=1)
+    assert data == b"\x70\x00\xbe\xef"
+    assert server.stats["pings"] == 1
+
+
+def test_malformed_con_gets_rst_and_malformed_non_is_dropped(hub, server):
+    bad_con = b"\x48\x01\x00\x07"  # TKL 8 but no token
+    bad_non = b"\x58\x01\x00\x08"
+    got = exchange(hub, server.port, [bad_con, bad_non, b"\xff", b""], wait=0.4)
+    assert got == [b"\x70\x00\x00\x07"]
+    assert server.stats["malformed"] >= 3
+    # still serving
+    (data,) = exchange(hub, server.port, [req(mid=9)], expect=1)
+    assert Message.decode(data).code == Code.CONTENT
+
+
+def test_unrecognised_critical_option_gets_4_02_elective_is_ignored(hub, server):
+    (data,) = exchange(hub, server.port, [req(opts=[(65001, b"x")])], expect=1)
+    m = Message.decode(data)
+    assert m.code == Code.BAD_OPTION and b"65001" in m.payload
+    (data,) = exchange(hub, server.port, [req(mid=2, opts=[(65000, b"x")])], expect=1)
+    assert Message.decode(data).code == Code.CONTENT
+    assert server.stats["bad_option"] == 1
+
+
+def test_not_found_and_method_not_allowed(hub, server):
+    a, b = (Message.decode(d) for d in exchange(
+        hub, server.port,
+        [req(mid=1, path=("nope",)), req(mid=2, code=Code.DELETE, path=("hello",))],
+        expect=2,
+    ))
+    codes = {a.mid: a.code, b.mid: b.code}
+    assert codes == {1: Code.NOT_FOUND, 2: Code.METHOD_NOT_ALLOWED}
+
+
+def test_duplicate_con_answered_from_cache_handler_runs_once(hub):
+    calls = []
+    router = Router()
+
+    @router.post("/count")
+    def count(request):
+        calls.append(1)
+        return str(len(calls))
+
+    srv = Server(router, host="127.0.0.1", port=0).start()
+    try:
+        d = req(code=Code.POST, path=("count",), mid=77)
+        got = exchange(hub, srv.port, [d, d, d], expect=3)
+        assert len(got) == 3 and got[0] == got[1] == got[2]
+        assert len(calls) == 1
+        assert srv.stats["duplicates"] == 2
+    finally:
+        srv.stop()
+
+
+def test_handler_errors_become_codes(hub, caplog):
+    router = Router()
+
+    @router.get("/boom")
+    def boom(request):
+        raise RuntimeError("kaboom")
+
+    @router.get("/teapot")
+    def teapot(request):
+        raise CoapError(Code.FORBIDDEN, "no tea")
+
+    @router.get("/json/:x")
+    def js(request, x):
+        return {"x": x, "q": request.query}
+
+    @router.put("/none")
+    def none(request):
+        return None
+
+    srv = Server(router, host="127.0.0.1", port=0).start()
+    uri = f"coap://127.0.0.1:{srv.port}"
+    try:
+        with Client(timeout=5) as c, caplog.at_level(logging.ERROR, "greencoap.server"):
+            r = c.get(uri + "/boom")
+            assert r.code == Code.INTERNAL_SERVER_ERROR
+            assert "kaboom" in caplog.text and "Traceback" in caplog.text
+            r = c.get(uri + "/teapot")
+            assert r.code == Code.FORBIDDEN and r.text == "no tea"
+            r = c.get(uri + "/json/7?a=1&b")
+            assert r.content_format == 50 and r.json() == {"x": "7", "q": {"a": "1", "b": ""}}
+            assert c.put(uri + "/none", payload=b"z").code == Code.CHANGED
+        assert srv.stats["handler_errors"] == 1
+    finally:
+        srv.stop()
+
+
+def test_handlers_run_concurrently(hub, server):
+    with Client(timeout=5) as c:
+        t0 = time.monotonic()
+        from greencoap import joinall, spawn
+
+        gs = [spawn(c.get, server.uri + "/slow?ms=300") for _ in range(50)]
+        joinall(gs, timeout=5)
+        assert all(g.value.ok for g in gs)
+        assert time.monotonic() - t0 < 1.2
+        assert c.get(server.uri + "/slow?ms=abc").code == Code.BAD_REQUEST
+
+
+def test_libcoap_client_against_demo_server(hub, demo_proc):
+    client = which_or_skip("coap-client-notls")
+    out = subprocess.run([client, "-B", "5", demo_proc.uri + "/hello"],
+                         capture_output=True, text=True, timeout=15)
+    assert out.stdout.strip() == "Hello, world!", out
+    out = subprocess.run([client, "-B", "5", "-m", "post", "-e", "over the wire",
+                          demo_proc.uri + "/echo"], capture_output=True, text=True, timeout=15)
+    assert out.stdout.strip() == "over the wire", out
+    out = subprocess.run([client, "-B", "5", "-N", demo_proc.uri + "/sensors/3"],
+                         capture_output=True, text=True, timeout=15)
+    assert '"id": "3"' in out.stdout, out
+
+
+def test_aiocoap_client_against_demo_server(hub, demo_proc):
+    try:
+        import aiocoap
+    except ImportError:
+        aiocoap = None
+    require_or_skip(aiocoap is not None, "aiocoap")
+
+    async def run():
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            r1 = await ctx.request(
+                aiocoap.Message(code=aiocoap.GET, uri=demo_proc.uri + "/hello")
+            ).response
+            r2 = await ctx.request(
+                aiocoap.Message(code=aiocoap.POST, uri=demo_proc.uri + "/echo", payload=b"ai")
+            ).response
+            r3 = await ctx.request(
+                aiocoap.Message(code=aiocoap.GET, uri=demo_proc.uri + "/missing")
+            ).response
+            return r1, r2, r3
+        finally:
+            await ctx.shutdown()
+
+    r1, r2, r3 = asyncio.run(asyncio.wait_for(run(), 20))
+    assert r1.code == aiocoap.CONTENT and r1.payload == b"Hello, world!"
+    assert r2.payload == b"ai"
+    assert r3.code == aiocoap.NOT_FOUND
+
+
+def test_cli(hub, demo_proc):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "greencoap", *args],
+                              capture_output=True, text=True, timeout=30)
+
+    r = cli("get", demo_proc.uri + "/hello")
+    assert r.returncode == 0 and r.stdout == "2.05 Content\nHello, world!\n"
+    r = cli("post", demo_proc.uri + "/echo", "--payload", "abc", "--non")
+    assert r.returncode == 0 and "abc" in r.stdout
+    r = cli("get", demo_proc.uri + "/nope")
+    assert r.returncode == 1 and "4.04 Not Found" in r.stdout
+    silent = free_port()
+    r = cli("get", f"coap://127.0.0.1:{silent}/x", "--timeout", "0.5")
+    assert r.returncode == 3 and "error" in r.stderr
+    r = cli("get", "http://x/")
+    assert r.returncode == 3
+
+
+def test_response_from_handler_keeps_options(hub):
+    router = Router()
+
+    @router.get("/etag")
+    def etag(request):
+        return Response(Code.CONTENT, b"v", etag=b"\x01\x02", max_age=30)
+
+    srv = Server(router, host="127.0.0.1", port=0).start()
+    try:
+        with Client(timeout=5) as c:
+            r = c.get(f"coap://127.0.0.1:{srv.port}/etag")
+            assert r.etag == b"\x01\x02" and r.max_age == 30
+    finally:
+        srv.stop()
+
+
+def test_stop_then_port_is_free(hub):
+    srv = Server(Router(), host="127.0.0.1", port=0).start()
+    port = srv.port
+    srv.stop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("bad", [b"\x40", b"\x80\x01\x00\x01", b"\x4f\x01\x00\x01"])
+def test_garbage_never_kills_the_server(hub, server, bad):
+    exchange(hub, server.port, [bad] * 3, wait=0.2)
+    (data,) = exchange(hub, server.port, [req(mid=5)], expect=1)
+    assert Message.decode(data).payload == b"Hello, world!"
