@@ -1,0 +1,45 @@
+"""cffi builder for ``greencoap._uring``, the io_uring core (layer 3, build time).
+
+Run at ``pip install`` time by setup.py (out-of-line API mode, linked against
+liburing).  The C code lives in ``uring_core.h``; this file only declares
+what Python may call.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CDEF = """
+typedef struct gc_ring {
+    uint64_t send_errors, recv_errors, truncated, enobufs, rearms, sends, recvs;
+    uint64_t inflight_sends;
+    ...;
+} gc_ring;
+gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd, int *err);
+void gc_free(gc_ring *r);
+int gc_add_socket(gc_ring *r, int fd);
+int gc_remove_socket(gc_ring *r, int slot);
+int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
+                  const char *addrs, int n);
+int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char *arena,
+            int arena_size, int *arena_used, int *more);
+unsigned gc_setup_flags(gc_ring *r);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "greencoap._uring",
+    '#include "uring_core.h"',
+    libraries=["uring"],
+    include_dirs=[HERE],
+    depends=[os.path.join(HERE, "uring_core.h")],
+    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=os.path.join(HERE, "..", "build", "cffi"), verbose=True)

@@ -1,0 +1,389 @@
+/* greencoap io_uring core (layer 3, C part of uring_hub.py).
+ *
+ * One gc_ring per hub.  Python makes one call per loop turn, gc_poll(), which
+ *   1. submits every queued SQE (sends, re-armed receives, cancels) and waits
+ *      for at least one completion or the timeout, in ONE io_uring_enter;
+ *   2. harvests the CQEs in C: receive completions are copied out of the
+ *      provided-buffer ring into a caller-owned arena (payload and peer
+ *      address) with a metadata record each, the buffer is handed back to the
+ *      ring, send completions free their memory, the eventfd read is re-armed;
+ *   3. re-arms a multishot recvmsg that ended (no IORING_CQE_F_MORE, e.g. the
+ *      buffers ran dry with ENOBUFS).
+ * Sends are queued by gc_send_batch(): one call per socket per turn, each
+ * datagram becoming one sendmsg SQE whose memory lives until its CQE.
+ *
+ * liburing 2.3 has io_uring_register_buf_ring but not io_uring_setup_buf_ring,
+ * so the buffer ring is mmap()ed here.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define GC_MAX_SOCKS 256
+#define GC_KIND_SHIFT 56
+#define GC_RECV 1ULL
+#define GC_SEND 2ULL
+#define GC_WAKE 3ULL
+#define GC_CANCEL 4ULL
+#define GC_META 5 /* int32 fields per received datagram */
+#define GC_NAMELEN ((int)sizeof(struct sockaddr_in6))
+
+enum { SLOT_FREE = 0, SLOT_ACTIVE = 1, SLOT_CLOSING = 2 };
+
+struct gc_sock {
+    int fd;
+    int state;
+    int armed;
+    struct msghdr msg; /* template for multishot recvmsg: namelen only */
+};
+
+struct gc_send {
+    struct msghdr msg;
+    struct iovec iov;
+    struct sockaddr_in6 addr;
+    char data[];
+};
+
+typedef struct gc_ring {
+    struct io_uring ring;
+    struct io_uring_buf_ring *br;
+    size_t br_size;
+    char *bufs;
+    unsigned nbufs, bufsize, mask;
+    int bgid;
+    int wake_fd;
+    int wake_armed;
+    uint64_t wake_val;
+    unsigned setup_flags;
+    struct gc_sock socks[GC_MAX_SOCKS];
+    /* counters, read by Python */
+    uint64_t send_errors, recv_errors, truncated, enobufs, rearms, sends, recvs;
+    uint64_t inflight_sends;
+} gc_ring;
+
+static struct io_uring_sqe *gc_sqe(gc_ring *r)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) {
+        io_uring_submit(&r->ring); /* SQ full: push what we have, then retry */
+        sqe = io_uring_get_sqe(&r->ring);
+    }
+    return sqe;
+}
+
+static int gc_arm_wake(gc_ring *r)
+{
+    struct io_uring_sqe *sqe = gc_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_read(sqe, r->wake_fd, &r->wake_val, sizeof(r->wake_val), 0);
+    io_uring_sqe_set_data64(sqe, GC_WAKE << GC_KIND_SHIFT);
+    r->wake_armed = 1;
+    return 0;
+}
+
+static int gc_arm_recv(gc_ring *r, int slot)
+{
+    struct gc_sock *s = &r->socks[slot];
+    struct io_uring_sqe *sqe = gc_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_recvmsg_multishot(sqe, s->fd, &s->msg, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = r->bgid;
+    io_uring_sqe_set_data64(sqe, (GC_RECV << GC_KIND_SHIFT) | (uint64_t)slot);
+    s->armed = 1;
+    return 0;
+}
+
+/* Create a ring; *flags_used tells which setup flags the kernel accepted.
+ * Returns NULL with *err = -errno on failure. */
+gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd, int *err)
+{
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        0,
+    };
+    gc_ring *r = calloc(1, sizeof(*r));
+    int ret = -EINVAL;
+    size_t i;
+    if (!r) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    for (i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof(p));
+        p.flags = flag_sets[i] | IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+        p.cq_entries = entries * 4;
+        ret = io_uring_queue_init_params(entries, &r->ring, &p);
+        if (ret == 0) {
+            r->setup_flags = p.flags;
+            break;
+        }
+        if (ret != -EINVAL)
+            break; /* ENOSYS, EPERM, ENOMEM: no point trying other flags */
+    }
+    if (ret < 0) {
+        free(r);
+        *err = ret;
+        return NULL;
+    }
+    r->nbufs = nbufs;
+    r->bufsize = bufsize;
+    r->mask = io_uring_buf_ring_mask(nbufs);
+    r->bgid = 1;
+    r->br_size = (size_t)nbufs * sizeof(struct io_uring_buf);
+    r->br = mmap(NULL, r->br_size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (r->br == MAP_FAILED) {
+        ret = -errno;
+        goto fail_ring;
+    }
+    r->bufs = malloc((size_t)nbufs * bufsize);
+    if (!r->bufs) {
+        ret = -ENOMEM;
+        goto fail_map;
+    }
+    {
+        struct io_uring_buf_reg reg;
+        unsigned b;
+        memset(&reg, 0, sizeof(reg));
+        reg.ring_addr = (unsigned long)r->br;
+        reg.ring_entries = nbufs;
+        reg.bgid = r->bgid;
+        ret = io_uring_register_buf_ring(&r->ring, &reg, 0);
+        if (ret < 0)
+            goto fail_bufs;
+        io_uring_buf_ring_init(r->br);
+        for (b = 0; b < nbufs; b++)
+            io_uring_buf_ring_add(r->br, r->bufs + (size_t)b * bufsize, bufsize, b, r->mask, b);
+        io_uring_buf_ring_advance(r->br, nbufs);
+    }
+    r->wake_fd = wake_fd;
+    gc_arm_wake(r);
+    io_uring_submit(&r->ring);
+    *err = 0;
+    return r;
+fail_bufs:
+    free(r->bufs);
+fail_map:
+    munmap(r->br, r->br_size);
+fail_ring:
+    io_uring_queue_exit(&r->ring);
+    free(r);
+    *err = ret;
+    return NULL;
+}
+
+void gc_free(gc_ring *r)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    /* release send memory still owned by the kernel's view; the ring goes away */
+    io_uring_for_each_cqe(&r->ring, head, cqe) {
+        uint64_t ud = io_uring_cqe_get_data64(cqe);
+        if ((ud >> GC_KIND_SHIFT) == GC_SEND)
+            free((void *)(uintptr_t)(ud & ((1ULL << GC_KIND_SHIFT) - 1)));
+        n++;
+    }
+    io_uring_cq_advance(&r->ring, n);
+    io_uring_queue_exit(&r->ring);
+    munmap(r->br, r->br_size);
+    free(r->bufs);
+    free(r);
+}
+
+/* Register a socket; returns its slot (>= 0) or -errno. */
+int gc_add_socket(gc_ring *r, int fd)
+{
+    int slot;
+    for (slot = 0; slot < GC_MAX_SOCKS; slot++)
+        if (r->socks[slot].state == SLOT_FREE)
+            break;
+    if (slot == GC_MAX_SOCKS)
+        return -EMFILE;
+    memset(&r->socks[slot], 0, sizeof(r->socks[slot]));
+    r->socks[slot].fd = fd;
+    r->socks[slot].state = SLOT_ACTIVE;
+    r->socks[slot].msg.msg_namelen = GC_NAMELEN;
+    if (gc_arm_recv(r, slot) < 0)
+        return -EBUSY;
+    return slot;
+}
+
+/* Stop receiving on a slot: cancel its multishot recv.  The slot is reused
+ * only after the final CQE of that recv arrived. */
+int gc_remove_socket(gc_ring *r, int slot)
+{
+    struct io_uring_sqe *sqe;
+    if (slot < 0 || slot >= GC_MAX_SOCKS || r->socks[slot].state != SLOT_ACTIVE)
+        return -EINVAL;
+    if (!r->socks[slot].armed) {
+        r->socks[slot].state = SLOT_FREE;
+        io_uring_submit(&r->ring); /* queued sends leave before the fd is closed */
+        return 0;
+    }
+    r->socks[slot].state = SLOT_CLOSING;
+    sqe = gc_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_cancel64(sqe, (GC_RECV << GC_KIND_SHIFT) | (uint64_t)slot, 0);
+    io_uring_sqe_set_data64(sqe, GC_CANCEL << GC_KIND_SHIFT);
+    io_uring_submit(&r->ring);
+    /* run the deferred task work now, so the cancelled recv drops its file
+     * reference before the caller closes the socket (the port is free at once) */
+    io_uring_get_events(&r->ring);
+    return 0;
+}
+
+/* Queue n datagrams on a slot's socket as sendmsg SQEs.  blob holds the
+ * payloads back to back (lens[i] bytes each); addrs holds n socket addresses
+ * of 28 bytes each (sockaddr_in padded, or sockaddr_in6).  Returns the
+ * number queued. */
+int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
+                  const char *addrs, int n)
+{
+    int i;
+    size_t off = 0;
+    int fd = r->socks[slot].fd;
+    for (i = 0; i < n; i++) {
+        uint32_t len = lens[i];
+        struct gc_send *s = malloc(sizeof(*s) + len);
+        struct io_uring_sqe *sqe;
+        const struct sockaddr *sa = (const struct sockaddr *)(addrs + (size_t)i * GC_NAMELEN);
+        if (!s)
+            return i;
+        sqe = gc_sqe(r);
+        if (!sqe) {
+            free(s);
+            return i;
+        }
+        memcpy(s->data, blob + off, len);
+        off += len;
+        memcpy(&s->addr, sa, GC_NAMELEN);
+        s->iov.iov_base = s->data;
+        s->iov.iov_len = len;
+        memset(&s->msg, 0, sizeof(s->msg));
+        s->msg.msg_name = &s->addr;
+        s->msg.msg_namelen =
+            sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+        s->msg.msg_iov = &s->iov;
+        s->msg.msg_iovlen = 1;
+        io_uring_prep_sendmsg(sqe, fd, &s->msg, 0);
+        io_uring_sqe_set_data64(sqe, (GC_SEND << GC_KIND_SHIFT) | (uint64_t)(uintptr_t)s);
+        r->inflight_sends++;
+    }
+    r->sends += n;
+    return n;
+}
+
+/* Submit everything queued and wait for a completion or the timeout
+ * (timeout_ns < 0: no timeout; 0: don't block), then harvest up to max_recs
+ * received datagrams into meta/arena.  Each record is GC_META int32s:
+ * slot, payload offset, payload length, address offset, address length.
+ * Returns the number of records; *more is set when CQEs were left behind
+ * because meta or arena was full. */
+int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char *arena,
+            int arena_size, int *arena_used, int *more)
+{
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts;
+    unsigned head, seen = 0, returned = 0;
+    int nrec = 0, used = 0, slot, ret;
+
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+    }
+    *more = 0;
+    if (io_uring_cq_ready(&r->ring) && timeout_ns != 0) {
+        /* completions are waiting already: just submit */
+        ret = io_uring_submit(&r->ring);
+    } else {
+        ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, timeout_ns >= 0 ? &ts : NULL,
+                                               NULL);
+    }
+    if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+        return ret;
+
+    io_uring_for_each_cqe(&r->ring, head, cqe) {
+        uint64_t ud = io_uring_cqe_get_data64(cqe);
+        uint64_t kind = ud >> GC_KIND_SHIFT;
+        int res = cqe->res;
+        unsigned flags = cqe->flags;
+        if (kind == GC_RECV) {
+            struct gc_sock *s;
+            slot = (int)(ud & 0xffff);
+            s = &r->socks[slot];
+            if (flags & IORING_CQE_F_BUFFER) {
+                unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+                char *buf = r->bufs + (size_t)bid * r->bufsize;
+                if (res >= 0 && s->state == SLOT_ACTIVE) {
+                    struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, res, &s->msg);
+                    if (!o || (o->flags & MSG_TRUNC)) {
+                        r->truncated++;
+                    } else {
+                        unsigned plen = io_uring_recvmsg_payload_length(o, res, &s->msg);
+                        unsigned nlen = o->namelen > (unsigned)GC_NAMELEN ? GC_NAMELEN : o->namelen;
+                        if (nrec >= max_recs || used + (int)plen + GC_NAMELEN > arena_size) {
+                            *more = 1;
+                            break; /* leave this CQE (and its buffer) for the next call */
+                        }
+                        memcpy(arena + used, io_uring_recvmsg_payload(o, &s->msg), plen);
+                        memcpy(arena + used + plen, io_uring_recvmsg_name(o), nlen);
+                        meta[nrec * GC_META + 0] = slot;
+                        meta[nrec * GC_META + 1] = used;
+                        meta[nrec * GC_META + 2] = (int32_t)plen;
+                        meta[nrec * GC_META + 3] = used + (int)plen;
+                        meta[nrec * GC_META + 4] = (int32_t)nlen;
+                        used += (int)plen + (int)nlen;
+                        nrec++;
+                        r->recvs++;
+                    }
+                }
+                io_uring_buf_ring_add(r->br, buf, r->bufsize, bid, r->mask, returned++);
+            } else if (res < 0) {
+                if (res == -ENOBUFS)
+                    r->enobufs++;
+                else if (res != -ECANCELED)
+                    r->recv_errors++;
+            }
+            if (!(flags & IORING_CQE_F_MORE)) {
+                s->armed = 0;
+                if (s->state == SLOT_CLOSING)
+                    s->state = SLOT_FREE;
+            }
+        } else if (kind == GC_SEND) {
+            free((void *)(uintptr_t)(ud & ((1ULL << GC_KIND_SHIFT) - 1)));
+            r->inflight_sends--;
+            if (res < 0)
+                r->send_errors++;
+        } else if (kind == GC_WAKE) {
+            r->wake_armed = 0;
+        }
+        seen++;
+    }
+    if (returned)
+        io_uring_buf_ring_advance(r->br, returned);
+    io_uring_cq_advance(&r->ring, seen);
+    /* re-arm what ended: multishot receives and the wake-up read */
+    for (slot = 0; slot < GC_MAX_SOCKS; slot++) {
+        if (r->socks[slot].state == SLOT_ACTIVE && !r->socks[slot].armed) {
+            gc_arm_recv(r, slot);
+            r->rearms++;
+        }
+    }
+    if (!r->wake_armed)
+        gc_arm_wake(r);
+    *arena_used = used;
+    return nrec;
+}
+
+unsigned gc_setup_flags(gc_ring *r) { return r->setup_flags; }

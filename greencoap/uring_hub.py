@@ -1,0 +1,268 @@
+"""The io_uring I/O backend (layer 3): the hub's fast path.
+
+Same shape as :mod:`greencoap.epoll_hub` (``open_channel``, ``Channel.sendto``,
+``poll``, ``wakeup``), driven by the C core in ``uring_core.h`` through cffi:
+
+* every registered socket has a multishot ``recvmsg`` armed with a
+  provided-buffer ring; it is re-armed in C when a completion arrives without
+  ``IORING_CQE_F_MORE`` (buffers ran dry);
+* sends are queued per socket in Python and handed to C once per loop turn
+  (``gc_send_batch``: one call for all of a socket's datagrams), each becoming
+  a ``sendmsg`` SQE;
+* ``poll`` is one C call per turn: submit everything and wait with the next
+  timer's deadline in a single ``io_uring_enter``, then harvest the CQEs into
+  a preallocated arena that Python copies out with one ``bytes`` slice;
+* another thread wakes the hub by writing an eventfd whose read is on the ring.
+
+Ring setup prefers ``SINGLE_ISSUER|DEFER_TASKRUN``, then
+``COOP_TASKRUN|TASKRUN_FLAG``.  If the ring cannot be created (ENOSYS, EPERM
+from seccomp, ``kernel.io_uring_disabled``, RLIMIT_MEMLOCK) the constructor
+raises ``OSError`` naming the reason and the hub falls back to epoll.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+try:
+    from ._uring import ffi, lib
+except ImportError as e:  # built at install time; absent when liburing was missing
+    raise ImportError(f"greencoap._uring is not built ({e}); install liburing-dev and reinstall")
+
+ENTRIES = 4096  # SQ entries (CQ gets 4x)
+NBUFS = 4096  # provided receive buffers (power of two)
+BUFSIZE = 2048  # bytes per receive buffer: header + address + datagram
+MAX_RECS = 1024  # datagrams harvested per C call
+ARENA = MAX_RECS * 256  # bytes of payload+address harvested per C call
+META = 5  # int32 fields per record (see gc_poll)
+NAMELEN = 28  # sizeof(struct sockaddr_in6)
+
+_AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
+_inet_ntop, _inet_pton = socket.inet_ntop, socket.inet_pton
+_fam = struct.Struct("=H")
+_port = struct.Struct("!H")
+_v6tail = struct.Struct("!I16s")
+_scope = struct.Struct("=I")
+_PAD4 = bytes(NAMELEN - 8)
+
+
+def sockaddr_to_tuple(sa: bytes) -> tuple:
+    """Raw ``sockaddr_in``/``sockaddr_in6`` bytes → the tuple Python sockets use."""
+    fam = _fam.unpack_from(sa)[0]
+    port = _port.unpack_from(sa, 2)[0]
+    if fam == _AF_INET:
+        return (_inet_ntop(_AF_INET, sa[4:8]), port)
+    flow, addr = _v6tail.unpack_from(sa, 4)
+    return (_inet_ntop(_AF_INET6, addr), port, flow, _scope.unpack_from(sa, 24)[0])
+
+
+def tuple_to_sockaddr(addr: tuple) -> bytes:
+    """A Python socket address tuple → 28 bytes of ``sockaddr_in``/``sockaddr_in6``."""
+    host = addr[0]
+    if len(addr) == 2 and ":" not in host:
+        return _fam.pack(_AF_INET) + _port.pack(addr[1]) + _inet_pton(_AF_INET, host) + _PAD4
+    flow = addr[2] if len(addr) > 2 else 0
+    scope = addr[3] if len(addr) > 3 else 0
+    if "%" in host:
+        host, _, zone = host.partition("%")
+        scope = scope or socket.if_nametoindex(zone)
+    return (
+        _fam.pack(_AF_INET6)
+        + _port.pack(addr[1])
+        + _v6tail.pack(flow, _inet_pton(_AF_INET6, host))
+        + _scope.pack(scope)
+    )
+
+
+class Channel:
+    """One registered UDP socket on the ring: queued sends, batched receives."""
+
+    __slots__ = ("sock", "slot", "on_batch", "backend", "_out", "_addrs", "closed", "stats")
+
+    def __init__(self, backend: UringBackend, sock: socket.socket, on_batch: Callable) -> None:
+        self.backend = backend
+        self.sock = sock
+        self.on_batch = on_batch
+        self._out: list = []
+        self._addrs: list = []
+        self.closed = False
+        self.stats = {"send_errors": 0, "recv_errors": 0}
+        slot = lib.gc_add_socket(backend._ring, sock.fileno())
+        if slot < 0:
+            raise OSError(-slot, f"io_uring: cannot register socket: {os.strerror(-slot)}")
+        self.slot = slot
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        """Queue one datagram; it leaves with this loop turn's submit."""
+        out = self._out
+        if not out:
+            self.backend._dirty.append(self)
+        out.append(data)
+        sa = self.backend._sa_cache.get(addr)
+        if sa is None:
+            sa = self.backend._sockaddr(addr)
+        self._addrs.append(sa)
+
+    def close(self) -> None:
+        """Stop receiving (cancels the multishot recv); does not close the socket."""
+        if not self.closed:
+            self.closed = True
+            self.backend._remove(self)
+
+
+class UringBackend:
+    """io_uring backend; raises ``OSError`` when the ring cannot be set up."""
+
+    name = "uring"
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        err = ffi.new("int *")
+        ring = lib.gc_new(ENTRIES, NBUFS, BUFSIZE, self._wfd, err)
+        if ring == ffi.NULL:
+            os.close(self._wfd)
+            code = -err[0]
+            hint = {
+                1: "EPERM: io_uring is forbidden here (seccomp profile or "
+                "kernel.io_uring_disabled)",
+                38: "ENOSYS: the kernel has no io_uring",
+                12: "ENOMEM: RLIMIT_MEMLOCK too small for the rings (ulimit -l)",
+            }.get(code, os.strerror(code))
+            raise OSError(code, f"io_uring_setup failed: {hint}")
+        self._ring = ring
+        self.setup_flags = lib.gc_setup_flags(ring)
+        self._meta = ffi.new("int32_t[]", MAX_RECS * META)
+        self._meta_view = memoryview(ffi.buffer(self._meta)).cast("i")
+        self._arena = ffi.new("char[]", ARENA)
+        self._arena_buf = ffi.buffer(self._arena)
+        self._used = ffi.new("int *")
+        self._more = ffi.new("int *")
+        self._channels: dict[int, Channel] = {}
+        self._dirty: list[Channel] = []
+        self._addr_cache: dict[bytes, tuple] = {}
+        self._sa_cache: dict[tuple, bytes] = {}
+        self.closed = False
+
+    # -- address conversion (cached both ways: peers repeat) ----------------
+    def _sockaddr(self, addr: tuple) -> bytes:
+        sa = tuple_to_sockaddr(addr)
+        if len(self._sa_cache) > 65536:
+            self._sa_cache.clear()
+        self._sa_cache[addr] = sa
+        return sa
+
+    def _peer(self, sa: bytes) -> tuple:
+        addr = sockaddr_to_tuple(sa)
+        if len(self._addr_cache) > 65536:
+            self._addr_cache.clear()
+        self._addr_cache[sa] = addr
+        return addr
+
+    # -- backend interface ------------------------------------------------
+    def open_channel(self, sock: socket.socket, on_batch: Callable) -> Channel:
+        """Register a UDP socket; datagrams go to ``on_batch([(data, addr), ...])``."""
+        sock.setblocking(False)
+        ch = Channel(self, sock, on_batch)
+        self._channels[ch.slot] = ch
+        return ch
+
+    def _remove(self, ch: Channel) -> None:
+        if self._channels.get(ch.slot) is ch:
+            del self._channels[ch.slot]
+            if ch._out:
+                self._flush_channel(ch)  # what was accepted still leaves
+            lib.gc_remove_socket(self._ring, ch.slot)
+
+    def has_work(self) -> bool:
+        return bool(self._channels)
+
+    def wakeup(self) -> None:
+        """Wake a waiting ``poll`` from any thread."""
+        try:
+            os.eventfd_write(self._wfd, 1)
+        except OSError:
+            pass
+
+    def _flush_channel(self, ch: Channel) -> None:
+        out, addrs = ch._out, ch._addrs
+        n = len(out)
+        lens = struct.pack(f"={n}I", *map(len, out))
+        blob, sas = b"".join(out), b"".join(addrs)
+        sent = lib.gc_send_batch(
+            self._ring, ch.slot, blob, ffi.from_buffer("uint32_t[]", lens), sas, n
+        )
+        if sent < n:
+            ch.stats["send_errors"] += n - sent
+        out.clear()
+        addrs.clear()
+
+    def poll(self, timeout: float | None) -> None:
+        """Submit queued sends, wait up to ``timeout`` s, dispatch arrivals."""
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for ch in dirty:
+                if ch._out and not ch.closed:
+                    self._flush_channel(ch)
+        tns = -1 if timeout is None else int(timeout * 1e9)
+        ring = self._ring
+        while True:
+            n = lib.gc_poll(
+                ring, tns, self._meta, MAX_RECS, self._arena, ARENA, self._used, self._more
+            )
+            if n < 0:
+                raise OSError(-n, f"io_uring_enter failed: {os.strerror(-n)}")
+            if n:
+                self._dispatch(n)
+            if not self._more[0]:
+                return
+            tns = 0
+
+    def _dispatch(self, n: int) -> None:
+        blob = self._arena_buf[: self._used[0]]
+        meta = self._meta_view[: n * META].tolist()
+        channels = self._channels
+        addr_cache = self._addr_cache
+        batches: dict[int, list] = {}
+        for i in range(0, n * META, META):
+            slot, poff, plen, noff, nlen = meta[i : i + 5]
+            sa = blob[noff : noff + nlen]
+            addr = addr_cache.get(sa)
+            if addr is None:
+                addr = self._peer(sa)
+            b = batches.get(slot)
+            if b is None:
+                b = batches[slot] = []
+            b.append((blob[poff : poff + plen], addr))
+        for slot, batch in batches.items():
+            ch = channels.get(slot)
+            if ch is not None and not ch.closed:
+                ch.on_batch(batch)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters kept by the C core (sends, receives, errors, re-arms, …)."""
+        r = self._ring
+        return {
+            "sends": r.sends,
+            "recvs": r.recvs,
+            "send_errors": r.send_errors,
+            "recv_errors": r.recv_errors,
+            "truncated": r.truncated,
+            "enobufs": r.enobufs,
+            "rearms": r.rearms,
+            "inflight_sends": r.inflight_sends,
+        }
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for ch in list(self._channels.values()):
+            ch.close()
+        lib.gc_free(self._ring)
+        self._ring = ffi.NULL
+        os.close(self._wfd)
