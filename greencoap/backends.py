@@ -19,10 +19,16 @@ _warned = False
 
 
 def gevent_hub_running() -> bool:
-    """True when gevent is imported and has a hub in the current thread."""
-    gevent = sys.modules.get("gevent")
-    if gevent is None:
+    """True when gevent owns this thread: its hub exists or it monkey-patched.
+
+    Either way another loop in the same thread would deadlock with gevent's,
+    so greencoap parks on gevent's hub instead of running its own.
+    """
+    if sys.modules.get("gevent") is None:
         return False
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        return True
     try:
         from gevent._hub_local import get_hub_if_exists
     except ImportError:  # pragma: no cover - very old gevent

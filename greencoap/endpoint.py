@@ -14,6 +14,8 @@ Both the client and the server build on this class; the server passes an
 from __future__ import annotations
 
 import socket
+
+import _socket  # the C socket type: never gevent-patched, no wrapper overhead
 from collections.abc import Callable
 from random import Random
 from time import monotonic
@@ -51,14 +53,14 @@ def make_udp_socket(
     if host is None or host == "":
         family, addr = (socket.AF_INET6, ("::", port)) if socket.has_ipv6 else (0, None)
         try:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            sock = _socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         except OSError:
             family, addr = socket.AF_INET, ("0.0.0.0", port)
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock = _socket.socket(family, socket.SOCK_DGRAM)
     else:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
         family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = _socket.socket(family, socket.SOCK_DGRAM)
     try:
         if sock.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

@@ -90,66 +90,33 @@ class Timer:
         self.args = ()
 
 
-class Hub(RawGreenlet):
-    """The per-thread event loop greenlet.
+class HubBase:
+    """What every hub offers, whichever loop runs underneath.
 
-    ``backend`` is the name of the I/O backend (``"uring"``, ``"epoll"`` or
-    ``"gevent"``); ``io`` is the backend object itself.
+    ``greenlet`` is the greenlet that runs the loop: parked greenlets switch
+    to it, and only code running in it resumes them.  Subclasses provide
+    ``run_callback``, ``run_callback_threadsafe``, ``call_later``, ``call_at``
+    and ``io`` (the datagram backend).
     """
 
-    def __init__(self, backend: str | None = None) -> None:
-        root = getcurrent()
-        while root.parent is not None:
-            root = root.parent
-        super().__init__(parent=root)
+    greenlet: Any
+    backend: str
+    io: Any
+
+    def _init_common(self) -> None:
         self.thread_ident = threading.get_ident()
-        self._callbacks: deque = deque()
-        self._timers: list[Timer] = []
-        self._timer_seq = 0
-        self._threadsafe: deque = deque()
-        self._threadsafe_lock = threading.Lock()
         self._thread_jobs = 0
         self._executor = None
         self._workers: list = []
         self.closed = False
-        from .backends import create_backend  # backends sit beside the hub
-
-        self.io = create_backend(self, backend)
-        self.backend: str = self.io.name
-
-    # -- scheduling ----------------------------------------------------
-    def run_callback(self, fn: Callable, *args: Any) -> None:
-        """Run ``fn(*args)`` in the hub on its next turn (hub thread only)."""
-        self._callbacks.append((fn, args))
-
-    def run_callback_threadsafe(self, fn: Callable, *args: Any) -> None:
-        """Hand ``fn(*args)`` to the hub from any OS thread and wake it."""
-        with self._threadsafe_lock:
-            self._threadsafe.append((fn, args))
-        self.io.wakeup()
-
-    def call_at(self, deadline: float, fn: Callable, *args: Any) -> Timer:
-        """Run ``fn(*args)`` in the hub at monotonic time ``deadline``."""
-        self._timer_seq += 1
-        t = Timer(deadline, self._timer_seq, fn, args)
-        heapq.heappush(self._timers, t)
-        return t
-
-    def call_later(self, delay: float, fn: Callable, *args: Any) -> Timer:
-        """Run ``fn(*args)`` in the hub after ``delay`` seconds."""
-        self._timer_seq += 1
-        t = Timer(monotonic() + delay, self._timer_seq, fn, args)
-        heapq.heappush(self._timers, t)
-        return t
 
     now = staticmethod(monotonic)
 
-    # -- parking -------------------------------------------------------
     def switch_out(self) -> Any:
         """Park the current greenlet until the hub resumes it; return the value."""
-        if getcurrent() is self:
+        if getcurrent() is self.greenlet:
             raise BlockingSwitchOutError("cannot block inside the hub (timer or I/O callback)")
-        return self.switch()
+        return self.greenlet.switch()
 
     # -- threads -------------------------------------------------------
     def run_in_thread(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
@@ -187,8 +154,79 @@ class Hub(RawGreenlet):
         the hub (typically from an I/O callback).
         """
         workers = self._workers
-        w = workers.pop() if workers else RawGreenlet(partial(_worker_loop, self), self)
+        w = workers.pop() if workers else RawGreenlet(partial(_worker_loop, self), self.greenlet)
         w.switch(fn, args)
+
+    def handle_error(self, where: Any) -> None:
+        """Report an exception raised by a callback in the hub; never fatal."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            self.greenlet.parent.throw(exc)
+            return
+        sys.stderr.write(f"greencoap hub: error in {where!r}\n")
+        traceback.print_exc()
+
+    def destroy(self) -> None:
+        """Close the backend and forget this hub (the thread may create a new one)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.io.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        if getattr(_local, "hub", None) is self:
+            _local.hub = None
+
+
+
+class Hub(RawGreenlet, HubBase):
+    """The native per-thread event loop greenlet.
+
+    ``backend`` is the name of the I/O backend (``"uring"`` or ``"epoll"``);
+    ``io`` is the backend object itself.
+    """
+
+    def __init__(self, backend: str | None = None) -> None:
+        root = getcurrent()
+        while root.parent is not None:
+            root = root.parent
+        super().__init__(parent=root)
+        self.greenlet = self
+        self._init_common()
+        self._callbacks: deque = deque()
+        self._timers: list[Timer] = []
+        self._timer_seq = 0
+        self._threadsafe: deque = deque()
+        self._threadsafe_lock = _os_lock()
+        from .backends import create_backend  # backends sit beside the hub
+
+        self.io = create_backend(self, backend)
+        self.backend: str = self.io.name
+
+    # -- scheduling ----------------------------------------------------
+    def run_callback(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` in the hub on its next turn (hub thread only)."""
+        self._callbacks.append((fn, args))
+
+    def run_callback_threadsafe(self, fn: Callable, *args: Any) -> None:
+        """Hand ``fn(*args)`` to the hub from any OS thread and wake it."""
+        with self._threadsafe_lock:
+            self._threadsafe.append((fn, args))
+        self.io.wakeup()
+
+    def call_at(self, deadline: float, fn: Callable, *args: Any) -> Timer:
+        """Run ``fn(*args)`` in the hub at monotonic time ``deadline``."""
+        self._timer_seq += 1
+        t = Timer(deadline, self._timer_seq, fn, args)
+        heapq.heappush(self._timers, t)
+        return t
+
+    def call_later(self, delay: float, fn: Callable, *args: Any) -> Timer:
+        """Run ``fn(*args)`` in the hub after ``delay`` seconds."""
+        self._timer_seq += 1
+        t = Timer(monotonic() + delay, self._timer_seq, fn, args)
+        heapq.heappush(self._timers, t)
+        return t
 
     # -- the loop ------------------------------------------------------
     def run(self) -> None:  # the hub greenlet's body
@@ -243,33 +281,13 @@ class Hub(RawGreenlet):
                 continue
             io.poll(timeout)
 
-    def handle_error(self, where: Any) -> None:
-        """Report an exception raised by a callback in the hub; never fatal."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-            self.parent.throw(exc)
-            return
-        sys.stderr.write(f"greencoap hub: error in {where!r}\n")
-        traceback.print_exc()
 
-    def destroy(self) -> None:
-        """Close the backend and forget this hub (the thread may create a new one)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.io.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-        if getattr(_local, "hub", None) is self:
-            _local.hub = None
-
-
-def _thread_done(hub: Hub, waiter: Waiter, fut: Any) -> None:
+def _thread_done(hub: HubBase, waiter: Waiter, fut: Any) -> None:
     hub._thread_jobs -= 1
     waiter.switch(fut)
 
 
-def _worker_loop(hub: Hub, fn: Callable, args: tuple) -> None:
+def _worker_loop(hub: HubBase, fn: Callable, args: tuple) -> None:
     workers = hub._workers
     me = getcurrent()
     while True:
@@ -282,15 +300,31 @@ def _worker_loop(hub: Hub, fn: Callable, args: tuple) -> None:
         fn = args = None
         if len(workers) < 4096:
             workers.append(me)
-            fn, args = hub.switch()
+            fn, args = hub.greenlet.switch()
         else:
             return
 
 
-_local = threading.local()
+def _os_thread_local() -> Any:
+    """A thread-local that is per OS thread even after gevent monkey-patching."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("_thread", "_local")()
+    return threading.local()
 
 
-def get_hub(backend: str | None = None) -> Hub:
+def _os_lock() -> Any:
+    """A lock between OS threads even after gevent monkey-patching."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("_thread", "allocate_lock")()
+    return threading.Lock()
+
+
+_local = _os_thread_local()
+
+
+def get_hub(backend: str | None = None) -> HubBase:
     """Return this thread's hub, creating it on first use.
 
     The backend is chosen by ``backend``, else ``$GREENCOAP_HUB``
@@ -345,7 +379,7 @@ class Waiter:
             if self.value is _UNSET and self.exc is None:
                 self.value = value
             return
-        if getcurrent() is not self.hub:
+        if getcurrent() is not self.hub.greenlet:
             self.hub.run_callback(self.switch, value)
             return
         self.greenlet = None
@@ -358,7 +392,7 @@ class Waiter:
             if self.value is _UNSET and self.exc is None:
                 self.exc = exc
             return
-        if getcurrent() is not self.hub:
+        if getcurrent() is not self.hub.greenlet:
             self.hub.run_callback(self.throw, exc)
             return
         self.greenlet = None
@@ -458,7 +492,7 @@ class Greenlet(RawGreenlet):
 
     def __init__(self, run: Callable, *args: Any, **kwargs: Any) -> None:
         hub = get_hub()
-        super().__init__(parent=hub)
+        super().__init__(parent=hub.greenlet)
         self._hub = hub
         self._func = run
         self._args = args
@@ -580,9 +614,13 @@ def sleep(seconds: float = 0) -> None:
     g = getcurrent()
     if seconds <= 0:
         hub.run_callback(g.switch)
-    else:
-        hub.call_later(seconds, g.switch)
-    hub.switch_out()
+        hub.switch_out()
+        return
+    t = hub.call_later(seconds, g.switch)
+    try:
+        hub.switch_out()
+    finally:
+        t.cancel()  # interrupted (Timeout, kill): the timer must not wake a later wait
 
 
 def joinall(
@@ -594,10 +632,8 @@ def joinall(
     done = []
     for g in greenlets:
         remaining = None if deadline is None else max(0.0, deadline - monotonic())
-        if g.join(remaining):
+        if g.ready() or (remaining != 0.0 and g.join(remaining)):
             done.append(g)
             if raise_error and g.exception is not None:
                 raise g.exception
-        else:
-            break
     return done

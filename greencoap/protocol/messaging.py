@@ -31,7 +31,7 @@ Peers are opaque hashable keys (the endpoint uses ``(host, port)``).
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from random import Random
 from typing import Any
@@ -175,7 +175,9 @@ class MessageLayer:
         self._deadlines: list = []  # heap of (time, seq, exchange)
         self._seq = 0
         # server role
-        self._dedup: OrderedDict[tuple, _Dedup] = OrderedDict()
+        # one lookup table; expiry order kept per lifetime (CON, NON) as (expires, key)
+        self._dedup: dict[tuple, _Dedup] = {}
+        self._dedup_order: tuple[deque, deque] = (deque(), deque())
         self.dedup_capacity = dedup_capacity
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -302,10 +304,11 @@ class MessageLayer:
         d = self._deadlines
         while d and d[0][2].state == DONE:
             heapq.heappop(d)
-        if self._dedup:
-            first = next(iter(self._dedup.values())).expires
-            return min(first, d[0][0]) if d else first
-        return d[0][0] if d else None
+        first = d[0][0] if d else None
+        for q in self._dedup_order:
+            if q and (first is None or q[0][0] < first):
+                first = q[0][0]
+        return first
 
     def expire(self, now: float) -> list[tuple[str, Exchange, None]]:
         """Retransmit what is due, end exchanges past their deadline, age the dedup cache."""
@@ -330,18 +333,32 @@ class MessageLayer:
                     self.outbox.append((ex.datagram, ex.peer))
                     self._push_deadline(min(ex.next_retransmit, ex.deadline), ex)
                 else:
-                    # §4.2: after MAX_RETRANSMIT, wait one more interval then give up
-                    give_up = min(now + ex.interval, ex.deadline)
-                    ex.next_retransmit = float("inf")
-                    ex.deadline = give_up
-                    self._push_deadline(give_up, ex)
+                    # §4.2: the timeout fired with the counter at MAX_RETRANSMIT: give up
+                    # (at MAX_TRANSMIT_WAIT from the first transmission)
+                    self.stats["timeouts"] += 1
+                    self._finish(ex, TIMEOUT)
+                    events.append((TIMEOUT, ex, None))
         dedup = self._dedup
-        while dedup:
-            key, entry = next(iter(dedup.items()))
-            if entry.expires > now:
-                break
-            del dedup[key]
+        for q in self._dedup_order:
+            while q and q[0][0] <= now:
+                expires, key = q.popleft()
+                entry = dedup.get(key)
+                if entry is not None and entry.expires == expires:
+                    del dedup[key]
         return events
+
+    def _evict_oldest(self) -> None:
+        """Drop the dedup entry that would expire first (the cache is full)."""
+        dedup = self._dedup
+        con, non = self._dedup_order
+        while con or non:
+            q = con if not non or (con and con[0][0] <= non[0][0]) else non
+            expires, key = q.popleft()
+            entry = dedup.get(key)
+            if entry is not None and entry.expires == expires:
+                del dedup[key]
+                self.stats["dedup_evicted"] += 1
+                return
 
     def pending(self) -> int:
         """Number of client exchanges not yet finished (for leak checks)."""
@@ -422,12 +439,20 @@ class MessageLayer:
                 self.stats["unexpected"] += 1
                 return None
         elif mtype == CON:
-            self._ack(msg.mid, peer)  # ack even a duplicate; the exchange decides below
+            key = (peer, msg.mid)
+            entry = self._dedup.get(key)
+            if entry is not None:
+                # §4.5: a retransmitted separate response (our ACK was lost): ACK again
+                self.stats["duplicates"] += 1
+                if entry.response is not None:
+                    self.outbox.append((entry.response, peer))
+                return None
             if ex is None:
                 self.stats["unexpected"] += 1
-                self.outbox.pop()
                 self._rst(msg.mid, peer)
                 return None
+            self._remember(key, CON, now).response = ack = empty_ack(msg.mid)
+            self.outbox.append((ack, peer))
         elif mtype == NON:
             if ex is None:
                 self.stats["unexpected"] += 1
@@ -450,14 +475,20 @@ class MessageLayer:
             elif msg.mtype == CON:
                 self._ack(msg.mid, peer)
             return None
-        p = self.params
-        life = p.exchange_lifetime if msg.mtype == CON else p.non_lifetime
-        if len(dedup) >= self.dedup_capacity:
-            dedup.popitem(last=False)
-            self.stats["dedup_evicted"] += 1
-        dedup[key] = _Dedup(now + life)
+        self._remember(key, msg.mtype, now)
         self.stats["requests_received"] += 1
         return (REQUEST, msg, peer)
+
+    def _remember(self, key: tuple, mtype: int, now: float) -> _Dedup:
+        """Start deduplicating ``key`` = (peer, mid) for its lifetime (§4.5)."""
+        p = self.params
+        con = mtype == CON
+        expires = now + (p.exchange_lifetime if con else p.non_lifetime)
+        if len(self._dedup) >= self.dedup_capacity:
+            self._evict_oldest()
+        entry = self._dedup[key] = _Dedup(expires)
+        self._dedup_order[0 if con else 1].append((expires, key))
+        return entry
 
     def respond(self, request: Message, peer: Any, response: Message) -> bytes:
         """Send ``response`` to ``request``: piggybacked on the ACK for a CON,
@@ -478,7 +509,7 @@ class MessageLayer:
         return data
 
     def _ack(self, mid: int, peer: Any) -> None:
-        self.outbox.append((bytes((0x60, 0, mid >> 8, mid & 0xFF)), peer))
+        self.outbox.append((empty_ack(mid), peer))
 
     def _rst(self, mid: int, peer: Any) -> None:
         self.stats["rst_sent"] += 1
