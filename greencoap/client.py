@@ -9,14 +9,13 @@ use a default client per thread.
 from __future__ import annotations
 
 import socket
-import threading
 from time import monotonic
 from typing import Any
 
 from .codes import Code, Type
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
 from .errors import ClientClosedError, RequestTimeoutError, UriError
-from .hub import get_hub
+from .hub import _os_thread_local, get_hub
 from .message import Message
 from .options import OptionNumber, encode_uint
 from .protocol.messaging import TransmissionParameters
@@ -225,7 +224,7 @@ class Client:
         return self.request(Code.IPATCH, uri, payload, **kwargs)
 
 
-_default = threading.local()
+_default = _os_thread_local()
 
 
 def default_client() -> Client:

@@ -13,9 +13,8 @@ Both the client and the server build on this class; the server passes an
 
 from __future__ import annotations
 
-import socket
-
 import _socket  # the C socket type: never gevent-patched, no wrapper overhead
+import socket
 from collections.abc import Callable
 from random import Random
 from time import monotonic

@@ -91,8 +91,6 @@ class Server:
     @property
     def port(self) -> int:
         """The bound port (useful with ``port=0``)."""
-        if self.endpoint is not None:
-            return self.endpoint.address[1]
         return self._port
 
     @property
@@ -115,6 +113,7 @@ class Server:
         self.endpoint = Endpoint(
             sock, params=self.params, on_request=self._on_request, hub=self.hub
         )
+        self._port = self.endpoint.address[1]
         self._stopped = Event()
         return self
 

@@ -48,10 +48,8 @@ def fresh_hub(backend: str) -> hubmod.Hub:
     return hubmod.get_hub(backend)
 
 
-@pytest.fixture(params=BACKENDS)
-def hub(request):
-    """This thread's hub on each backend in turn (io_uring, then epoll)."""
-    name = request.param
+def hub_for(name: str):
+    """Generator behind the hub fixtures: a fresh hub on backend ``name``."""
     if name == "uring":
         reason = uring_usable()
         require_or_skip(reason is None, f"io_uring backend ({reason})", "GREENCOAP_REQUIRE_URING")
@@ -66,6 +64,18 @@ def hub(request):
         clientmod._default.client = None
     h.destroy()
     hubmod._local.hub = None
+
+
+@pytest.fixture(params=BACKENDS)
+def hub(request):
+    """This thread's hub on each backend in turn (io_uring, then epoll)."""
+    yield from hub_for(request.param)
+
+
+@pytest.fixture(params=(*BACKENDS, "gevent"))
+def any_hub(request):
+    """Like ``hub``, plus greencoap running inside gevent's hub (the Locust case)."""
+    yield from hub_for(request.param)
 
 
 def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:

@@ -12,6 +12,14 @@ import greencoap
 from greencoap import Client, Code, RequestTimeoutError, ResetError, Type, UriError
 from greencoap.message import Message
 
+from .conftest import hub_for
+
+
+@pytest.fixture(params=("uring", "epoll", "gevent"))
+def hub(request):
+    """Client tests run on both native backends and inside gevent's hub."""
+    yield from hub_for(request.param)
+
 
 class RawPeer:
     """A plain-socket CoAP peer in an OS thread, scripted by ``answer(n, msg)``.

@@ -1,0 +1,265 @@
+"""Locust integration: :class:`CoapUser`, the CoAP counterpart of ``HttpUser`` (layer 4).
+
+    from locust import task
+    from greencoap.contrib.locust import CoapUser
+
+    class Device(CoapUser):
+        @task
+        def hello(self):
+            self.client.get("/hello")
+
+    $ locust -f locustfile.py --host coap://127.0.0.1:5683 --headless -u 50 -t 30s
+
+Every request fires ``environment.events.request`` with the keys HttpUser
+uses.  4.xx/5.xx, RST and timeouts are reported as failures with stable
+messages (no tokens or message IDs, so Locust groups them) and never raised;
+a response object is always returned.  ``catch_response=True`` gives a
+context manager with ``success()`` / ``failure()`` exactly as HttpSession's.
+
+Settings are class attributes (``timeout``, ``ack_timeout``,
+``ack_random_factor``, ``max_retransmit``, ``nstart``) or ``--coap-*``
+command-line options.  Nothing is created at import time (``--processes``
+forks after import); each user gets its own client in ``__init__``, running
+on gevent's hub.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+from locust import User, events
+from locust.exception import LocustError, StopTest
+
+from ..client import Client
+from ..codes import Code
+from ..errors import CoapError, RequestTimeoutError, ResetError, UriError
+from ..response import Response
+from ..uri import compose_uri, parse_uri
+
+
+class CoapRequestError(Exception):
+    """A failed CoAP request as reported to Locust (stable message, groupable)."""
+
+
+class CatchResponseError(Exception):
+    """``response.failure("text")`` with a plain string."""
+
+
+class CoapResponse:
+    """What ``self.client.<method>()`` returns: always an object, never raised.
+
+    ``code`` (a :class:`Code`, None when no response came), ``payload``,
+    ``text``, ``ok``, ``error`` (the failure reported, or None), ``json()``,
+    and the underlying greencoap :class:`Response` as ``response``.  With
+    ``catch_response=True`` it is a context manager offering ``success()``
+    and ``failure(exc)``.
+    """
+
+    def __init__(
+        self,
+        response: Response | None,
+        error: Exception | None,
+        meta: dict,
+        event: Any,
+        catch: bool,
+    ) -> None:
+        self.response = response
+        self.error = error
+        self.request_meta = meta
+        self._event = event
+        self._catch = catch
+        self._entered = False
+        self._manual: bool | Exception | None = None
+
+    @property
+    def code(self) -> Code | None:
+        return self.response.code if self.response is not None else None
+
+    @property
+    def payload(self) -> bytes:
+        return self.response.payload if self.response is not None else b""
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode("utf-8", "replace")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def json(self) -> Any:
+        return self.response.json() if self.response is not None else None
+
+    def _report(self) -> None:
+        self._event.fire(**self.request_meta)
+
+    def __enter__(self) -> CoapResponse:
+        if not self._catch:
+            raise LocustError("to use a with-block for requests, pass catch_response=True")
+        self._entered = True
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if self._manual is not None:
+            self.request_meta["exception"] = None if self._manual is True else self._manual
+            self._report()
+            return exc is None
+        if exc is not None:
+            return False  # unknown exceptions in the with-block propagate
+        self.request_meta["exception"] = self.error
+        self._report()
+        return True
+
+    def success(self) -> None:
+        """Report this request as successful, whatever its code."""
+        if not self._entered:
+            raise LocustError("success() needs a with-block and catch_response=True")
+        self._manual = True
+
+    def failure(self, exc: Exception | str) -> None:
+        """Report this request as failed with ``exc`` (a string is wrapped)."""
+        if not self._entered:
+            raise LocustError("failure() needs a with-block and catch_response=True")
+        self._manual = exc if isinstance(exc, Exception) else CatchResponseError(exc)
+
+    def __repr__(self) -> str:
+        return f"<CoapResponse {self.code} error={self.error!r}>"
+
+
+def parse_host(host: str | None) -> str:
+    """``coap://h:p`` / ``coaps://h:p`` / ``h`` / ``h:p`` / ``[v6]:p`` → ``scheme://host:port``."""
+    if not host:
+        raise StopTest(
+            "CoapUser needs a host: set `host` on the class or pass --host coap://HOST:PORT"
+        )
+    text = host if "://" in host else "coap://" + host
+    try:
+        u = parse_uri(text)
+    except UriError as e:
+        raise StopTest(f"CoapUser: bad host {host!r}: {e}") from None
+    return compose_uri(u.scheme, u.host, u.port, (), ()).rstrip("/")
+
+
+class CoapSession:
+    """``self.client`` of a :class:`CoapUser`: paths resolved against the host."""
+
+    def __init__(self, base_url: str, request_event: Any, user: Any, client: Client) -> None:
+        self.base_url = base_url
+        self.request_event = request_event
+        self.user = user
+        self.coap = client
+
+    def _url(self, path: str) -> str:
+        if "://" in path:
+            return path
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | str | None = None,
+        *,
+        name: str | None = None,
+        catch_response: bool = False,
+        context: dict | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> CoapResponse:
+        """Send a request, report it to Locust, return a :class:`CoapResponse`."""
+        url = self._url(path)
+        start_time = time.time()
+        t0 = time.perf_counter()
+        response: Response | None = None
+        error: Exception | None = None
+        try:
+            response = self.coap.request(method, url, payload, timeout=timeout, **kwargs)
+            if response.code >= 128:
+                error = CoapRequestError(str(response.code))
+        except RequestTimeoutError:
+            error = CoapRequestError("timeout: no response")
+        except ResetError:
+            error = CoapRequestError("reset: the server answered RST")
+        except CoapError as e:
+            error = CoapRequestError(f"{type(e).__name__}: {e}")
+        response_time = (time.perf_counter() - t0) * 1000
+        ctx = dict(self.user.context()) if self.user is not None else {}
+        if context:
+            ctx.update(context)
+        meta = {
+            "request_type": method.upper(),
+            "name": name or path,
+            "response_time": response_time,
+            "response_length": len(response.payload) if response is not None else 0,
+            "response": response,
+            "context": ctx,
+            "exception": error,
+            "start_time": start_time,
+            "url": url,
+        }
+        r = CoapResponse(response, error, meta, self.request_event, catch_response)
+        if not catch_response:
+            r._report()
+        return r
+
+    def get(self, path: str, **kwargs: Any) -> CoapResponse:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, payload: bytes | str | None = None, **kwargs: Any) -> CoapResponse:
+        return self.request("POST", path, payload, **kwargs)
+
+    def put(self, path: str, payload: bytes | str | None = None, **kwargs: Any) -> CoapResponse:
+        return self.request("PUT", path, payload, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> CoapResponse:
+        return self.request("DELETE", path, **kwargs)
+
+    def fetch(self, path: str, payload: bytes | str | None = None, **kwargs: Any) -> CoapResponse:
+        return self.request("FETCH", path, payload, **kwargs)
+
+    def close(self) -> None:
+        self.coap.close()
+
+
+_OPTIONS = (
+    ("timeout", float, "seconds a request may take (default 10)"),
+    ("ack_timeout", float, "RFC 7252 ACK_TIMEOUT in seconds (default 2)"),
+    ("ack_random_factor", float, "RFC 7252 ACK_RANDOM_FACTOR (default 1.5)"),
+    ("max_retransmit", int, "RFC 7252 MAX_RETRANSMIT (default 4)"),
+    ("nstart", int, "requests in flight per user and peer (default 1024)"),
+)
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any) -> None:
+    group = parser.add_argument_group("CoAP (greencoap)")
+    for attr, typ, text in _OPTIONS:
+        group.add_argument(f"--coap-{attr.replace('_', '-')}", type=typ, default=None, help=text)
+
+
+class CoapUser(User):
+    """A Locust user that speaks CoAP through greencoap; see the module docstring."""
+
+    abstract = True
+    timeout: float = 10.0
+    ack_timeout: float = 2.0
+    ack_random_factor: float = 1.5
+    max_retransmit: int = 4
+    nstart: int = 1024
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        base = parse_host(self.host)
+        gevent.get_hub()  # greencoap must park on gevent's hub, even without monkey-patching
+        opts = getattr(environment, "parsed_options", None)
+        settings = {}
+        for attr, _, _ in _OPTIONS:
+            value = getattr(opts, f"coap_{attr}", None) if opts is not None else None
+            settings[attr] = value if value is not None else getattr(self, attr)
+        client = Client(**settings)
+        self.client = CoapSession(base, environment.events.request, self, client)
+
+    def on_stop(self) -> None:
+        self.client.close()

@@ -1,0 +1,187 @@
+"""CoapUser: headless Locust runs, request events, catch_response, settings.
+
+Importing locust monkey-patches the whole process unless
+``LOCUST_SKIP_MONKEY_PATCH`` is set, so this module sets it before importing
+anything from locust; the full Locust runs happen in subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LOCUST_SKIP_MONKEY_PATCH", "1")
+
+from .conftest import free_port, hub_for, require_or_skip  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
+
+
+def _locust_or_skip():
+    try:
+        import locust  # noqa: F401
+    except ImportError:
+        require_or_skip(False, "locust")
+
+
+def _run_locust(host: str, users: int, seconds: int, env: dict, *extra: str) -> list[dict]:
+    _locust_or_skip()
+    out = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host, "--headless",
+         "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--json", "--only-summary",
+         "--stop-timeout", "2", *extra],
+        capture_output=True, text=True, timeout=seconds + 60, env={**os.environ, **env},
+    )
+    assert out.stdout.strip(), out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_headless_50_users_run_concurrently(demo_proc):
+    stats = _run_locust(demo_proc.uri, 50, 5, {"LOCUST_SLOW_ONLY": "1",
+                                               "GREENCOAP_HUB": ""})
+    (slow,) = [s for s in stats if s["name"] == "/slow"]
+    # 50 users × ~5 s / 0.1 s per call ≈ 2,500; sequential blocking would give ~50
+    assert slow["num_requests"] >= 500, slow["num_requests"]
+    assert slow["num_failures"] == 0
+    assert slow["method"] == "GET"
+
+
+def test_command_line_timeout_option_reports_stable_failures(demo_proc):
+    stats = _run_locust(demo_proc.uri, 2, 2, {"LOCUST_SLOW_ONLY": "1", "LOCUST_SLOW_MS": "800"},
+                        "--coap-timeout", "0.2")
+    (slow,) = [s for s in stats if s["name"] == "/slow"]
+    assert slow["num_requests"] >= 4 and slow["num_failures"] == slow["num_requests"]
+
+
+@pytest.fixture
+def gevent_hub():
+    yield from hub_for("gevent")
+
+
+@pytest.fixture
+def env_and_events():
+    _locust_or_skip()
+    from locust.env import Environment
+
+    env = Environment(events=None)
+    fired = []
+    env.events.request.add_listener(lambda **kw: fired.append(kw))
+    return env, fired
+
+
+def _user_class(host):
+    from greencoap.contrib.locust import CoapUser
+
+    class Device(CoapUser):
+        def context(self):
+            return {"device": "d1"}
+
+    Device.host = host
+    return Device
+
+
+def test_request_events_have_httpuser_keys(gevent_hub, env_and_events):
+    from greencoap.demo import build_router
+    from greencoap.server import Server
+
+    env, fired = env_and_events
+    srv = Server(build_router(), host="127.0.0.1", port=0).start()
+    try:
+        user = _user_class(f"coap://127.0.0.1:{srv.port}")(env)
+        r = user.client.get("/hello", context={"extra": 1})
+        assert r.ok and r.text == "Hello, world!"
+        r404 = user.client.get("/missing/42", name="/missing/:id")
+        assert not r404.ok and int(r404.code) == 0x84  # returned, not raised
+        user.client.post("/echo", b"abc")
+        user.on_stop()
+    finally:
+        srv.stop()
+    assert [e["request_type"] for e in fired] == ["GET", "GET", "POST"]
+    ok, missing, echo = fired
+    assert set(ok) >= {"request_type", "name", "response_time", "response_length", "response",
+                       "context", "exception", "start_time", "url"}
+    assert ok["name"] == "/hello" and ok["exception"] is None and ok["response_length"] == 13
+    assert ok["context"] == {"device": "d1", "extra": 1}
+    assert ok["url"] == f"coap://127.0.0.1:{srv.port}/hello" and ok["response_time"] > 0
+    assert missing["name"] == "/missing/:id" and str(missing["exception"]) == "4.04 Not Found"
+    assert echo["response_length"] == 3 and echo["exception"] is None
+
+
+def test_timeouts_and_rst_are_failures_with_stable_messages(gevent_hub, env_and_events):
+    env, fired = env_and_events
+    port = free_port()  # nobody listens: no answer
+    user = _user_class(f"127.0.0.1:{port}")(env)  # a bare host:port works too
+    r1 = user.client.get("/x", timeout=0.2)
+    r2 = user.client.get("/y", timeout=0.2)
+    assert r1.code is None and r1.payload == b"" and not r2.ok
+    assert str(fired[0]["exception"]) == str(fired[1]["exception"]) == "timeout: no response"
+    user.on_stop()
+
+
+def test_catch_response(gevent_hub, env_and_events):
+    from greencoap.demo import build_router
+    from greencoap.server import Server
+
+    env, fired = env_and_events
+    srv = Server(build_router(), host="127.0.0.1", port=0).start()
+    try:
+        user = _user_class(f"coap://127.0.0.1:{srv.port}")(env)
+        with user.client.get("/missing", catch_response=True) as r:
+            assert not fired  # reported on leaving the block
+            r.success()
+        with user.client.get("/hello", catch_response=True) as r:
+            r.failure("not what I wanted")
+        with user.client.get("/missing", catch_response=True):
+            pass
+        user.on_stop()
+    finally:
+        srv.stop()
+    assert fired[0]["exception"] is None
+    assert str(fired[1]["exception"]) == "not what I wanted"
+    assert str(fired[2]["exception"]) == "4.04 Not Found"
+
+
+def test_missing_host_stops_the_test(env_and_events):
+    from locust.exception import StopTest
+
+    env, _ = env_and_events
+    with pytest.raises(StopTest):
+        _user_class(None)(env)
+
+
+def test_run_single_user(tmp_path, demo_proc):
+    _locust_or_skip()
+    script = tmp_path / "single.py"
+    script.write_text(textwrap.dedent("""
+        from locust import task, constant, run_single_user
+        from locust.exception import StopUser
+        from greencoap.contrib.locust import CoapUser
+
+        class One(CoapUser):
+            wait_time = constant(0)
+            n = 0
+
+            @task
+            def hello(self):
+                self.client.get("/hello")
+                One.n += 1
+                if One.n == 3:
+                    raise StopUser()
+
+        if __name__ == "__main__":
+            run_single_user(One)
+            print("DONE", One.n)
+    """))
+    out = subprocess.run(
+        [sys.executable, str(script), "--host", demo_proc.uri], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "LOCUST_SKIP_MONKEY_PATCH": "1"}, cwd=ROOT,
+    )
+    assert "DONE 3" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.count("/hello") >= 3  # run_single_user prints each request
