@@ -230,8 +230,7 @@ class Endpoint:
         """Answer ``request`` (see :meth:`MessageLayer.respond`)."""
         if self.closed:
             return
-        self.layer.respond(request, peer, response)
-        self._drain()
+        self.channel.sendto(self.layer.respond(request, peer, response), peer)
 
     def send_raw(self, data: bytes, peer: Any) -> None:
         """Queue a datagram as is (tests and tools)."""

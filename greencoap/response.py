@@ -10,13 +10,21 @@ from __future__ import annotations
 import json as _json
 from typing import Any
 
-from .codes import Code, Type
+from .codes import CODES, Code, Type
 from .endpoint import display_peer
 from .errors import ResponseError
 from .message import Message
 from .options import ContentFormat, OptionNumber
 
 JSON = int(ContentFormat.JSON)
+_UINTS = [b""] + [bytes((i,)) for i in range(1, 256)]
+
+
+def _uint(value: int) -> bytes:
+    """Minimal big-endian bytes of a non-negative int (option uint format)."""
+    if value < 256:
+        return _UINTS[value]
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
 TEXT = int(ContentFormat.TEXT_PLAIN)
 
 
@@ -41,17 +49,23 @@ class Response:
         max_age: int | None = None,
         etag: bytes | None = None,
     ) -> None:
-        self.code = Code(code)
-        if isinstance(payload, str):
-            payload = payload.encode()
-            if content_format is None:
-                content_format = TEXT
-        self.payload = bytes(payload)
+        self.code = CODES[code] if code.__class__ is int or code.__class__ is Code else Code(code)
+        if payload.__class__ is not bytes:
+            if isinstance(payload, str):
+                payload = payload.encode()
+                if content_format is None:
+                    content_format = TEXT
+            else:
+                payload = bytes(payload)
+        self.payload = payload
         self.options: list[tuple[int, bytes]] = list(options) if options else []
         self.peer: tuple | None = None
         self.message: Message | None = None
         if content_format is not None:
-            self._set(OptionNumber.CONTENT_FORMAT, content_format)
+            if self.options:
+                self._set(OptionNumber.CONTENT_FORMAT, content_format)
+            else:
+                self.options.append((12, _uint(content_format)))
         if max_age is not None:
             self._set(OptionNumber.MAX_AGE, max_age)
         if etag is not None:
@@ -59,7 +73,7 @@ class Response:
 
     def _set(self, number: int, value: int) -> None:
         self.options = [o for o in self.options if o[0] != number]
-        self.options.append((number, value.to_bytes((value.bit_length() + 7) // 8, "big")))
+        self.options.append((number, _uint(value)))
 
     @classmethod
     def from_message(cls, msg: Message, peer: tuple | None = None) -> Response:
@@ -74,7 +88,7 @@ class Response:
 
     def to_message(self) -> Message:
         """The message a server sends for this response (type/MID/token set later)."""
-        return Message(Type.ACK, self.code, 0, b"", list(self.options), self.payload)
+        return Message(Type.ACK, self.code, 0, b"", self.options[:], self.payload)
 
     def _opt(self, number: int) -> bytes | None:
         for n, v in self.options:

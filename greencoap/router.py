@@ -67,6 +67,7 @@ class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
         self._static: dict[tuple[str, ...], dict[int, Route]] = {}
+        self._static_raw: dict[tuple[bytes, ...], dict[int, Route]] = {}
         self._dynamic: list[Route] = []
 
     def add(self, method: int | str, path: str, handler: Handler, **attrs: Any) -> Route:
@@ -88,6 +89,7 @@ class Router:
             if method in methods:
                 raise ValueError(f"{method} {route.path} is already routed")
             methods[int(method)] = route
+            self._static_raw[tuple(s.encode() for s in segs)] = methods
         self.routes.append(route)
         return route
 
@@ -129,6 +131,19 @@ class Router:
 
     def ipatch(self, path: str, **attrs: Any) -> Callable:
         return self._deco(Code.IPATCH, path, attrs)
+
+    def resolve_raw(self, method: int, raw: tuple[bytes, ...]) -> tuple[Route, dict]:
+        """:meth:`resolve` for Uri-Path option values as received (bytes).
+
+        Static routes are found without decoding; raises UnicodeDecodeError
+        for a path that is not UTF-8.
+        """
+        methods = self._static_raw.get(raw)
+        if methods is not None:
+            r = methods.get(method)
+            if r is not None:
+                return r, {}
+        return self.resolve(method, tuple(v.decode() for v in raw))
 
     def resolve(self, method: int, segments: tuple[str, ...] | list[str]) -> tuple[Route, dict]:
         """Find the route for a request.

@@ -16,7 +16,7 @@ from typing import Any
 
 from .codes import Code
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket
-from .errors import CoapError
+from .errors import CoapError, MessageFormatError
 from .hub import get_hub
 from .message import Message
 from .options import OptionNumber as O
@@ -85,7 +85,7 @@ class Server:
         self.endpoint: Endpoint | None = None
         self.hub = None
         self._stopped = None
-        self._stats = {"handler_errors": 0, "bad_option": 0, "not_found": 0}
+        self._stats = {"handler_errors": 0, "bad_option": 0, "not_found": 0, "bad_request": 0}
         self._last_stats: dict[str, int] = {}
 
     @property
@@ -153,22 +153,31 @@ class Server:
     def handle_request(self, msg: Message, peer: tuple) -> Response:
         """Run the router for one request message and return the response."""
         stats = self._stats
-        for number, _ in msg.options:
-            if number & 1 and number not in UNDERSTOOD_OPTIONS:
+        raw_path = []
+        for number, value in msg.options:
+            if number == 11:
+                raw_path.append(value)
+            elif number & 1 and number not in UNDERSTOOD_OPTIONS:
                 stats["bad_option"] += 1
                 return Response(Code.BAD_OPTION, f"unrecognised critical option {number}")
-        for number in msg.bad_options:
-            if number & 1:
-                stats["bad_option"] += 1
-                return Response(Code.BAD_OPTION, f"option {number} has an invalid length")
+        if msg.bad_options:
+            for number in msg.bad_options:
+                if number & 1:
+                    stats["bad_option"] += 1
+                    return Response(Code.BAD_OPTION, f"option {number} has an invalid length")
         method = msg.code
         try:
-            route, params = self.router.resolve(method, msg.uri_path)
+            route, params = self.router.resolve_raw(method, tuple(raw_path))
         except LookupError as e:
             stats["not_found"] += 1
             return Response(e.args[0])
+        except UnicodeDecodeError:
+            stats["bad_request"] += 1
+            return Response(Code.BAD_REQUEST, "Uri-Path is not valid UTF-8")
         try:
             result = route.handler(Request(msg, peer, params), **params)
+            if result.__class__ is Response:
+                return result
             if isinstance(result, types.GeneratorType):
                 # observable resources are served once here (Observe comes later)
                 try:
@@ -179,6 +188,9 @@ class Server:
         except CoapError as e:
             code = e.code if e.code is not None else Code.INTERNAL_SERVER_ERROR
             return Response(code, e.message)
+        except MessageFormatError as e:  # e.g. a Uri-Query that is not UTF-8
+            stats["bad_request"] += 1
+            return Response(Code.BAD_REQUEST, str(e))
         except Exception:
             stats["handler_errors"] += 1
             log.exception("handler for %s %s failed", Code(method), route.path)

@@ -491,9 +491,9 @@ class MessageLayer:
         return entry
 
     def respond(self, request: Message, peer: Any, response: Message) -> bytes:
-        """Send ``response`` to ``request``: piggybacked on the ACK for a CON,
+        """Encode ``response`` to ``request``: piggybacked on the ACK for a CON,
         as a NON for a NON.  The bytes are cached for duplicates and returned
-        (they are also appended to ``outbox``)."""
+        for the caller to send (they are not put in ``outbox``)."""
         response.token = request.token
         if request.mtype == CON:
             response.mtype = ACK
@@ -505,7 +505,6 @@ class MessageLayer:
         entry = self._dedup.get((peer, request.mid))
         if entry is not None:
             entry.response = data
-        self.outbox.append((data, peer))
         return data
 
     def _ack(self, mid: int, peer: Any) -> None:
