@@ -9,9 +9,9 @@ was wanted but cannot run, one warning names the reason and epoll takes over;
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-import warnings
 from typing import Any
 
 BACKENDS = ("uring", "epoll", "gevent")
@@ -63,10 +63,9 @@ def create_backend(hub: Any, name: str | None) -> Any:
                 raise RuntimeError(f"greencoap: io_uring backend unavailable: {e}") from e
             if not _warned:
                 _warned = True
-                warnings.warn(
-                    f"greencoap: io_uring unavailable ({e}); using the epoll backend",
-                    RuntimeWarning,
-                    stacklevel=3,
+                # one line, through logging (the last-resort handler prints it bare)
+                logging.getLogger("greencoap").warning(
+                    "greencoap: io_uring unavailable (%s); using the epoll backend", e
                 )
     from .epoll_hub import EpollBackend
 

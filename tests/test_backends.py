@@ -1,0 +1,80 @@
+"""Backend selection: GREENCOAP_HUB, the automatic fallback to epoll when
+io_uring is forbidden (a seccomp filter, as in containers), and
+GREENCOAP_REQUIRE_URING."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+PROBE = "import greencoap; print(greencoap.get_hub().backend)"
+
+
+@pytest.fixture(scope="module")
+def noring(tmp_path_factory):
+    """tests/helpers/noring.c compiled: runs a command with io_uring_setup → EPERM."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("a C compiler is needed to build the seccomp helper")
+    out = tmp_path_factory.mktemp("noring") / "noring"
+    subprocess.run([cc, "-O2", "-o", str(out), str(HERE / "helpers" / "noring.c")], check=True)
+    return str(out)
+
+
+def run(args, **env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GREENCOAP_")}
+    full.update(env)
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=full)
+
+
+def test_env_var_selects_backend():
+    for name in ("epoll", "gevent"):
+        r = run([sys.executable, "-c", PROBE], GREENCOAP_HUB=name)
+        assert r.returncode == 0 and r.stdout.strip() == name, r.stderr
+    r = run([sys.executable, "-c", PROBE], GREENCOAP_HUB="kqueue")
+    assert r.returncode != 0 and "unknown greencoap hub backend" in r.stderr
+
+
+def test_default_is_uring_where_it_works():
+    from .conftest import require_or_skip, uring_usable
+
+    reason = uring_usable()
+    require_or_skip(reason is None, f"io_uring ({reason})", "GREENCOAP_REQUIRE_URING")
+    r = run([sys.executable, "-c", PROBE])
+    assert r.stdout.strip() == "uring" and r.stderr == ""
+
+
+def test_forbidden_io_uring_falls_back_to_epoll_with_one_warning(noring):
+    r = run([noring, sys.executable, "-c", PROBE + "; greencoap.sleep(0.01); print('ok')"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["epoll", "ok"]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "io_uring" in lines[0] and "EPERM" in lines[0], r.stderr
+
+
+def test_forbidden_io_uring_is_an_error_when_required(noring):
+    r = run([noring, sys.executable, "-c", PROBE], GREENCOAP_REQUIRE_URING="1")
+    assert r.returncode != 0 and "io_uring backend unavailable" in r.stderr
+    r = run([noring, sys.executable, "-c", PROBE], GREENCOAP_HUB="uring")
+    assert r.returncode != 0 and "EPERM" in r.stderr
+
+
+def test_demo_server_serves_on_the_fallback(noring):
+    from .conftest import free_port, wait_udp_ready
+
+    port = free_port()
+    p = subprocess.Popen([noring, sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1",
+                          "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    try:
+        wait_udp_ready(port)
+    finally:
+        p.terminate()
+        out, _ = p.communicate(timeout=10)
+    assert "(epoll hub)" in out
