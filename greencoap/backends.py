@@ -15,6 +15,11 @@ import sys
 from typing import Any
 
 BACKENDS = ("uring", "epoll", "gevent")
+
+#: The largest datagram any backend delivers; larger ones are dropped and
+#: counted as ``truncated`` (CoAP over UDP keeps messages within one IP packet,
+#: RFC 7252 §4.6; libcoap's receive buffer is 1,472 bytes).
+MAX_DATAGRAM = 4052
 _warned = False
 
 

@@ -23,8 +23,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from .backends import MAX_DATAGRAM
+
 RECV_BATCH = 64  # datagrams read per readiness event before yielding to others
-MAX_DATAGRAM = 65535
 
 
 class Channel:
@@ -39,7 +40,7 @@ class Channel:
         self.on_batch = on_batch
         self._out: list = []
         self.closed = False
-        self.stats = {"send_errors": 0, "recv_errors": 0}
+        self.stats = {"send_errors": 0, "recv_errors": 0, "truncated": 0}
 
     def sendto(self, data: bytes, addr: Any) -> None:
         """Queue one datagram; it leaves on this loop turn's flush."""
@@ -79,13 +80,18 @@ class Channel:
         batch = []
         for _ in range(RECV_BATCH):
             try:
-                batch.append(recv(MAX_DATAGRAM))
+                item = recv(MAX_DATAGRAM + 1)
             except BlockingIOError:
                 break
             except OSError as e:
                 if e.errno in (errno.EBADF, errno.ENOTSOCK):
                     break
                 self.stats["recv_errors"] += 1  # e.g. ICMP port unreachable
+                continue
+            if len(item[0]) > MAX_DATAGRAM:
+                self.stats["truncated"] += 1
+            else:
+                batch.append(item)
         if batch and not self.closed:
             self.on_batch(batch)
 

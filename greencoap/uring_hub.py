@@ -28,18 +28,20 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from .backends import MAX_DATAGRAM
+
 try:
     from ._uring import ffi, lib
 except ImportError as e:  # built at install time; absent when liburing was missing
     raise ImportError(f"greencoap._uring is not built ({e}); install liburing-dev and reinstall")
 
+NAMELEN = 28  # sizeof(struct sockaddr_in6)
 ENTRIES = 4096  # SQ entries (CQ gets 4x)
-NBUFS = 4096  # provided receive buffers (power of two)
-BUFSIZE = 2048  # bytes per receive buffer: header + address + datagram
+NBUFS = 2048  # provided receive buffers (power of two); $GREENCOAP_URING_BUFFERS overrides
+BUFSIZE = 16 + NAMELEN + MAX_DATAGRAM  # io_uring_recvmsg_out + address + datagram
 MAX_RECS = 1024  # datagrams harvested per C call
 ARENA = MAX_RECS * 256  # bytes of payload+address harvested per C call
 META = 5  # int32 fields per record (see gc_poll)
-NAMELEN = 28  # sizeof(struct sockaddr_in6)
 
 _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
 _inet_ntop, _inet_pton = socket.inet_ntop, socket.inet_pton
@@ -76,6 +78,17 @@ def tuple_to_sockaddr(addr: tuple) -> bytes:
         + _v6tail.pack(flow, _inet_pton(_AF_INET6, host))
         + _scope.pack(scope)
     )
+
+
+def _buffer_count() -> int:
+    """Receive buffers in the ring: ``$GREENCOAP_URING_BUFFERS`` or NBUFS."""
+    text = os.environ.get("GREENCOAP_URING_BUFFERS")
+    if not text:
+        return NBUFS
+    n = int(text)
+    if n < 1 or n > 32768 or n & (n - 1):
+        raise ValueError("GREENCOAP_URING_BUFFERS must be a power of two, 1..32768")
+    return n
 
 
 class Channel:
@@ -123,7 +136,8 @@ class UringBackend:
         self.hub = hub
         self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         err = ffi.new("int *")
-        ring = lib.gc_new(ENTRIES, NBUFS, BUFSIZE, self._wfd, err)
+        self.nbufs = nbufs = _buffer_count()
+        ring = lib.gc_new(ENTRIES, nbufs, BUFSIZE, self._wfd, err)
         if ring == ffi.NULL:
             os.close(self._wfd)
             code = -err[0]
