@@ -113,6 +113,8 @@ class Exchange:
         "deadline",
         "result",
         "waiter",
+        "due",
+        "due_key",
     )
 
     def __init__(self, peer: Any, token: bytes, con: bool, deadline: float) -> None:
@@ -128,6 +130,8 @@ class Exchange:
         self.deadline = deadline
         self.result: Any = None
         self.waiter: Any = None
+        self.due = 0.0  # when expire() must look at this exchange next
+        self.due_key = -1  # the timer bucket (ms) holding its live entry
 
     def __repr__(self) -> str:
         names = ("QUEUED", "SENT", "ACKED", "DONE")
@@ -172,8 +176,10 @@ class MessageLayer:
         self._by_mid: dict[tuple, Exchange] = {}
         self._inflight: dict[Any, int] = {}
         self._queued: dict[Any, deque] = {}
-        self._deadlines: list = []  # heap of (time, seq, exchange)
-        self._seq = 0
+        # timers: millisecond buckets of exchanges (one live entry per exchange,
+        # older entries are skipped lazily) and a heap of the bucket keys
+        self._buckets: dict[int, list[Exchange]] = {}
+        self._bucket_keys: list[int] = []
         # server role
         # one lookup table; expiry order kept per lifetime (CON, NON) as (expires, key)
         self._dedup: dict[tuple, _Dedup] = {}
@@ -231,12 +237,12 @@ class MessageLayer:
             raise ValueError(f"token {msg.token.hex()} already in use with {peer}")
         self._by_token[key] = ex
         ex.datagram = msg  # encoded when sent
-        self._push_deadline(ex.deadline, ex)
         n = self._inflight.get(peer, 0)
         if n < self.params.nstart:
             self._inflight[peer] = n + 1
             self._transmit(ex, now)
         else:
+            self._schedule(ex, ex.deadline)
             self._queued.setdefault(peer, deque()).append(ex)
         return ex
 
@@ -250,9 +256,10 @@ class MessageLayer:
         if ex.con:
             p = self.params
             ex.interval = p.ack_timeout * (1 + self.rng.random() * (p.ack_random_factor - 1))
-            ex.next_retransmit = now + ex.interval
-            if ex.next_retransmit < ex.deadline:
-                self._push_deadline(ex.next_retransmit, ex)
+            ex.next_retransmit = nr = now + ex.interval
+            self._schedule(ex, nr if nr < ex.deadline else ex.deadline)
+        else:
+            self._schedule(ex, ex.deadline)
         self.outbox.append((data, ex.peer))
 
     def cancel(self, ex: Exchange, now: float, reason: str = "cancelled") -> None:
@@ -295,16 +302,33 @@ class MessageLayer:
 
     _now = 0.0
 
-    def _push_deadline(self, when: float, ex: Exchange) -> None:
-        self._seq += 1
-        heapq.heappush(self._deadlines, (when, self._seq, ex))
+    def _schedule(self, ex: Exchange, when: float) -> None:
+        """Make ``when`` the exchange's one live timer (bucketed by millisecond;
+        entries left in older buckets are skipped lazily)."""
+        k = int(when * 1000.0)
+        ex.due = when
+        ex.due_key = k
+        b = self._buckets.get(k)
+        if b is None:
+            self._buckets[k] = [ex]
+            heapq.heappush(self._bucket_keys, k)
+        else:
+            b.append(ex)
 
     def next_deadline(self) -> float | None:
         """When ``expire`` must next be called (None: nothing pending)."""
-        d = self._deadlines
-        while d and d[0][2].state == DONE:
-            heapq.heappop(d)
-        first = d[0][0] if d else None
+        keys = self._bucket_keys
+        buckets = self._buckets
+        first = None
+        while keys:
+            k = keys[0]
+            live = [ex for ex in buckets[k] if ex.due_key == k and ex.state != DONE]
+            if live:
+                buckets[k] = live
+                first = min(ex.due for ex in live)
+                break
+            heapq.heappop(keys)
+            del buckets[k]
         for q in self._dedup_order:
             if q and (first is None or q[0][0] < first):
                 first = q[0][0]
@@ -314,30 +338,47 @@ class MessageLayer:
         """Retransmit what is due, end exchanges past their deadline, age the dedup cache."""
         self._now = now
         events = []
-        d = self._deadlines
+        keys = self._bucket_keys
+        buckets = self._buckets
         heappop = heapq.heappop
-        while d and d[0][0] <= now:
-            _, _, ex = heappop(d)
-            if ex.state == DONE:
-                continue
-            if ex.deadline <= now:
-                self.stats["timeouts"] += 1
-                self._finish(ex, TIMEOUT)
-                events.append((TIMEOUT, ex, None))
-            elif ex.state == SENT and ex.con and ex.next_retransmit <= now:
-                if ex.retransmits < self.params.max_retransmit:
-                    ex.retransmits += 1
-                    ex.interval *= 2
-                    ex.next_retransmit = now + ex.interval
-                    self.stats["retransmissions"] += 1
-                    self.outbox.append((ex.datagram, ex.peer))
-                    self._push_deadline(min(ex.next_retransmit, ex.deadline), ex)
-                else:
-                    # §4.2: the timeout fired with the counter at MAX_RETRANSMIT: give up
-                    # (at MAX_TRANSMIT_WAIT from the first transmission)
+        limit = now * 1000.0
+        while keys and keys[0] <= limit:
+            k = heappop(keys)
+            not_yet = []
+            for ex in buckets.pop(k):
+                if ex.state == DONE or ex.due_key != k:
+                    continue  # finished, or rescheduled since
+                if ex.due > now:
+                    not_yet.append(ex)  # later within this very millisecond
+                    continue
+                if ex.deadline <= now:
                     self.stats["timeouts"] += 1
                     self._finish(ex, TIMEOUT)
                     events.append((TIMEOUT, ex, None))
+                elif ex.state == SENT and ex.con and ex.next_retransmit <= now:
+                    if ex.retransmits < self.params.max_retransmit:
+                        ex.retransmits += 1
+                        ex.interval *= 2
+                        ex.next_retransmit = nr = now + ex.interval
+                        self.stats["retransmissions"] += 1
+                        self.outbox.append((ex.datagram, ex.peer))
+                        self._schedule(ex, nr if nr < ex.deadline else ex.deadline)
+                    else:
+                        # §4.2: the timeout fired with the counter at MAX_RETRANSMIT:
+                        # give up (at MAX_TRANSMIT_WAIT from the first transmission)
+                        self.stats["timeouts"] += 1
+                        self._finish(ex, TIMEOUT)
+                        events.append((TIMEOUT, ex, None))
+                else:  # ACKed (no more retransmissions) or queued: wait for the deadline
+                    self._schedule(ex, ex.deadline)
+            if not_yet:
+                b = buckets.get(k)
+                if b is None:
+                    buckets[k] = not_yet
+                    heapq.heappush(keys, k)
+                else:
+                    b.extend(not_yet)
+                break  # nothing later than this millisecond can be due yet
         dedup = self._dedup
         for q in self._dedup_order:
             while q and q[0][0] <= now:
@@ -371,7 +412,12 @@ class MessageLayer:
             "by_mid": len(self._by_mid),
             "inflight": len(self._inflight),
             "queued": len(self._queued),
-            "deadlines": sum(1 for e in self._deadlines if e[2].state != DONE),
+            "deadlines": sum(
+                1
+                for k, b in self._buckets.items()
+                for ex in b
+                if ex.state != DONE and ex.due_key == k
+            ),
         }
 
     # -- receiving ----------------------------------------------------
