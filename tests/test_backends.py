@@ -27,10 +27,15 @@ def noring(tmp_path_factory):
     return str(out)
 
 
-def run(args, **env):
+def clean_env(**env):
+    """os.environ without GREENCOAP_* (CI sets GREENCOAP_REQUIRE_URING), plus ``env``."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("GREENCOAP_")}
     full.update(env)
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=full)
+    return full
+
+
+def run(args, **env):
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=clean_env(**env))
 
 
 def test_env_var_selects_backend():
@@ -71,7 +76,7 @@ def test_demo_server_serves_on_the_fallback(noring):
     port = free_port()
     p = subprocess.Popen([noring, sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1",
                           "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+                         text=True, env=clean_env())
     try:
         wait_udp_ready(port)
     finally:
