@@ -23,6 +23,21 @@ from .response import Response
 from .uri import URI, is_ip_literal, parse_uri
 
 _URI_CACHE_SIZE = 512
+_CON, _NON = Type.CON, Type.NON
+
+
+def _method(method: int | str) -> Code:
+    """A request method from a :class:`Code`, an int or a name like ``"get"``."""
+    if isinstance(method, str):
+        try:
+            code = Code[method.upper()]
+        except KeyError:
+            raise ValueError(f"unknown CoAP method {method!r}") from None
+    else:
+        code = Code(method)
+    if not 1 <= code < 32:
+        raise ValueError(f"{method!r} is not a request method")
+    return code
 _DNS_TTL = 60.0
 
 
@@ -161,38 +176,47 @@ class Client:
         :class:`ClientClosedError`; a 4.xx/5.xx answer is returned, not
         raised (see :meth:`Response.raise_for_status`).
         """
-        if isinstance(method, str):
-            try:
-                method = Code[method.upper()]
-            except KeyError:
-                raise ValueError(f"unknown CoAP method {method!r}") from None
-        if not 1 <= method < 32:
-            raise ValueError(f"{method!r} is not a request method")
+        if method.__class__ is not Code:
+            method = _method(method)
         timeout = self.timeout if timeout is None else timeout
-        deadline = monotonic() + timeout
         u, uri_opts = self._parse(uri)
-        peer = self.resolve(u.host, u.port, timeout)
-        opts = list(uri_opts)
-        if isinstance(payload, str):
-            payload = payload.encode()
-            if content_format is None:
-                content_format = 0
-        if content_format is not None:
-            opts.append((OptionNumber.CONTENT_FORMAT, encode_uint(int(content_format))))
-        if accept is not None:
-            opts.append((OptionNumber.ACCEPT, encode_uint(int(accept))))
-        if options:
-            for number, value in options:
-                if isinstance(value, str):
-                    value = value.encode()
-                elif isinstance(value, int):
-                    value = encode_uint(value)
-                opts.append((int(number), bytes(value)))
-        msg = Message(Type.CON if confirmable else Type.NON, method, 0, b"", opts, payload or b"")
-        remaining = deadline - monotonic()
-        if remaining <= 0:
-            raise RequestTimeoutError(f"no time left for {uri} after name resolution")
-        reply = self.endpoint.request(msg, peer, remaining)
+        ep = self._endpoint or self.endpoint
+        hit = self._dns.get((u.host, u.port))
+        if hit is not None and hit[0] > monotonic():
+            peer = hit[1]
+            remaining = timeout
+        else:  # a name lookup (off the hub) counts against the call's timeout
+            t0 = monotonic()
+            peer = self.resolve(u.host, u.port, timeout)
+            remaining = timeout - (monotonic() - t0)
+            if remaining <= 0:
+                raise RequestTimeoutError(f"no time left for {uri} after name resolution")
+        if payload is None:
+            payload = b""
+        elif payload.__class__ is not bytes:
+            if isinstance(payload, str):
+                payload = payload.encode()
+                if content_format is None:
+                    content_format = 0
+            else:
+                payload = bytes(payload)
+        if content_format is None and accept is None and not options:
+            opts = uri_opts  # shared, never mutated below the API
+        else:
+            opts = list(uri_opts)
+            if content_format is not None:
+                opts.append((OptionNumber.CONTENT_FORMAT, encode_uint(int(content_format))))
+            if accept is not None:
+                opts.append((OptionNumber.ACCEPT, encode_uint(int(accept))))
+            if options:
+                for number, value in options:
+                    if isinstance(value, str):
+                        value = value.encode()
+                    elif isinstance(value, int):
+                        value = encode_uint(value)
+                    opts.append((int(number), bytes(value)))
+        msg = Message(_CON if confirmable else _NON, method, 0, b"", opts, payload)
+        reply = ep.request(msg, peer, remaining)
         return Response.from_message(reply, peer)
 
     def get(self, uri: str, **kwargs: Any) -> Response:

@@ -172,24 +172,33 @@ class Endpoint:
             send(data, peer)
 
     def _arm(self) -> None:
-        d = self.layer.next_deadline()
-        if d is None or d >= self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = d
-        self._timer = self.hub.call_at(d, self._on_timer)
+        """Re-arm the endpoint's one timer if the engine scheduled something earlier."""
+        layer = self.layer
+        d = layer.new_due
+        if d < self._timer_at:
+            layer.new_due = float("inf")
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = d
+            self._timer = self.hub.call_at(d, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
         if self.closed:
             return
-        for _kind, ex, _ in self.layer.expire(monotonic()):
+        layer = self.layer
+        events = layer.expire(monotonic())
+        layer.new_due = float("inf")
+        d = layer.next_deadline()
+        if d is not None:
+            self._timer_at = d
+            self._timer = self.hub.call_at(d, self._on_timer)
+        for _kind, ex, _ in events:
             w = ex.waiter
             if w is not None:
                 w.switch(ex)
-        if self.layer.outbox:
+        if layer.outbox:
             self._drain()
         self._arm()
 
@@ -217,6 +226,7 @@ class Endpoint:
                 layer.cancel(ex, monotonic())
                 if layer.outbox:
                     self._drain()
+                self._arm()
         result = ex.result
         if result.__class__ is Message:
             return result

@@ -180,6 +180,9 @@ class MessageLayer:
         # older entries are skipped lazily) and a heap of the bucket keys
         self._buckets: dict[int, list[Exchange]] = {}
         self._bucket_keys: list[int] = []
+        #: the earliest time scheduled since the driver last looked (it resets
+        #: this to inf): lets the driver re-arm its one timer only when needed
+        self.new_due = float("inf")
         # server role
         # one lookup table; expiry order kept per lifetime (CON, NON) as (expires, key)
         self._dedup: dict[tuple, _Dedup] = {}
@@ -308,6 +311,8 @@ class MessageLayer:
         k = int(when * 1000.0)
         ex.due = when
         ex.due_key = k
+        if when < self.new_due:
+            self.new_due = when
         b = self._buckets.get(k)
         if b is None:
             self._buckets[k] = [ex]
@@ -533,6 +538,8 @@ class MessageLayer:
         if len(self._dedup) >= self.dedup_capacity:
             self._evict_oldest()
         entry = self._dedup[key] = _Dedup(expires)
+        if expires < self.new_due:
+            self.new_due = expires
         self._dedup_order[0 if con else 1].append((expires, key))
         return entry
 
