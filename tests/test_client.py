@@ -249,3 +249,32 @@ def test_bad_uris_raise_uri_error(hub):
                 c.get(bad)
         with pytest.raises(UriError):
             c.get("coap://no-such-host.invalid/x", timeout=5)
+
+
+def test_slow_name_lookup_does_not_stall_the_hub(hub, server, monkeypatch):
+    import greencoap.client as clientmod
+
+    real = socket.getaddrinfo
+
+    def slow_getaddrinfo(host, *args, **kwargs):
+        if host == "slow.example":
+            time.sleep(0.3)  # a blocking resolver, as on a bad network
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(clientmod.socket, "getaddrinfo", slow_getaddrinfo)
+    ticks = []
+
+    def ticker():
+        for _ in range(20):
+            ticks.append(time.monotonic())
+            greencoap.sleep(0.01)
+
+    g = greencoap.spawn(ticker)
+    with Client(timeout=5) as c:
+        t0 = time.monotonic()
+        assert c.get(f"coap://slow.example:{server.port}/hello").ok
+        assert time.monotonic() - t0 >= 0.3
+    g.join(2)
+    during = [t for t in ticks if t0 < t < t0 + 0.3]
+    assert len(during) >= 10, "the hub stalled while the name was being resolved"

@@ -232,13 +232,21 @@ class MessageLayer:
         queued behind ``nstart`` others to the same peer.  It ends, at the
         latest, ``timeout`` seconds from ``now``.
         """
-        if not msg.token:
-            msg.token = self.new_token(peer)
-        ex = Exchange(peer, msg.token, msg.mtype == CON, now + timeout)
-        key = (peer, msg.token)
-        if key in self._by_token:
-            raise ValueError(f"token {msg.token.hex()} already in use with {peer}")
-        self._by_token[key] = ex
+        by_token = self._by_token
+        token = msg.token
+        n = self.token_length
+        if not token and n:
+            getrandbits = self.rng.getrandbits
+            key = (peer, getrandbits(8 * n).to_bytes(n, "big"))
+            while key in by_token:
+                key = (peer, getrandbits(8 * n).to_bytes(n, "big"))
+            msg.token = token = key[1]
+        else:
+            key = (peer, token)
+            if key in by_token:
+                raise ValueError(f"token {token.hex()} already in use with {peer}")
+        ex = Exchange(peer, token, msg.mtype == CON, now + timeout)
+        by_token[key] = ex
         ex.datagram = msg  # encoded when sent
         n = self._inflight.get(peer, 0)
         if n < self.params.nstart:
