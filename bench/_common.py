@@ -414,7 +414,30 @@ def machine_info() -> str:
     except OSError:
         pass
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return f"{now} · Linux {platform.release()} · {model} · {os.cpu_count()} CPUs"
+    return (
+        f"{now} · Linux {platform.release()} · {model} · {os.cpu_count()} CPUs · "
+        f"greencoap {code_version()}"
+    )
+
+
+def code_version() -> str:
+    """The commit measured: short hash, plus "+dirty" when greencoap/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "greencoap"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "(unknown commit)"
+    return (head or "(unknown commit)") + ("+dirty" if dirty.strip() else "")
 
 
 def udp_rcvbuf_errors() -> int:
@@ -428,3 +451,16 @@ def udp_rcvbuf_errors() -> int:
         return int(lines[1][lines[0].index("RcvbufErrors")])
     except (OSError, ValueError, IndexError):
         return -1
+
+
+def changed_note(before: str) -> str | None:
+    """A warning when the greencoap code changed (or was uncommitted) while the benchmark ran."""
+    now = code_version()
+    if now != before:
+        return (
+            f"greencoap changed while this ran ({before} at the start, {now} at the end): "
+            "rows may measure different code"
+        )
+    if now.endswith("+dirty"):
+        return "greencoap/ had uncommitted changes: edits during the run would go unnoticed"
+    return None

@@ -219,6 +219,7 @@ def main() -> int:
     only = set(args.only.split(",")) if args.only else None
     c.ensure_tools()
     started = time.monotonic()
+    version = c.code_version()
     results: dict[tuple[str, int], dict] = {}
     notes: list[str] = []
     port = c.free_port()
@@ -307,6 +308,9 @@ def main() -> int:
         print("\nio_uring / epoll = " + ", ".join(parts))
     if notes:
         print("\n" + "\n".join(f"- {n}" for n in notes))
+    changed = c.changed_note(version)
+    if changed:
+        print(f"\n- {changed}")
     print(f"\n(took {time.monotonic() - started:.0f} s)")
     return 0
 

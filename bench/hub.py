@@ -172,6 +172,7 @@ def main() -> int:
         return child_main(args.child, args.quick, repeat)
 
     started = time.monotonic()
+    version = c.code_version()
     libs = [("greencoap", "greencoap", {"GREENCOAP_HUB": "epoll"}), ("gevent", "gevent", {})]
     if args.uring:
         libs.append(("greencoap-uring", "greencoap", {"GREENCOAP_HUB": "uring"}))
@@ -211,6 +212,9 @@ def main() -> int:
                 spread.append(f"{lib} '{name}' {d['min']:,.0f}–{d['max']:,.0f}")
     if spread:
         print("\n- noisy (max > 1.5 × min over repeats): " + "; ".join(spread))
+    changed = c.changed_note(version)
+    if changed:
+        print(f"\n- {changed}")
     print(f"\n(took {time.monotonic() - started:.0f} s)")
     return 0
 

@@ -118,6 +118,7 @@ def main() -> int:
     runs = args.runs or (1 if args.quick else 3)
     c.ensure_tools()
     started = time.monotonic()
+    version = c.code_version()
     results: dict[str, dict] = {}
     notes: list[str] = []
     port = c.free_port()
@@ -179,6 +180,9 @@ def main() -> int:
             notes.append(f"{label}: locust exited {r['exit']} (1 = some requests failed)")
     if notes:
         print("\n" + "\n".join(f"- {n}" for n in notes))
+    changed = c.changed_note(version)
+    if changed:
+        print(f"\n- {changed}")
     print(f"\n(took {time.monotonic() - started:.0f} s)")
     return 0
 

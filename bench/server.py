@@ -237,6 +237,7 @@ def main() -> int:
     c.ensure_tools()
 
     started = time.monotonic()
+    version = c.code_version()
     results: dict[tuple[str, str], dict] = {}
     notes: list[str] = []
     for spec in select(args.servers):
@@ -330,6 +331,9 @@ def main() -> int:
         notes.append("req/s range over runs: " + "; ".join(spread))
     if notes:
         print("\n" + "\n".join(f"- {n}" for n in notes))
+    changed = c.changed_note(version)
+    if changed:
+        print(f"\n- {changed}")
     print(f"\n(took {time.monotonic() - started:.0f} s)")
     return 0
 

@@ -88,7 +88,7 @@ class Response:
 
     def to_message(self) -> Message:
         """The message a server sends for this response (type/MID/token set later)."""
-        return Message(Type.ACK, self.code, 0, b"", self.options[:], self.payload)
+        return Message(Type.ACK, self.code, 0, b"", self.options, self.payload)
 
     def _opt(self, number: int) -> bytes | None:
         for n, v in self.options:
