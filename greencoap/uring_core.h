@@ -303,9 +303,10 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
         ts.tv_nsec = timeout_ns % 1000000000LL;
     }
     *more = 0;
-    if (io_uring_cq_ready(&r->ring) && timeout_ns != 0) {
-        /* completions are waiting already: just submit */
-        ret = io_uring_submit(&r->ring);
+    if (timeout_ns == 0 || io_uring_cq_ready(&r->ring)) {
+        /* don't block: submit and run deferred task work (one enter, no timer;
+         * a zero-timeout wait costs tens of microseconds for the hrtimer) */
+        ret = io_uring_submit_and_get_events(&r->ring);
     } else {
         ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, timeout_ns >= 0 ? &ts : NULL,
                                                NULL);
