@@ -8,13 +8,16 @@ becomes one hub timer.  Greenlets that wait for a response park on a
 the hub when the engine reports the exchange finished.
 
 Both the client and the server build on this class; the server passes an
-``on_request`` callback that receives ``(message, peer)`` in the hub.
+``on_request`` callback, called with ``(message, peer)`` on a worker greenlet
+(it may block; the requests of one received batch share a worker until one
+of them blocks).
 """
 
 from __future__ import annotations
 
 import _socket  # the C socket type: never gevent-patched, no wrapper overhead
 import socket
+from collections import deque
 from collections.abc import Callable
 from random import Random
 from time import monotonic
@@ -125,6 +128,7 @@ class Endpoint:
         self.family = sock.family
         self.layer = MessageLayer(params, rng=rng, token_length=token_length)
         self.on_request = on_request
+        self._requests: deque = deque()
         self.closed = False
         self._timer = None
         self._timer_at = float("inf")
@@ -146,6 +150,7 @@ class Endpoint:
     def _on_batch(self, batch: list) -> None:
         layer = self.layer
         receive = layer.receive
+        requests = self._requests
         now = monotonic()
         for data, addr in batch:
             ev = receive(data, addr, now)
@@ -153,7 +158,7 @@ class Endpoint:
                 kind, obj, peer = ev
                 if kind is REQUEST:
                     if self.on_request is not None:
-                        self.on_request(obj, peer)
+                        requests.append((obj, peer))
                 else:
                     w = obj.waiter
                     if w is not None:
@@ -163,6 +168,15 @@ class Endpoint:
         if layer.outbox:
             self._drain()
         self._arm()
+        if requests:
+            # handlers run on worker greenlets, a whole batch on one until one blocks
+            self.hub.drain_in_workers(requests, self._handle_request)
+
+    def _handle_request(self, msg: Message, peer: Any) -> None:
+        """On a worker greenlet: mark the request as running, then handle it."""
+        if not self.closed:
+            self.layer.started(msg, peer)
+            self.on_request(msg, peer)
 
     def _drain(self) -> None:
         layer = self.layer
@@ -240,7 +254,10 @@ class Endpoint:
         """Answer ``request`` (see :meth:`MessageLayer.respond`)."""
         if self.closed:
             return
-        self.channel.sendto(self.layer.respond(request, peer, response), peer)
+        layer = self.layer
+        self.channel.sendto(layer.respond(request, peer, response), peer)
+        if layer.outbox:
+            self._drain()
 
     def send_raw(self, data: bytes, peer: Any) -> None:
         """Queue a datagram as is (tests and tools)."""

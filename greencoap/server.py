@@ -111,7 +111,7 @@ class Server:
             self.host, self._port, reuse_port=self.reuse_port, buffer_size=self.buffer_size
         )
         self.endpoint = Endpoint(
-            sock, params=self.params, on_request=self._on_request, hub=self.hub
+            sock, params=self.params, on_request=self._handle, hub=self.hub
         )
         self._port = self.endpoint.address[1]
         self._stopped = Event()
@@ -140,10 +140,7 @@ class Server:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    # -- request handling (hub → worker greenlet) ----------------------
-    def _on_request(self, msg: Message, peer: tuple) -> None:
-        self.hub.run_in_worker(self._handle, msg, peer)
-
+    # -- request handling (on worker greenlets) ------------------------
     def _handle(self, msg: Message, peer: tuple) -> None:
         ep = self.endpoint
         if ep is None:

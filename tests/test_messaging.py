@@ -449,13 +449,26 @@ def test_duplicate_con_after_response_resends_cached_bytes():
     assert ml.stats["requests_received"] == 1
 
 
-def test_duplicate_con_before_response_gets_empty_ack():
+def test_duplicate_con_while_handled_gets_empty_ack():
     ml = layer()
     data = incoming(mid=0xBEEF)
-    assert ml.receive(data, PEER, 0.0)[0] == REQUEST
+    _, req, _ = ml.receive(data, PEER, 0.0)
+    ml.started(req, PEER)
     assert ml.receive(data, PEER, 1.0) is None
     assert drain(ml) == [(empty_ack(0xBEEF), PEER)]
     assert ml.stats["duplicates"] == 1
+
+
+def test_duplicate_con_before_handling_gets_the_response_when_ready():
+    ml = layer()
+    data = incoming(mid=0xBEEF)
+    _, req, _ = ml.receive(data, PEER, 0.0)
+    assert ml.receive(data, PEER, 0.1) is None  # same batch, handler not started yet
+    assert drain(ml) == []
+    ml.started(req, PEER)
+    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"x"))
+    assert drain(ml) == [(out, PEER)]  # the copy is answered with the same response
+    assert ml.stats["duplicates"] == 1 and ml.stats["requests_received"] == 1
 
 
 def test_duplicate_non_before_response_is_dropped():

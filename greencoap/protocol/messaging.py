@@ -139,13 +139,21 @@ class Exchange:
 
 
 class _Dedup:
-    """Server-side record of a received CON/NON: the response sent, if any."""
+    """Server-side record of a received CON/NON (§4.5).
 
-    __slots__ = ("response", "expires")
+    ``response`` is the answer sent (None until then); ``running`` tells
+    whether the request is being handled (``started()`` was called);
+    ``dups`` counts copies that came while it was still queued: each gets the
+    response when it is ready.
+    """
+
+    __slots__ = ("response", "expires", "running", "dups")
 
     def __init__(self, expires: float) -> None:
         self.response: bytes | None = None
         self.expires = expires
+        self.running = False
+        self.dups = 0
 
 
 REQUEST = "request"  # event: ("request", Message, peer) — a new request to handle
@@ -531,8 +539,11 @@ class MessageLayer:
             self.stats["duplicates"] += 1
             if entry.response is not None:
                 self.outbox.append((entry.response, peer))
-            elif msg.mtype == CON:
-                self._ack(msg.mid, peer)
+            elif entry.running:
+                if msg.mtype == CON:
+                    self._ack(msg.mid, peer)  # still being handled: stop the retransmissions
+            elif entry.dups < 2:
+                entry.dups += 1  # not started yet: it gets the response when ready
             return None
         self._remember(key, msg.mtype, now)
         self.stats["requests_received"] += 1
@@ -551,10 +562,17 @@ class MessageLayer:
         self._dedup_order[0 if con else 1].append((expires, key))
         return entry
 
+    def started(self, request: Message, peer: Any) -> None:
+        """The request is now being handled: a duplicate of it gets an empty ACK."""
+        entry = self._dedup.get((peer, request.mid))
+        if entry is not None:
+            entry.running = True
+
     def respond(self, request: Message, peer: Any, response: Message) -> bytes:
         """Encode ``response`` to ``request``: piggybacked on the ACK for a CON,
         as a NON for a NON.  The bytes are cached for duplicates and returned
-        for the caller to send (they are not put in ``outbox``)."""
+        for the caller to send (they are not put in ``outbox``; copies for
+        duplicates that arrived before the request was handled are)."""
         response.token = request.token
         if request.mtype == CON:
             response.mtype = ACK
@@ -566,6 +584,8 @@ class MessageLayer:
         entry = self._dedup.get((peer, request.mid))
         if entry is not None:
             entry.response = data
+            for _ in range(entry.dups):  # copies that came before it was handled
+                self.outbox.append((data, peer))
         return data
 
     def _ack(self, mid: int, peer: Any) -> None:
