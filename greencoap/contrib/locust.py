@@ -38,6 +38,9 @@ from ..errors import CoapError, RequestTimeoutError, ResetError, UriError
 from ..response import Response
 from ..uri import compose_uri, parse_uri
 
+_METHODS = {c.name: c for c in (Code.GET, Code.POST, Code.PUT, Code.DELETE, Code.FETCH,
+                                 Code.PATCH, Code.IPATCH)}
+
 
 class CoapRequestError(Exception):
     """A failed CoAP request as reported to Locust (stable message, groupable)."""
@@ -170,12 +173,15 @@ class CoapSession:
     ) -> CoapResponse:
         """Send a request, report it to Locust, return a :class:`CoapResponse`."""
         url = self._url(path)
+        code = _METHODS.get(method)
+        if code is None:
+            code = _METHODS[method.upper()]
         start_time = time.time()
         t0 = time.perf_counter()
         response: Response | None = None
         error: Exception | None = None
         try:
-            response = self.coap.request(method, url, payload, timeout=timeout, **kwargs)
+            response = self.coap.request(code, url, payload, timeout=timeout, **kwargs)
             if response.code >= 128:
                 error = CoapRequestError(str(response.code))
         except RequestTimeoutError:
@@ -185,11 +191,11 @@ class CoapSession:
         except CoapError as e:
             error = CoapRequestError(f"{type(e).__name__}: {e}")
         response_time = (time.perf_counter() - t0) * 1000
-        ctx = dict(self.user.context()) if self.user is not None else {}
+        ctx = self.user.context() if self.user is not None else {}
         if context:
-            ctx.update(context)
+            ctx = {**ctx, **context}
         meta = {
-            "request_type": method.upper(),
+            "request_type": code.name,
             "name": name or path,
             "response_time": response_time,
             "response_length": len(response.payload) if response is not None else 0,

@@ -39,8 +39,10 @@ from typing import Any
 from ..codes import Type
 from ..errors import MessageFormatError
 from ..message import Message
+from ..message import encode as encode_message
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
+INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class Exchange:
         self.state = QUEUED
         self.retransmits = 0
         self.interval = 0.0
-        self.next_retransmit = float("inf")
+        self.next_retransmit = INF
         self.deadline = deadline
         self.result: Any = None
         self.waiter: Any = None
@@ -174,6 +176,7 @@ class MessageLayer:
     ) -> None:
         self.params = params or TransmissionParameters()
         self.rng = rng or Random()
+        self._random = self.rng.random
         if not 0 <= token_length <= 8:
             raise ValueError("token_length must be 0..8")
         self.token_length = token_length
@@ -267,15 +270,17 @@ class MessageLayer:
 
     def _transmit(self, ex: Exchange, now: float) -> None:
         msg = ex.datagram
-        msg.mid = ex.mid = self.next_mid()
-        ex.datagram = data = msg.encode()
+        mid = self._next_mid
+        self._next_mid = (mid + 1) & 0xFFFF
+        msg.mid = ex.mid = mid
+        ex.datagram = data = encode_message(msg)
         ex.state = SENT
-        self._by_mid[(ex.peer, ex.mid)] = ex
+        self._by_mid[(ex.peer, mid)] = ex
         self.stats["requests_sent"] += 1
         if ex.con:
             p = self.params
-            ex.interval = p.ack_timeout * (1 + self.rng.random() * (p.ack_random_factor - 1))
-            ex.next_retransmit = nr = now + ex.interval
+            ex.interval = i = p.ack_timeout * (1 + self._random() * (p.ack_random_factor - 1))
+            ex.next_retransmit = nr = now + i
             self._schedule(ex, nr if nr < ex.deadline else ex.deadline)
         else:
             self._schedule(ex, ex.deadline)
