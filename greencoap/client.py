@@ -14,15 +14,28 @@ from typing import Any
 
 from .codes import Code, Type
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
-from .errors import ClientClosedError, RequestTimeoutError, UriError
+from .errors import ClientClosedError, CoapError, RequestTimeoutError, ResetError, UriError
 from .hub import _os_thread_local, get_hub
 from .message import Message
-from .options import OptionNumber, encode_uint
+from .options import Block, OptionNumber, encode_uint
+from .protocol.blockwise import Block1Uploader, Block2Assembler, BlockwiseError, szx_for
 from .protocol.messaging import TransmissionParameters
 from .response import Response
 from .uri import URI, is_ip_literal, parse_uri
 
 _URI_CACHE_SIZE = 512
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+_BLOCK_OPTIONS = frozenset(
+    (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.SIZE1, OptionNumber.REQUEST_TAG)
+)
+
+
+def _left(deadline: float) -> float:
+    """Seconds left before ``deadline``; a timeout error when none are."""
+    left = deadline - monotonic()
+    if left <= 0:
+        raise RequestTimeoutError("the call's timeout expired during a block-wise transfer")
+    return left
 _CON, _NON = Type.CON, Type.NON
 
 
@@ -51,6 +64,12 @@ class Client:
     number of requests in flight per peer (excess requests wait their turn;
     ``nstart=1`` is strict RFC 7252 §4.7).  The socket is created on first use
     and released by :meth:`close` (or leaving a ``with`` block).
+
+    Block-wise transfer (RFC 7959) is automatic: a payload larger than
+    ``block_size`` (default 1,024) is uploaded with Block1, and a Block2
+    response is fetched block by block and returned whole, up to
+    ``max_body_size`` bytes.  Setting ``block_size`` also asks servers for
+    blocks of that size (early negotiation).
     """
 
     def __init__(
@@ -64,6 +83,8 @@ class Client:
         token_length: int = 4,
         bind: tuple[str, int] | None = None,
         buffer_size: int | None = DEFAULT_SOCKET_BUFFER,
+        block_size: int | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.params = TransmissionParameters(
             ack_timeout=ack_timeout,
@@ -73,6 +94,10 @@ class Client:
         )
         self.timeout = self.params.max_transmit_wait if timeout is None else float(timeout)
         self.token_length = token_length
+        self.block_size = block_size
+        if block_size is not None:
+            szx_for(block_size)  # validate early: 16..1024, a power of two
+        self.max_body_size = max_body_size
         self.bind = bind
         self.buffer_size = buffer_size
         self._endpoint: Endpoint | None = None
@@ -167,6 +192,7 @@ class Client:
         confirmable: bool = True,
         timeout: float | None = None,
         options: list[tuple[int, bytes | str | int]] | None = None,
+        block_size: int | None = None,
     ) -> Response:
         """Send one request and return its :class:`Response` (blocks this greenlet).
 
@@ -215,9 +241,103 @@ class Client:
                     elif isinstance(value, int):
                         value = encode_uint(value)
                     opts.append((int(number), bytes(value)))
-        msg = Message(_CON if confirmable else _NON, method, 0, b"", opts, payload)
-        reply = ep.request(msg, peer, remaining)
+        mtype = _CON if confirmable else _NON
+        block_size = block_size or self.block_size
+        if len(payload) > (block_size or 1024) or block_size is not None:
+            reply = self._blockwise(ep, mtype, method, opts, payload, peer, remaining, block_size)
+        else:
+            reply = ep.request(Message(mtype, method, 0, b"", opts, payload), peer, remaining)
+            if reply.options and reply.block2 is not None:
+                reply = self._fetch_rest(ep, mtype, method, opts, reply, peer, remaining)
         return Response.from_message(reply, peer)
+
+    # -- block-wise (RFC 7959) -------------------------------------------
+    def _blockwise(
+        self,
+        ep: Endpoint,
+        mtype: int,
+        method: int,
+        opts: list,
+        payload: bytes,
+        peer: tuple,
+        timeout: float,
+        block_size: int | None,
+    ) -> Message:
+        """A request whose body goes in Block1 blocks and/or whose answer may be Block2."""
+        deadline = monotonic() + timeout
+        szx = szx_for(block_size or 1024)
+        if len(payload) <= (1 << (szx + 4)):
+            extra = [(OptionNumber.BLOCK2, encode_uint(Block(0, False, szx).encode()))]
+            if block_size is None:
+                extra = []
+            reply = ep.request(Message(mtype, method, 0, b"", opts + extra, payload), peer, timeout)
+        else:
+            up = Block1Uploader(payload, szx)
+            tag = (ep.layer.rng.getrandbits(32)).to_bytes(4, "big")  # RFC 9175 Request-Tag
+            while True:
+                block, chunk = up.current()
+                extra = [
+                    (OptionNumber.BLOCK1, encode_uint(block.encode())),
+                    (OptionNumber.REQUEST_TAG, tag),
+                ]
+                if block.num == 0:
+                    extra.append((OptionNumber.SIZE1, encode_uint(len(payload))))
+                msg = Message(mtype, method, 0, b"", opts + extra, chunk)
+                reply = ep.request(msg, peer, _left(deadline))
+                if not up.feed(reply):
+                    break
+        if reply.block2 is not None:
+            reply = self._fetch_rest(ep, mtype, method, opts, reply, peer, _left(deadline))
+        return reply
+
+    def _fetch_rest(
+        self,
+        ep: Endpoint,
+        mtype: int,
+        method: int,
+        opts: list,
+        first: Message,
+        peer: tuple,
+        timeout: float,
+    ) -> Message:
+        """Fetch the remaining Block2 blocks of ``first``; return one whole message."""
+        deadline = monotonic() + timeout
+        asm = Block2Assembler(self.max_body_size)
+        nxt = asm.feed(first)
+        base = [o for o in opts if o[0] not in _BLOCK_OPTIONS]
+        while nxt is not None:
+            msg = Message(
+                mtype, method, 0, b"", base + [(OptionNumber.BLOCK2, encode_uint(nxt.encode()))]
+            )
+            reply = ep.request(msg, peer, _left(deadline))
+            if not 64 <= reply.code < 96:
+                raise BlockwiseError(f"block {nxt.num} of the response failed: {reply.code}")
+            nxt = asm.feed(reply)
+        whole = Message(
+            first.mtype,
+            first.code,
+            first.mid,
+            first.token,
+            [o for o in first.options if o[0] != OptionNumber.BLOCK2],
+            bytes(asm.body),
+        )
+        return whole
+
+    def ping(self, uri: str, timeout: float | None = None) -> float:
+        """Send a CoAP ping (empty CON) and return the round-trip time in seconds.
+
+        A live CoAP endpoint answers RST (RFC 7252 §4.3); no answer raises
+        :class:`RequestTimeoutError`.
+        """
+        u, _ = self._parse(uri)
+        timeout = self.timeout if timeout is None else timeout
+        peer = self.resolve(u.host, u.port, timeout)
+        t0 = monotonic()
+        try:
+            self.endpoint.request(Message(_CON, Code.EMPTY, 0, b""), peer, timeout)
+        except ResetError:
+            return monotonic() - t0
+        raise CoapError("the peer answered a ping with something other than RST")
 
     def get(self, uri: str, **kwargs: Any) -> Response:
         """GET ``uri``; see :meth:`request` for the keyword arguments."""

@@ -137,7 +137,8 @@ class Exchange:
 
     def __repr__(self) -> str:
         names = ("QUEUED", "SENT", "ACKED", "DONE")
-        return f"<Exchange {self.peer} token={self.token.hex()} mid={self.mid} {names[self.state]}>"
+        token = self.token.hex() if isinstance(self.token, bytes) else "(ping)"
+        return f"<Exchange {self.peer} token={token} mid={self.mid} {names[self.state]}>"
 
 
 class _Dedup:
@@ -246,7 +247,10 @@ class MessageLayer:
         by_token = self._by_token
         token = msg.token
         n = self.token_length
-        if not token and n:
+        if msg.code == 0:  # a ping (empty CON): no token; matched by MID only
+            token = object()
+            key = (peer, token)
+        elif not token and n:
             getrandbits = self.rng.getrandbits
             key = (peer, getrandbits(8 * n).to_bytes(n, "big"))
             while key in by_token:
