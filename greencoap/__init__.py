@@ -17,6 +17,7 @@ from .errors import (
 )
 from .hub import Greenlet, GreenletExit, LoopExit, Timeout, get_hub, joinall, sleep, spawn
 from .message import Message
+from .observation import Observation
 from .options import Block, ContentFormat, OptionNumber
 from .response import Request, Response
 from .router import Router
@@ -42,6 +43,7 @@ __all__ = [
     "LoopExit",
     "Message",
     "MessageFormatError",
+    "Observation",
     "OptionNumber",
     "Queue",
     "Request",

@@ -17,6 +17,7 @@ from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
 from .errors import ClientClosedError, CoapError, RequestTimeoutError, ResetError, UriError
 from .hub import _os_thread_local, get_hub
 from .message import Message
+from .observation import Observation
 from .options import Block, OptionNumber, encode_uint
 from .protocol.blockwise import Block1Uploader, Block2Assembler, BlockwiseError, szx_for
 from .protocol.messaging import TransmissionParameters
@@ -322,6 +323,22 @@ class Client:
             bytes(asm.body),
         )
         return whole
+
+    def observe(
+        self,
+        uri: str,
+        *,
+        timeout: float | None = None,
+        confirmable: bool = True,
+        options: list[tuple[int, bytes]] | None = None,
+    ) -> Observation:
+        """Observe ``uri`` (RFC 7641): returns an :class:`Observation` to iterate.
+
+        Nothing is sent until iteration starts; ``timeout`` bounds the
+        registration and each block-wise fetch.  Use it as a context manager
+        so that leaving the block deregisters.
+        """
+        return Observation(self, uri, timeout=timeout, confirmable=confirmable, options=options)
 
     def ping(self, uri: str, timeout: float | None = None) -> float:
         """Send a CoAP ping (empty CON) and return the round-trip time in seconds.

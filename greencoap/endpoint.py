@@ -28,9 +28,11 @@ from .hub import Waiter, get_hub
 from .message import Message
 from .protocol.messaging import (
     DONE,
+    NOTIFICATION,
     REQUEST,
     RESET,
     TIMEOUT,
+    Exchange,
     MessageLayer,
     TransmissionParameters,
 )
@@ -155,10 +157,14 @@ class Endpoint:
         for data, addr in batch:
             ev = receive(data, addr, now)
             if ev is not None:
-                kind, obj, peer = ev
+                kind, obj, extra = ev
                 if kind is REQUEST:
                     if self.on_request is not None:
-                        requests.append((obj, peer))
+                        requests.append((obj, extra))
+                elif kind is NOTIFICATION:
+                    sink = obj.sink
+                    if sink is not None:
+                        sink(extra)
                 else:
                     w = obj.waiter
                     if w is not None:
@@ -224,10 +230,35 @@ class Endpoint:
         covers NSTART queueing, retransmissions and a separate response) and
         :class:`ResetError` when the peer answers RST.
         """
+        return self._exchange(msg, peer, timeout, False, None).result
+
+    def observe(
+        self, msg: Message, peer: tuple, timeout: float, sink: Callable[[Message], None]
+    ) -> Exchange:
+        """Send an Observe registration; park until its first response.
+
+        Returns the exchange: ``exchange.result`` is the first response, and
+        while ``exchange.state`` is OBSERVING every notification is passed
+        to ``sink(message)`` in the hub.  End it with :meth:`forget`.
+        """
+        return self._exchange(msg, peer, timeout, True, sink)
+
+    def forget(self, ex: Exchange) -> None:
+        """Drop an observation locally (a later notification then gets RST)."""
+        if ex.state != DONE:
+            self.layer.cancel(ex, monotonic())
+            if self.layer.outbox:
+                self._drain()
+            self._arm()
+
+    def _exchange(
+        self, msg: Message, peer: tuple, timeout: float, observe: bool, sink: Any
+    ) -> Exchange:
         if self.closed:
             raise ClientClosedError("the endpoint is closed")
         layer = self.layer
-        ex = layer.request(msg, peer, monotonic(), timeout)
+        ex = layer.request(msg, peer, monotonic(), timeout, observe)
+        ex.sink = sink
         waiter = ex.waiter = Waiter(self.hub)
         if layer.outbox:
             self._drain()
@@ -236,14 +267,14 @@ class Endpoint:
             waiter.get()
         finally:
             ex.waiter = None
-            if ex.state != DONE:
+            if ex.state < DONE:
                 layer.cancel(ex, monotonic())
                 if layer.outbox:
                     self._drain()
                 self._arm()
         result = ex.result
         if result.__class__ is Message:
-            return result
+            return ex
         if result is TIMEOUT:
             raise RequestTimeoutError(f"no response from {display_peer(peer)} within {timeout} s")
         if result is RESET:

@@ -55,13 +55,11 @@ _PARMNAME_CHARS = frozenset(
 )
 # RFC 6690 ptokenchar.
 _PTOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    "!#$%&'()*+-./:<=>?@[]^_`{|}~"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'()*+-./:<=>?@[]^_`{|}~"
 )
 # RFC 3986 URI-reference characters (unreserved, reserved and "%" of pct-encoded).
 _URIREF_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    "-._~:/?#[]@!$&'()*+,;=%"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:/?#[]@!$&'()*+,;=%"
 )
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _WHITESPACE = " \t\r\n"
@@ -109,7 +107,7 @@ def _attr_value(value: Any) -> str | None:
         return value
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, Iterable):
+    if isinstance(value, Iterable) and not isinstance(value, bytes | bytearray):
         return " ".join(_attr_value_item(v) for v in value)
     raise TypeError(f"unsupported link parameter value {value!r}")
 
@@ -142,7 +140,7 @@ class Link:
 
         Link("/sensors/temp", rt="temperature-c", if_="sensor", ct=[0, 41], obs=True)
 
-    Names that are not identifiers (``"title*"``) go in the positional
+    Names that are not identifiers (``"x-unit"``) go in the positional
     ``params`` list, which comes before the keyword ones.
     """
 
@@ -351,7 +349,9 @@ class _Parser:
         start = self.pos + 1
         end = self.text.find(">", start)
         if end < 0:
-            raise LinkFormatError(f"unterminated '<' at offset {self.pos}: no '>' follows", self.pos)
+            raise LinkFormatError(
+                f"unterminated '<' at offset {self.pos}: no '>' follows", self.pos
+            )
         for i in range(start, end):
             if self.text[i] not in _URIREF_CHARS:
                 self.pos = i

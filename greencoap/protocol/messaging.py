@@ -91,6 +91,7 @@ QUEUED = 0  # waiting for an NSTART slot; nothing sent yet
 SENT = 1  # sent; CON: retransmitting until ACK/response; NON: waiting for a response
 ACKED = 2  # empty ACK received: waiting for the separate response
 DONE = 3  # finished (response, RST, timeout or cancel); removed from every table
+OBSERVING = 4  # an Observe registration answered 2.xx with Observe: notifications follow
 
 
 class Exchange:
@@ -117,6 +118,8 @@ class Exchange:
         "waiter",
         "due",
         "due_key",
+        "observe",
+        "sink",
     )
 
     def __init__(self, peer: Any, token: bytes, con: bool, deadline: float) -> None:
@@ -134,9 +137,11 @@ class Exchange:
         self.waiter: Any = None
         self.due = 0.0  # when expire() must look at this exchange next
         self.due_key = -1  # the timer bucket (ms) holding its live entry
+        self.observe = False  # an Observe registration (RFC 7641)
+        self.sink: Any = None  # the layer above's notification consumer (never touched here)
 
     def __repr__(self) -> str:
-        names = ("QUEUED", "SENT", "ACKED", "DONE")
+        names = ("QUEUED", "SENT", "ACKED", "DONE", "OBSERVING")
         token = self.token.hex() if isinstance(self.token, bytes) else "(ping)"
         return f"<Exchange {self.peer} token={token} mid={self.mid} {names[self.state]}>"
 
@@ -163,6 +168,7 @@ REQUEST = "request"  # event: ("request", Message, peer) — a new request to ha
 RESPONSE = "response"  # event: ("response", Exchange, None) — exchange.result is the Message
 RESET = "reset"  # event: ("reset", Exchange, None)
 TIMEOUT = "timeout"  # event from expire(): ("timeout", Exchange, None)
+NOTIFICATION = "notification"  # event: ("notification", Exchange, Message) — RFC 7641
 
 
 class MessageLayer:
@@ -214,6 +220,7 @@ class MessageLayer:
                 "pings",
                 "unexpected",
                 "dedup_evicted",
+                "notifications",
             ),
             0,
         )
@@ -237,12 +244,18 @@ class MessageLayer:
                 return token
 
     # -- client role ---------------------------------------------------
-    def request(self, msg: Message, peer: Any, now: float, timeout: float) -> Exchange:
+    def request(
+        self, msg: Message, peer: Any, now: float, timeout: float, observe: bool = False
+    ) -> Exchange:
         """Start an exchange for request ``msg`` (its token and MID are assigned here).
 
         The exchange is sent at once (its datagram appended to ``outbox``) or
         queued behind ``nstart`` others to the same peer.  It ends, at the
-        latest, ``timeout`` seconds from ``now``.
+        latest, ``timeout`` seconds from ``now``.  With ``observe`` (a GET or
+        FETCH carrying Observe=0), a 2.xx answer with an Observe option turns
+        it into an OBSERVING exchange that stays registered by token: each
+        later message with its token is a NOTIFICATION event, until a final
+        one (no Observe option, or not 2.xx) or :meth:`cancel`.
         """
         by_token = self._by_token
         token = msg.token
@@ -261,6 +274,7 @@ class MessageLayer:
             if key in by_token:
                 raise ValueError(f"token {token.hex()} already in use with {peer}")
         ex = Exchange(peer, token, msg.mtype == CON, now + timeout)
+        ex.observe = observe
         by_token[key] = ex
         ex.datagram = msg  # encoded when sent
         n = self._inflight.get(peer, 0)
@@ -297,6 +311,11 @@ class MessageLayer:
             self._finish(ex, reason)
 
     def _finish(self, ex: Exchange, result: Any) -> None:
+        if ex.state == OBSERVING:  # its slot and MID were released at registration
+            ex.state = DONE
+            ex.result = result
+            self._by_token.pop((ex.peer, ex.token), None)
+            return
         was_started = ex.state != QUEUED
         ex.state = DONE
         ex.result = result
@@ -315,6 +334,10 @@ class MessageLayer:
                 if not q:
                     del self._queued[peer]
             return
+        self._release_slot(peer)
+
+    def _release_slot(self, peer: Any) -> None:
+        """An exchange with ``peer`` stopped counting against NSTART: send the next."""
         q = self._queued.get(peer)
         if q:
             nxt = q.popleft()
@@ -532,13 +555,34 @@ class MessageLayer:
         elif mtype == NON:
             if ex is None:
                 self.stats["unexpected"] += 1
+                if msg.has_option(6):
+                    self._rst(msg.mid, peer)  # RFC 7641 §3.6: a notification we don't want
                 return None
         else:  # RST with a code: malformed (§4.3 says RST is empty)
             self.stats["malformed"] += 1
             return None
+        if ex.state == OBSERVING:
+            self.stats["notifications"] += 1
+            if not (64 <= code < 96 and msg.has_option(6)):
+                self._finish(ex, msg)  # a final response ends the observation
+            return (NOTIFICATION, ex, msg)
         self.stats["responses_received"] += 1
-        self._finish(ex, msg)
+        if ex.observe and 64 <= code < 96 and msg.has_option(6):
+            self._registered(ex, msg)
+        else:
+            self._finish(ex, msg)
         return (RESPONSE, ex, None)
+
+    def _registered(self, ex: Exchange, msg: Message) -> None:
+        """An Observe registration succeeded: keep the token, release the rest."""
+        peer = ex.peer
+        ex.result = msg
+        ex.state = OBSERVING
+        ex.due_key = -1  # its timers become stale
+        ex.next_retransmit = INF
+        if self._by_mid.get((peer, ex.mid)) is ex:
+            del self._by_mid[(peer, ex.mid)]
+        self._release_slot(peer)
 
     def _incoming_request(self, msg: Message, peer: Any, now: float) -> tuple | None:
         key = (peer, msg.mid)
