@@ -93,12 +93,21 @@ def test_burst_larger_than_the_buffer_ring_is_received_whole(small_ring):
 
 
 def test_datagram_size_limit_on_both_hubs(hub, server):
-    with Client(timeout=5) as c:
-        body = bytes(range(256)) * 15  # 3,840 bytes: fits within MAX_DATAGRAM with headers
-        r = c.post(server.uri + "/echo", payload=body)
-        assert r.code == Code.CONTENT and r.payload == body
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        big = b"\x50\x02\x00\x01\xbb" + b"echo" + b"\xff" + b"x" * (MAX_DATAGRAM + 10)
-        s.sendto(big, ("127.0.0.1", server.port))
+    from greencoap.codes import Type
+    from greencoap.message import Message
+
+    body = bytes(range(256)) * 15  # 3,840 bytes: one datagram within MAX_DATAGRAM
+    req = Message(Type.CON, Code.POST, 7, b"t", [(11, b"echo")], body).encode()
+    big = Message(Type.CON, Code.POST, 8, b"u", [(11, b"echo")], b"x" * MAX_DATAGRAM).encode()
+
+    def raw():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(big, ("127.0.0.1", server.port))  # over the limit: dropped
+            s.sendto(req, ("127.0.0.1", server.port))
+            return s.recvfrom(65535)[0]
+
+    reply = Message.decode(hub.run_in_thread(raw, timeout=10))
+    assert reply.mid == 7 and reply.code == Code.CONTENT and reply.payload == body
     with Client(timeout=5) as c:  # the oversized datagram was dropped; still serving
         assert c.get(server.uri + "/hello").ok
