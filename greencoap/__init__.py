@@ -16,6 +16,7 @@ from .errors import (
     UriError,
 )
 from .hub import Greenlet, GreenletExit, LoopExit, Timeout, get_hub, joinall, sleep, spawn
+from .linkformat import Link, LinkFormatError
 from .message import Message
 from .observation import Observation
 from .options import Block, ContentFormat, OptionNumber
@@ -40,6 +41,8 @@ __all__ = [
     "Full",
     "Greenlet",
     "GreenletExit",
+    "Link",
+    "LinkFormatError",
     "LoopExit",
     "Message",
     "MessageFormatError",

@@ -16,13 +16,14 @@ from .codes import Code, Type
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
 from .errors import ClientClosedError, CoapError, RequestTimeoutError, ResetError, UriError
 from .hub import _os_thread_local, get_hub
+from .linkformat import Link, filter_links, parse_link_format
 from .message import Message
 from .observation import Observation
 from .options import Block, OptionNumber, encode_uint
 from .protocol.blockwise import Block1Uploader, Block2Assembler, BlockwiseError, szx_for
 from .protocol.messaging import TransmissionParameters
 from .response import Response
-from .uri import URI, is_ip_literal, parse_uri
+from .uri import URI, compose_uri, is_ip_literal, parse_uri
 
 _URI_CACHE_SIZE = 512
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
@@ -339,6 +340,26 @@ class Client:
         so that leaving the block deregisters.
         """
         return Observation(self, uri, timeout=timeout, confirmable=confirmable, options=options)
+
+    def discover(self, base: str, *, timeout: float | None = None, **filters: Any) -> list[Link]:
+        """Resource discovery (RFC 6690): the links of ``base``'s ``/.well-known/core``.
+
+        Keyword arguments are §4.1 query filters (``rt="temp*"``, ``if_="sensor"``,
+        ``href="/s*"``): sent to the server and applied again here, since a
+        server may ignore them.  Each returned :class:`Link` has its target
+        resolved to an absolute URI against ``base``; its attributes are as
+        the server wrote them.
+        """
+        u = parse_uri(base)
+        root = compose_uri(u.scheme, u.host, u.port, (), ())
+        query = [(k[:-1] if k.endswith("_") else k, str(v)) for k, v in filters.items()]
+        uri = root.rstrip("/") + "/.well-known/core"
+        if query:
+            uri += "?" + "&".join(f"{k}={v}" for k, v in query)
+        r = self.get(uri, timeout=timeout)
+        r.raise_for_status()
+        links = filter_links(parse_link_format(r.payload), query)
+        return [Link(link.resolve(root), link.params) for link in links]
 
     def ping(self, uri: str, timeout: float | None = None) -> float:
         """Send a CoAP ping (empty CON) and return the round-trip time in seconds.
