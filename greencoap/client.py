@@ -27,9 +27,29 @@ from .uri import URI, compose_uri, is_ip_literal, parse_uri
 
 _URI_CACHE_SIZE = 512
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
-_BLOCK_OPTIONS = frozenset(
-    (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.SIZE1, OptionNumber.REQUEST_TAG)
-)
+_BLOCK_OPTIONS = frozenset((OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.SIZE1))
+
+
+def _send(ep: Endpoint, msg: Message, peer: tuple, timeout: float) -> Message:
+    """One exchange; a 4.01 carrying an Echo option (RFC 9175 §2.4, the server
+    wants proof of freshness) is answered once by repeating the request with
+    that Echo value."""
+    t0 = monotonic()
+    reply = ep.request(msg, peer, timeout)
+    if reply.code == Code.UNAUTHORIZED:
+        echo = reply.opt(OptionNumber.ECHO)
+        if echo is not None:
+            retry = Message(
+                msg.mtype,
+                msg.code,
+                0,
+                b"",
+                [o for o in msg.options if o[0] != OptionNumber.ECHO]
+                + [(OptionNumber.ECHO, echo)],
+                msg.payload,
+            )
+            reply = ep.request(retry, peer, _left(t0 + timeout))
+    return reply
 
 
 def _left(deadline: float) -> float:
@@ -248,7 +268,7 @@ class Client:
         if len(payload) > (block_size or 1024) or block_size is not None:
             reply = self._blockwise(ep, mtype, method, opts, payload, peer, remaining, block_size)
         else:
-            reply = ep.request(Message(mtype, method, 0, b"", opts, payload), peer, remaining)
+            reply = _send(ep, Message(mtype, method, 0, b"", opts, payload), peer, remaining)
             if reply.options and reply.block2 is not None:
                 reply = self._fetch_rest(ep, mtype, method, opts, reply, peer, remaining)
         return Response.from_message(reply, peer)
@@ -268,11 +288,12 @@ class Client:
         """A request whose body goes in Block1 blocks and/or whose answer may be Block2."""
         deadline = monotonic() + timeout
         szx = szx_for(block_size or 1024)
+        tag = b""
         if len(payload) <= (1 << (szx + 4)):
             extra = [(OptionNumber.BLOCK2, encode_uint(Block(0, False, szx).encode()))]
             if block_size is None:
                 extra = []
-            reply = ep.request(Message(mtype, method, 0, b"", opts + extra, payload), peer, timeout)
+            reply = _send(ep, Message(mtype, method, 0, b"", opts + extra, payload), peer, timeout)
         else:
             up = Block1Uploader(payload, szx)
             tag = (ep.layer.rng.getrandbits(32)).to_bytes(4, "big")  # RFC 9175 Request-Tag
@@ -285,11 +306,13 @@ class Client:
                 if block.num == 0:
                     extra.append((OptionNumber.SIZE1, encode_uint(len(payload))))
                 msg = Message(mtype, method, 0, b"", opts + extra, chunk)
-                reply = ep.request(msg, peer, _left(deadline))
+                reply = _send(ep, msg, peer, _left(deadline))
                 if not up.feed(reply):
                     break
         if reply.block2 is not None:
-            reply = self._fetch_rest(ep, mtype, method, opts, reply, peer, _left(deadline))
+            # RFC 9175 §3.4: the Block2 phase of the same operation keeps its Request-Tag
+            tagged = opts + [(OptionNumber.REQUEST_TAG, tag)] if tag else opts
+            reply = self._fetch_rest(ep, mtype, method, tagged, reply, peer, _left(deadline))
         return reply
 
     def _fetch_rest(
@@ -311,7 +334,7 @@ class Client:
             msg = Message(
                 mtype, method, 0, b"", base + [(OptionNumber.BLOCK2, encode_uint(nxt.encode()))]
             )
-            reply = ep.request(msg, peer, _left(deadline))
+            reply = _send(ep, msg, peer, _left(deadline))
             if not 64 <= reply.code < 96:
                 raise BlockwiseError(f"block {nxt.num} of the response failed: {reply.code}")
             nxt = asm.feed(reply)

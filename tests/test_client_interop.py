@@ -182,3 +182,28 @@ def test_observation_keeps_delivering_through_loss(hub, aiocoap_server):
                     if len(got) == 6:
                         break
             assert got == sorted(got) and len(set(got)) == 6
+
+
+def test_large_post_with_large_answer(hub, aiocoap_server):
+    body = bytes(range(256)) * 20  # 5,120 bytes up (Block1) and back (Block2)
+    with Client(timeout=20) as c:
+        r = c.post(aiocoap_server.uri + "/echo", payload=body)
+        assert r.code == Code.CONTENT and r.payload == body
+
+
+def test_echo_challenge_is_answered_once(hub, aiocoap_server):
+    with Client(timeout=5) as c:
+        r = c.get(aiocoap_server.uri + "/fresh")
+        assert r.ok and r.text == "fresh"
+        assert c.stats["requests_sent"] == 2  # the challenge, then the answer
+
+
+def test_block_wise_notifications_are_fetched_whole(hub, aiocoap_server):
+    with Client(timeout=10) as c, c.observe(aiocoap_server.uri + "/bigcounter") as obs:
+        seen = []
+        for r in obs.iter(timeout=5):
+            assert len(r.payload) == 2400 and r.payload[:6] * 400 == r.payload
+            seen.append(int(r.payload[:6]))
+            if len(seen) == 3:
+                break
+        assert seen == sorted(seen) and len(set(seen)) == 3

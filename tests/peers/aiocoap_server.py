@@ -15,6 +15,11 @@ Resources:
   body;
 - ``/counter``: observable; GET returns the counter as text; it increments
   every 0.2 s and notifies observers;
+- ``/bigcounter``: like ``/counter`` with 2,400-byte representations
+  (block-wise notifications);
+- ``/echo``: POST answers with the body (Block1 up, Block2 down);
+- ``/fresh``: GET answers 4.01 with an Echo option (RFC 9175) unless the
+  request carries that Echo value;
 - ``/separate``: GET answers after 1.0 s (``?d=SECONDS`` overrides, at most
   10), so aiocoap sends an empty ACK first and the response separately;
 - ``/.well-known/core``: the link-format list of the above.
@@ -114,6 +119,34 @@ class Counter(resource.ObservableResource):
         return text(str(self.value))
 
 
+class BigCounter(Counter):
+    """``/bigcounter``: like ``/counter`` but each representation is 2,400 bytes
+    (the counter as 6 digits, 400 times), so notifications are block-wise."""
+
+    async def render_get(self, request):
+        return text(f"{self.value:06d}" * 400)
+
+
+class Echo(resource.Resource):
+    """``/echo``: POST answers with the request body (Block1 in, Block2 out)."""
+
+    async def render_post(self, request):
+        return aiocoap.Message(code=aiocoap.CONTENT, payload=request.payload)
+
+
+class Fresh(resource.Resource):
+    """``/fresh``: demands an RFC 9175 Echo round trip before it answers."""
+
+    ECHO = b"\x0e\xc0\x01\x02"
+
+    async def render_get(self, request):
+        if request.opt.echo != self.ECHO:
+            m = aiocoap.Message(code=aiocoap.UNAUTHORIZED)
+            m.opt.echo = self.ECHO
+            return m
+        return text("fresh")
+
+
 class Separate(resource.Resource):
     """``/separate``: a slow handler, so the response comes after an empty ACK."""
 
@@ -129,30 +162,35 @@ class Separate(resource.Resource):
         return text(f"separate after {delay:g} s")
 
 
-def build_site() -> tuple[resource.Site, Counter]:
-    """The resource tree, and the counter (which must be started on the running loop)."""
+def build_site() -> tuple[resource.Site, list[Counter]]:
+    """The resource tree, and the counters (to be started on the running loop)."""
     site = resource.Site()
     counter = Counter()
+    bigcounter = BigCounter()
     site.add_resource(["hello"], Hello())
     site.add_resource(["big"], Big())
     site.add_resource(["upload"], Upload())
     site.add_resource(["counter"], counter)
+    site.add_resource(["bigcounter"], bigcounter)
+    site.add_resource(["echo"], Echo())
+    site.add_resource(["fresh"], Fresh())
     site.add_resource(["separate"], Separate())
     site.add_resource(
         [".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader)
     )
-    return site, counter
+    return site, [counter, bigcounter]
 
 
 async def serve(port: int) -> None:
     """Serve on 127.0.0.1:``port`` (UDP only) until SIGTERM or SIGINT."""
-    site, counter = build_site()
+    site, counters = build_site()
     # UDP only: the default server transports also open TCP (and maybe TLS,
     # WebSockets) on the same port number, which nothing here needs.
     ctx = await aiocoap.Context.create_server_context(
         site, bind=("127.0.0.1", port), transports=["udp6"]
     )
-    counter.start()
+    for counter in counters:
+        counter.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -161,8 +199,9 @@ async def serve(port: int) -> None:
     try:
         await stop.wait()
     finally:
-        if counter.task is not None:
-            counter.task.cancel()
+        for counter in counters:
+            if counter.task is not None:
+                counter.task.cancel()
         await ctx.shutdown()
 
 
