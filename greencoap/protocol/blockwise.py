@@ -8,8 +8,9 @@
 * :class:`Block1Uploader` cuts a request body into Block1 blocks (§2.5) and
   follows the server: 2.31 Continue moves on, a smaller SZX in the server's
   Block1 renegotiates the block size (§2.5, late negotiation), 4.13 Request
-  Entity Too Large with a smaller size (or Size1) restarts with smaller
-  blocks, and any other response is the final one.
+  Entity Too Large carrying a Block1 with a smaller size restarts with those
+  blocks (§2.9.3; Size1 alone limits the whole body, so that 4.13 is final),
+  and any other response is the final one.
 
 Neither touches the network: the client feeds them responses and sends the
 requests they describe.

@@ -562,6 +562,9 @@ class MessageLayer:
             self.stats["malformed"] += 1
             return None
         if ex.state == OBSERVING:
+            if mtype == ACK:  # RFC 7641: notifications come as CON or NON; a stray ACK
+                self.stats["unexpected"] += 1  # (e.g. the registration's, again) is ignored
+                return None
             self.stats["notifications"] += 1
             if not (64 <= code < 96 and msg.has_option(6)):
                 self._finish(ex, msg)  # a final response ends the observation
