@@ -278,3 +278,20 @@ def test_slow_name_lookup_does_not_stall_the_hub(hub, server, monkeypatch):
     g.join(2)
     during = [t for t in ticks if t0 < t < t0 + 0.3]
     assert len(during) >= 10, "the hub stalled while the name was being resolved"
+
+
+def test_one_client_talks_to_ipv4_and_ipv6_peers(hub, server):
+    from greencoap.demo import build_router
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    v6 = greencoap.Server(build_router(), host="::1", port=0).start()
+    try:
+        with Client(timeout=5) as c:
+            r4 = c.get(server.uri + "/hello")
+            r6 = c.get(f"coap://[::1]:{v6.port}/hello")
+            assert r4.ok and r6.ok
+            assert r4.peer == ("127.0.0.1", server.port) and r6.peer == ("::1", v6.port)
+            assert c.endpoint.family == socket.AF_INET6  # one dual-stack socket for both
+    finally:
+        v6.stop()

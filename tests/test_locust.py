@@ -185,3 +185,19 @@ def test_run_single_user(tmp_path, demo_proc):
     )
     assert "DONE 3" in out.stdout, out.stdout + out.stderr
     assert out.stdout.count("/hello") >= 3  # run_single_user prints each request
+
+
+def test_observe_reports_each_notification(gevent_hub, env_and_events, libcoap_server):
+    env, fired = env_and_events
+    user = _user_class(libcoap_server.uri)(env)
+    with user.client.observe("/time", name="/time (observe)") as obs:
+        got = []
+        for r in obs.iter(timeout=5):
+            got.append(r)
+            if len(got) == 3:
+                break
+    user.on_stop()
+    assert all(r.ok and r.text for r in got)
+    assert [e["request_type"] for e in fired] == ["OBSERVE", "NOTIFY", "NOTIFY"]
+    assert {e["name"] for e in fired} == {"/time (observe)"}
+    assert all(e["exception"] is None and e["response_length"] > 0 for e in fired)

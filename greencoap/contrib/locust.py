@@ -225,8 +225,95 @@ class CoapSession:
     def fetch(self, path: str, payload: bytes | str | None = None, **kwargs: Any) -> CoapResponse:
         return self.request("FETCH", path, payload, **kwargs)
 
+    def observe(
+        self,
+        path: str,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        context: dict | None = None,
+    ) -> LocustObservation:
+        """Observe ``path``; iterate the result for :class:`CoapResponse` objects.
+
+        The registration is reported as an ``OBSERVE`` request and every
+        notification as its own ``NOTIFY`` event (response_time: ms since the
+        previous item), so Locust shows the notification rate and gaps.
+        Leaving the ``with`` block deregisters.
+        """
+        return LocustObservation(self, path, name or path, timeout, context)
+
     def close(self) -> None:
         self.coap.close()
+
+
+class LocustObservation:
+    """What :meth:`CoapSession.observe` returns: a context manager and iterator."""
+
+    def __init__(
+        self, session: CoapSession, path: str, name: str, timeout: float | None, context: Any
+    ) -> None:
+        self.session = session
+        self.url = session._url(path)
+        self.name = name
+        self.timeout = timeout
+        self.context = context
+        self.observation = session.coap.observe(self.url, timeout=timeout)
+
+    def __iter__(self) -> Any:
+        return self.iter()
+
+    def iter(self, timeout: float | None = None) -> Any:
+        """Yield a :class:`CoapResponse` per item; ``timeout`` bounds each wait."""
+        session = self.session
+        kind = "OBSERVE"
+        t0 = time.perf_counter()
+        items = self.observation.iter(timeout)
+        while True:
+            start_time = time.time()
+            error: Exception | None = None
+            response: Response | None = None
+            try:
+                response = next(items)
+                if response.code >= 128:
+                    error = CoapRequestError(str(response.code))
+            except StopIteration:
+                return
+            except RequestTimeoutError:
+                error = CoapRequestError("timeout: no notification")
+            except CoapError as e:
+                error = CoapRequestError(f"{type(e).__name__}: {e}")
+            now = time.perf_counter()
+            ctx = session.user.context() if session.user is not None else {}
+            if self.context:
+                ctx = {**ctx, **self.context}
+            meta = {
+                "request_type": kind,
+                "name": self.name,
+                "response_time": (now - t0) * 1000,
+                "response_length": len(response.payload) if response is not None else 0,
+                "response": response,
+                "context": ctx,
+                "exception": error,
+                "start_time": start_time,
+                "url": self.url,
+            }
+            r = CoapResponse(response, error, meta, session.request_event, False)
+            r._report()
+            yield r
+            if response is None:
+                return
+            kind = "NOTIFY"
+            t0 = now
+
+    def cancel(self) -> None:
+        """Deregister (GET with Observe=1)."""
+        self.observation.cancel()
+
+    def __enter__(self) -> LocustObservation:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.observation.close()
 
 
 _OPTIONS = (
