@@ -20,6 +20,7 @@ from .linkformat import Link, LinkFormatError
 from .message import Message
 from .observation import Observation
 from .options import Block, ContentFormat, OptionNumber
+from .protocol.blockwise import BlockwiseError, BodyTooLargeError
 from .response import Request, Response
 from .router import Router
 from .server import Server
@@ -31,6 +32,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "Block",
+    "BlockwiseError",
+    "BodyTooLargeError",
     "Client",
     "ClientClosedError",
     "Code",
