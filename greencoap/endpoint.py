@@ -27,6 +27,7 @@ from .errors import ClientClosedError, RequestTimeoutError, ResetError
 from .hub import Waiter, get_hub
 from .message import Message
 from .protocol.messaging import (
+    CON,
     DONE,
     NOTIFICATION,
     REQUEST,
@@ -124,13 +125,17 @@ class Endpoint:
         on_request: Callable[[Message, Any], None] | None = None,
         hub: Any = None,
         rng: Random | None = None,
+        separate_delay: float | None = None,
     ) -> None:
         self.hub = hub or get_hub()
         self.sock = sock
         self.family = sock.family
         self.layer = MessageLayer(params, rng=rng, token_length=token_length)
         self.on_request = on_request
+        self.separate_delay = separate_delay
         self._requests: deque = deque()
+        self._current: tuple | None = None
+        self._separate: dict[int, Any] = {}  # id(request) -> its separate-ACK timer
         self.closed = False
         self._timer = None
         self._timer_at = float("inf")
@@ -175,14 +180,60 @@ class Endpoint:
             self._drain()
         self._arm()
         if requests:
-            # handlers run on worker greenlets, a whole batch on one until one blocks
-            self.hub.drain_in_workers(requests, self._handle_request)
+            self._run_requests(requests)
 
-    def _handle_request(self, msg: Message, peer: Any) -> None:
-        """On a worker greenlet: mark the request as running, then handle it."""
+    def _run_requests(self, requests: deque) -> None:
+        """Handle queued requests on worker greenlets (in the hub).
+
+        One worker takes the requests one after another; only when a handler
+        blocks (parks its worker) does the next worker take the rest, so a
+        batch that never blocks costs two greenlet switches in all.  A CON
+        request whose handler blocked gets a timer: if it is still running
+        after ``separate_delay`` seconds, it is acknowledged with an empty ACK
+        and its response will go as a separate CON (RFC 7252 §5.2.2).
+        """
+        run = self.hub.run_in_worker
+        while requests:
+            self._current = None
+            run(self._work, requests)
+            item = self._current
+            if item is not None and self.separate_delay is not None:
+                msg, peer = item  # that handler parked its worker: it is slow
+                if msg.mtype == CON and id(msg) not in self._separate:
+                    self._separate[id(msg)] = self.hub.call_later(
+                        self.separate_delay, self._acknowledge, msg, peer
+                    )
+
+    def _work(self, requests: deque) -> None:
+        """On a worker greenlet: handle requests until none is left."""
+        popleft = requests.popleft
+        layer = self.layer
+        handler = self.on_request
+        while requests:
+            msg, peer = item = popleft()
+            if self.closed:
+                return
+            self._current = item
+            layer.started(msg, peer)
+            try:
+                handler(msg, peer)
+            except Exception:  # noqa: BLE001 - one bad handler must not drop the rest
+                self.hub.handle_error(handler)
+            finally:
+                if self._current is item:
+                    self._current = None
+                if self._separate:
+                    t = self._separate.pop(id(msg), None)
+                    if t is not None:
+                        t.cancel()
+
+    def _acknowledge(self, msg: Message, peer: Any) -> None:
+        """Timer: a slow handler's CON request gets its empty ACK now."""
+        self._separate.pop(id(msg), None)
         if not self.closed:
-            self.layer.started(msg, peer)
-            self.on_request(msg, peer)
+            self.layer.acknowledge(msg, peer)
+            if self.layer.outbox:
+                self._drain()
 
     def _drain(self) -> None:
         layer = self.layer
@@ -286,9 +337,13 @@ class Endpoint:
         if self.closed:
             return
         layer = self.layer
-        self.channel.sendto(layer.respond(request, peer, response), peer)
+        data = layer.respond(request, peer, response, monotonic())
+        if data:
+            self.channel.sendto(data, peer)
         if layer.outbox:
             self._drain()
+        if layer.new_due < self._timer_at:
+            self._arm()  # a separate CON response is retransmitted until ACKed
 
     def send_raw(self, data: bytes, peer: Any) -> None:
         """Queue a datagram as is (tests and tools)."""

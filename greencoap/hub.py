@@ -157,17 +157,6 @@ class HubBase:
         w = workers.pop() if workers else RawGreenlet(partial(_worker_loop, self), self.greenlet)
         w.switch(fn, args)
 
-    def drain_in_workers(self, items: deque, fn: Callable) -> None:
-        """Call ``fn(*item)`` for every item of ``items`` on worker greenlets.
-
-        One worker takes items one after another; only when a call blocks
-        (parks its worker) does the next worker take over the rest.  A batch
-        of requests that never block costs two switches, not two per item.
-        Must be called from the hub.
-        """
-        while items:
-            self.run_in_worker(_drain_items, self, items, fn)
-
     def handle_error(self, where: Any) -> None:
         """Report an exception raised by a callback in the hub; never fatal."""
         exc = sys.exc_info()[1]
@@ -296,15 +285,6 @@ class Hub(RawGreenlet, HubBase):
 def _thread_done(hub: HubBase, waiter: Waiter, fut: Any) -> None:
     hub._thread_jobs -= 1
     waiter.switch(fut)
-
-
-def _drain_items(hub: HubBase, items: deque, fn: Callable) -> None:
-    popleft = items.popleft
-    while items:
-        try:
-            fn(*popleft())
-        except Exception:  # noqa: BLE001 - one bad item must not drop the rest
-            hub.handle_error(fn)
 
 
 def _worker_loop(hub: HubBase, fn: Callable, args: tuple) -> None:

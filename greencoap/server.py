@@ -58,6 +58,12 @@ class Server:
     ``start()`` binds and returns at once (the hub serves while the caller's
     greenlets block); ``serve_forever()`` starts and parks until ``stop()``
     or Ctrl-C.  ``port=0`` picks a free port (see :attr:`port`).
+
+    A handler that blocks and is still running ``separate_delay`` seconds
+    (default 0.5, well below ACK_TIMEOUT) after it started makes the server
+    acknowledge its CON request with an empty ACK; the response then goes as
+    a separate CON, retransmitted until the client ACKs it.  ``None``
+    disables this.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class Server:
         max_retransmit: int = 4,
         buffer_size: int | None = DEFAULT_SOCKET_BUFFER,
         reuse_port: bool = False,
+        separate_delay: float | None = 0.5,
     ) -> None:
         self.router = router
         self.host = host
@@ -82,6 +89,7 @@ class Server:
         )
         self.buffer_size = buffer_size
         self.reuse_port = reuse_port
+        self.separate_delay = separate_delay
         self.endpoint: Endpoint | None = None
         self.hub = None
         self._stopped = None
@@ -111,7 +119,11 @@ class Server:
             self.host, self._port, reuse_port=self.reuse_port, buffer_size=self.buffer_size
         )
         self.endpoint = Endpoint(
-            sock, params=self.params, on_request=self._handle, hub=self.hub
+            sock,
+            params=self.params,
+            on_request=self._handle,
+            hub=self.hub,
+            separate_delay=self.separate_delay,
         )
         self._port = self.endpoint.address[1]
         self._stopped = Event()

@@ -244,3 +244,48 @@ def test_garbage_never_kills_the_server(hub, server, bad):
     exchange(hub, server.port, [bad] * 3, wait=0.2)
     (data,) = exchange(hub, server.port, [req(mid=5)], expect=1)
     assert Message.decode(data).payload == b"Hello, world!"
+
+
+def test_slow_handler_becomes_a_separate_response(hub, server):
+    """Empty ACK after separate_delay, then the response as a CON that is
+    retransmitted until ACKed (RFC 7252 §5.2.2)."""
+    request = req(mid=0x4242, token=b"sep", path=("slow",), opts=[(15, b"ms=1200")])
+
+    def run():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            t0 = time.monotonic()
+            s.sendto(request, ("127.0.0.1", server.port))
+            ack, _ = s.recvfrom(2048)
+            t_ack = time.monotonic() - t0
+            first, _ = s.recvfrom(2048)  # the separate response; don't ACK it yet
+            again, _ = s.recvfrom(2048)  # so it is retransmitted
+            t_again = time.monotonic() - t0
+            m = Message.decode(again)
+            s.sendto(Message(Type.ACK, Code.EMPTY, m.mid).encode(), ("127.0.0.1", server.port))
+            s.settimeout(4)
+            try:
+                extra = s.recvfrom(2048)[0]
+            except TimeoutError:
+                extra = None
+            return ack, t_ack, first, again, t_again, extra
+
+    ack, t_ack, first, again, t_again, extra = hub.run_in_thread(run, timeout=20)
+    assert ack == b"\x60\x00\x42\x42" and 0.4 < t_ack < 1.1
+    resp = Message.decode(first)
+    assert resp.mtype == Type.CON and resp.token == b"sep" and resp.code == Code.CONTENT
+    assert resp.mid != 0x4242 and again == first and t_again > 1.2 + 1.9
+    assert extra is None  # ACKed: no more retransmissions
+    s = server.stats
+    assert s["separate_acks"] == 1 and s["separate_responses"] == 1 and s["responses_acked"] == 1
+
+
+def test_separate_responses_reach_real_clients(hub, demo_proc):
+    client = which_or_skip("coap-client-notls")
+    out = subprocess.run([client, "-B", "8", demo_proc.uri + "/slow?ms=1500"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "slept 1500 ms", out
+    with Client(timeout=5) as c:
+        r = c.get(demo_proc.uri + "/slow?ms=1200")
+        assert r.text == "slept 1200 ms" and r.mtype == Type.CON
+        assert c.stats["retransmissions"] == 0

@@ -120,6 +120,7 @@ class Exchange:
         "due_key",
         "observe",
         "sink",
+        "reply",
     )
 
     def __init__(self, peer: Any, token: bytes, con: bool, deadline: float) -> None:
@@ -139,6 +140,7 @@ class Exchange:
         self.due_key = -1  # the timer bucket (ms) holding its live entry
         self.observe = False  # an Observe registration (RFC 7641)
         self.sink: Any = None  # the layer above's notification consumer (never touched here)
+        self.reply = False  # a response we sent as CON (server role): it only awaits an ACK
 
     def __repr__(self) -> str:
         names = ("QUEUED", "SENT", "ACKED", "DONE", "OBSERVING")
@@ -155,13 +157,14 @@ class _Dedup:
     response when it is ready.
     """
 
-    __slots__ = ("response", "expires", "running", "dups")
+    __slots__ = ("response", "expires", "running", "dups", "separated")
 
     def __init__(self, expires: float) -> None:
         self.response: bytes | None = None
         self.expires = expires
         self.running = False
         self.dups = 0
+        self.separated = False  # answered with an empty ACK; the response goes as a CON
 
 
 REQUEST = "request"  # event: ("request", Message, peer) — a new request to handle
@@ -221,6 +224,9 @@ class MessageLayer:
                 "unexpected",
                 "dedup_evicted",
                 "notifications",
+                "separate_acks",
+                "separate_responses",
+                "responses_acked",
             ),
             0,
         )
@@ -294,7 +300,8 @@ class MessageLayer:
         ex.datagram = data = encode_message(msg)
         ex.state = SENT
         self._by_mid[(ex.peer, mid)] = ex
-        self.stats["requests_sent"] += 1
+        if not ex.reply:
+            self.stats["requests_sent"] += 1
         if ex.con:
             p = self.params
             ex.interval = i = p.ack_timeout * (1 + self._random() * (p.ack_random_factor - 1))
@@ -311,6 +318,12 @@ class MessageLayer:
             self._finish(ex, reason)
 
     def _finish(self, ex: Exchange, result: Any) -> None:
+        if ex.reply:  # a confirmable response of ours: only its MID is registered
+            ex.state = DONE
+            ex.result = result
+            if self._by_mid.get((ex.peer, ex.mid)) is ex:
+                del self._by_mid[(ex.peer, ex.mid)]
+            return
         if ex.state == OBSERVING:  # its slot and MID were released at registration
             ex.state = DONE
             ex.result = result
@@ -515,6 +528,10 @@ class MessageLayer:
                 self.stats["resets_received"] += 1
                 self._finish(ex, RESET)
                 return (RESET, ex, None)
+            if ex.reply:  # our confirmable response was acknowledged
+                self.stats["responses_acked"] += 1
+                self._finish(ex, ACK)
+                return None
             # empty ACK: separate response follows (§5.2.2)
             if ex.state == SENT:
                 ex.state = ACKED
@@ -624,12 +641,46 @@ class MessageLayer:
         if entry is not None:
             entry.running = True
 
-    def respond(self, request: Message, peer: Any, response: Message) -> bytes:
+    def acknowledge(self, request: Message, peer: Any) -> None:
+        """Send an empty ACK for a CON request whose handler is slow (§5.2.2).
+
+        Its response will then go as a separate CON (see :meth:`respond`);
+        duplicates of the request meanwhile get the empty ACK again.
+        """
+        if request.mtype != CON:
+            return
+        entry = self._dedup.get((peer, request.mid))
+        if entry is None or entry.response is not None:
+            return
+        entry.separated = True
+        entry.response = ack = empty_ack(request.mid)
+        self.outbox.append((ack, peer))
+        self.stats["separate_acks"] += 1
+
+    def respond(
+        self, request: Message, peer: Any, response: Message, now: float | None = None
+    ) -> bytes:
         """Encode ``response`` to ``request``: piggybacked on the ACK for a CON,
         as a NON for a NON.  The bytes are cached for duplicates and returned
         for the caller to send (they are not put in ``outbox``; copies for
-        duplicates that arrived before the request was handled are)."""
+        duplicates that arrived before the request was handled are).
+
+        When the request was already acknowledged empty (:meth:`acknowledge`),
+        the response becomes a CON of its own, retransmitted until ACKed: it
+        is put in ``outbox`` and ``b""`` is returned.
+        """
         response.token = request.token
+        entry = self._dedup.get((peer, request.mid))
+        if entry is not None and entry.separated:
+            if now is not None:
+                self._now = now
+            response.mtype = CON
+            ex = Exchange(peer, request.token, True, self._now + self.params.max_transmit_wait)
+            ex.reply = True
+            ex.datagram = response
+            self._transmit(ex, self._now)
+            self.stats["separate_responses"] += 1
+            return b""
         if request.mtype == CON:
             response.mtype = ACK
             response.mid = request.mid
@@ -637,7 +688,6 @@ class MessageLayer:
             response.mtype = NON
             response.mid = self.next_mid()
         data = response.encode()
-        entry = self._dedup.get((peer, request.mid))
         if entry is not None:
             entry.response = data
             for _ in range(entry.dups):  # copies that came before it was handled
