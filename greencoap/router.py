@@ -15,11 +15,13 @@ arguments given to the decorators are kept as link attributes for
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .codes import Code
+from .linkformat import Link
 
 Handler = Callable[..., Any]
 
@@ -131,6 +133,31 @@ class Router:
 
     def ipatch(self, path: str, **attrs: Any) -> Callable:
         return self._deco(Code.IPATCH, path, attrs)
+
+    def links(self) -> list[Link]:
+        """The router's resources as RFC 6690 links, for ``/.well-known/core``.
+
+        One link per path (several methods share it), with the attributes
+        given to the decorators (``rt``, ``if_``, ``ct``, ``sz``, ``title``, …)
+        and ``obs`` for observable handlers (generator functions).  Routes
+        with ``:params`` or ``*wildcards`` are listed as written.
+        """
+        seen: dict[str, Link] = {}
+        for r in self.routes:
+            if r.path == "/.well-known/core":
+                continue
+            attrs = dict(r.attrs)
+            attrs.pop("observable", None)
+            if inspect.isgeneratorfunction(r.handler) or r.attrs.get("observable"):
+                attrs["obs"] = True
+            link = seen.get(r.path)
+            if link is None:
+                seen[r.path] = Link(r.path, **attrs)
+            else:
+                for name, value in Link(r.path, **attrs).params:
+                    if name not in link:
+                        link.params.append((name, value))
+        return list(seen.values())
 
     def resolve_raw(self, method: int, raw: tuple[bytes, ...]) -> tuple[Route, dict]:
         """:meth:`resolve` for Uri-Path option values as received (bytes).

@@ -18,6 +18,7 @@ from .codes import Code
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket
 from .errors import CoapError, MessageFormatError
 from .hub import get_hub
+from .linkformat import filter_links, format_link_format
 from .message import Message
 from .options import OptionNumber as O
 from .protocol.messaging import TransmissionParameters
@@ -80,6 +81,8 @@ class Server:
         separate_delay: float | None = 0.5,
     ) -> None:
         self.router = router
+        if not any(r.path == "/.well-known/core" for r in router.routes):
+            router.add(Code.GET, "/.well-known/core", self._well_known_core, ct=40)
         self.host = host
         self._port = port
         self.params = TransmissionParameters(
@@ -151,6 +154,16 @@ class Server:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def _well_known_core(self, request: Request) -> Response:
+        """RFC 6690 discovery: the router's links, filtered by the query (§4.1)."""
+        links = self.router.links()
+        query = list(request.query.items())
+        if query:
+            links = filter_links(links, query)
+        return Response(
+            Code.CONTENT, format_link_format(links).encode(), content_format=40
+        )
 
     # -- request handling (on worker greenlets) ------------------------
     def _handle(self, msg: Message, peer: tuple) -> None:

@@ -289,3 +289,32 @@ def test_separate_responses_reach_real_clients(hub, demo_proc):
         r = c.get(demo_proc.uri + "/slow?ms=1200")
         assert r.text == "slept 1200 ms" and r.mtype == Type.CON
         assert c.stats["retransmissions"] == 0
+
+
+def test_well_known_core_lists_and_filters_routes(hub, server):
+    with Client(timeout=5) as c:
+        r = c.get(server.uri + "/.well-known/core")
+        assert r.content_format == 40
+        links = {link.target: link for link in c.discover(server.uri)}
+        hello = links[server.uri + "/hello"]
+        assert hello.rt == ["greeting"] and hello.title == "Hello world"
+        assert [link.target for link in c.discover(server.uri, rt="temp*")] == [
+            server.uri + "/sensors/:id"
+        ]
+        assert c.discover(server.uri, href="/ech*")[0].target == server.uri + "/echo"
+
+
+def test_well_known_core_marks_generators_observable(hub):
+    router = Router()
+
+    @router.get("/clock", rt="clock")
+    def clock(request):
+        yield "tick"
+
+    srv = Server(router, host="127.0.0.1", port=0).start()
+    try:
+        with Client(timeout=5) as c:
+            (link,) = c.discover(f"coap://127.0.0.1:{srv.port}", rt="clock")
+            assert link.obs
+    finally:
+        srv.stop()
