@@ -8,6 +8,8 @@ Resources:
 * ``POST /echo`` → 2.05 with the request's payload and content format
 * ``GET /slow?ms=N`` → parks N ms on the hub (other requests go on), then 2.05
 * ``GET /sensors/:id`` → 2.05 JSON ``{"id": id, "celsius": …}``
+* ``GET /counter?interval=S`` → observable: ``0``, ``1``, ``2``, … every S s
+* ``GET /.well-known/core`` → the resources above in link-format
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ def build_router() -> Router:
     def sensor(request: Request, id: str) -> dict:
         # a stable fake reading per sensor id
         return {"id": id, "celsius": 15 + (zlib.crc32(id.encode()) % 150) / 10}
+
+    @router.get("/counter", rt="counter", ct=0, title="Observable counter (?interval=S)")
+    def counter(request: Request):
+        try:
+            interval = float(request.query.get("interval", "1"))
+        except ValueError:
+            raise CoapError(Code.BAD_REQUEST, "interval must be a number") from None
+        if not 0.01 <= interval <= 3600:
+            raise CoapError(Code.BAD_REQUEST, "interval must be within 0.01..3600")
+        n = 0
+        while True:
+            yield str(n)
+            n += 1
+            sleep(interval)
 
     return router
 

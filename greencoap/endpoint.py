@@ -345,6 +345,16 @@ class Endpoint:
         if layer.new_due < self._timer_at:
             self._arm()  # a separate CON response is retransmitted until ACKed
 
+    def notify(self, peer: Any, msg: Message, confirmable: bool, waiter: Any) -> Exchange:
+        """Send an Observe notification; ``waiter.switch(exchange)`` hears of its
+        failure (RST, or a CON never ACKed)."""
+        ex = self.layer.notify(peer, msg, confirmable, monotonic())
+        ex.waiter = waiter
+        if self.layer.outbox:
+            self._drain()
+        self._arm()
+        return ex
+
     def send_raw(self, data: bytes, peer: Any) -> None:
         """Queue a datagram as is (tests and tools)."""
         self.channel.sendto(data, peer)

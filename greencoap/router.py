@@ -35,6 +35,7 @@ class Route:
     segments: tuple[str, ...]
     handler: Handler
     attrs: dict[str, Any] = field(default_factory=dict)
+    observable: bool = False  # a generator function: each yielded value is a notification
 
     @property
     def dynamic(self) -> bool:
@@ -83,7 +84,8 @@ class Router:
         for i, s in enumerate(segs):
             if s[:1] == "*" and i != len(segs) - 1:
                 raise ValueError(f"{path!r}: a *wildcard must be the last segment")
-        route = Route(method, "/" + "/".join(segs), segs, handler, attrs)
+        observable = inspect.isgeneratorfunction(handler) or bool(attrs.get("observable"))
+        route = Route(method, "/" + "/".join(segs), segs, handler, attrs, observable)
         if route.dynamic:
             self._dynamic.append(route)
         else:
@@ -148,7 +150,7 @@ class Router:
                 continue
             attrs = dict(r.attrs)
             attrs.pop("observable", None)
-            if inspect.isgeneratorfunction(r.handler) or r.attrs.get("observable"):
+            if r.observable:
                 attrs["obs"] = True
             link = seen.get(r.path)
             if link is None:

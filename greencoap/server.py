@@ -20,6 +20,7 @@ from .errors import CoapError, MessageFormatError
 from .hub import get_hub
 from .linkformat import filter_links, format_link_format
 from .message import Message
+from .observers import ObserverRegistry
 from .options import OptionNumber as O
 from .protocol.messaging import TransmissionParameters
 from .response import Request, Response, as_response
@@ -79,6 +80,7 @@ class Server:
         buffer_size: int | None = DEFAULT_SOCKET_BUFFER,
         reuse_port: bool = False,
         separate_delay: float | None = 0.5,
+        con_every: int = 20,
     ) -> None:
         self.router = router
         if not any(r.path == "/.well-known/core" for r in router.routes):
@@ -96,7 +98,15 @@ class Server:
         self.endpoint: Endpoint | None = None
         self.hub = None
         self._stopped = None
-        self._stats = {"handler_errors": 0, "bad_option": 0, "not_found": 0, "bad_request": 0}
+        self._stats = {
+            "handler_errors": 0,
+            "bad_option": 0,
+            "not_found": 0,
+            "bad_request": 0,
+            "observers": 0,
+            "observe_registrations": 0,
+        }
+        self.observers = ObserverRegistry(self, con_every)
         self._last_stats: dict[str, int] = {}
 
     @property
@@ -140,9 +150,20 @@ class Server:
         finally:
             self.stop()
 
+    def notify(self, path: str) -> None:
+        """Re-render ``path`` for all its observers (push-style resources).
+
+        Callable from any OS thread; the handlers run on the server's hub.
+        """
+        hub = self.hub
+        if hub is None:
+            return
+        hub.run_callback_threadsafe(self.observers.notify, "/" + path.strip("/"))
+
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """End observations (a final 5.03 each), stop serving, close the socket."""
         if self.endpoint is not None:
+            self.observers.close()
             self._last_stats = self.endpoint.stats
             self.endpoint.close()
             self.endpoint = None
@@ -197,15 +218,24 @@ class Server:
             stats["bad_request"] += 1
             return Response(Code.BAD_REQUEST, "Uri-Path is not valid UTF-8")
         try:
+            if msg.code == 1 and (route.observable or route.attrs.get("observable")):
+                observe = msg.uint_opt(6)
+                if observe is not None:
+                    request = Request(msg, peer, params)
+                    self.observers.drop((peer, msg.token), "deregistered")
+                    if observe == 0:
+                        return self.observers.register(request, route, params)
             result = route.handler(Request(msg, peer, params), **params)
             if result.__class__ is Response:
                 return result
             if isinstance(result, types.GeneratorType):
-                # observable resources are served once here (Observe comes later)
+                # an observable resource read without Observe: its first value
                 try:
-                    result = next(result)
+                    first = next(result)
                 except StopIteration as stop:
-                    result = stop.value
+                    first = stop.value
+                result.close()
+                result = first
             return as_response(result, method)
         except CoapError as e:
             code = e.code if e.code is not None else Code.INTERNAL_SERVER_ERROR

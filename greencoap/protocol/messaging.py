@@ -225,6 +225,7 @@ class MessageLayer:
                 "dedup_evicted",
                 "notifications",
                 "separate_acks",
+                "notifications_sent",
                 "separate_responses",
                 "responses_acked",
             ),
@@ -418,6 +419,9 @@ class MessageLayer:
                     not_yet.append(ex)  # later within this very millisecond
                     continue
                 if ex.deadline <= now:
+                    if ex.reply and not ex.con:  # a NON notification's RST window closed
+                        self._finish(ex, TIMEOUT)
+                        continue
                     self.stats["timeouts"] += 1
                     self._finish(ex, TIMEOUT)
                     events.append((TIMEOUT, ex, None))
@@ -656,6 +660,25 @@ class MessageLayer:
         entry.response = ack = empty_ack(request.mid)
         self.outbox.append((ack, peer))
         self.stats["separate_acks"] += 1
+
+    def notify(self, peer: Any, msg: Message, confirmable: bool, now: float) -> Exchange:
+        """Send a notification (RFC 7641, server role) with its own MID.
+
+        A CON is retransmitted until ACKed; its exchange ends with a TIMEOUT
+        or RESET event when the observer is gone.  A NON is remembered for
+        NON_LIFETIME so that an RST to it (the client rejecting it, §3.6)
+        comes back as a RESET event.  The caller sets ``exchange.waiter``
+        to receive those events.
+        """
+        self._now = now
+        msg.mtype = CON if confirmable else NON
+        life = self.params.max_transmit_wait if confirmable else self.params.non_lifetime
+        ex = Exchange(peer, msg.token, confirmable, now + life)
+        ex.reply = True
+        ex.datagram = msg
+        self._transmit(ex, now)
+        self.stats["notifications_sent"] += 1
+        return ex
 
     def respond(
         self, request: Message, peer: Any, response: Message, now: float | None = None
