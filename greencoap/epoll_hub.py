@@ -120,6 +120,8 @@ class EpollBackend:
 
     def _remove(self, ch: Channel) -> None:
         if self._channels.get(ch.fileno) is ch:
+            if ch._out:
+                ch._flush()  # what was accepted still leaves (e.g. final notifications)
             del self._channels[ch.fileno]
             self._blocked.discard(ch.fileno)
             try:

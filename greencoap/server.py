@@ -221,10 +221,9 @@ class Server:
             if msg.code == 1 and (route.observable or route.attrs.get("observable")):
                 observe = msg.uint_opt(6)
                 if observe is not None:
-                    request = Request(msg, peer, params)
-                    self.observers.drop((peer, msg.token), "deregistered")
                     if observe == 0:
-                        return self.observers.register(request, route, params)
+                        return self.observers.register(Request(msg, peer, params), route, params)
+                    self.observers.drop((peer, msg.token), "deregistered")
             result = route.handler(Request(msg, peer, params), **params)
             if result.__class__ is Response:
                 return result
