@@ -8,6 +8,10 @@ Resources:
 * ``POST /echo`` → 2.05 with the request's payload and content format
 * ``GET /slow?ms=N`` → parks N ms on the hub (other requests go on), then 2.05
 * ``GET /sensors/:id`` → 2.05 JSON ``{"id": id, "celsius": …}``
+* ``GET /large?size=N`` → N bytes (default 4096) of ``0123456789abcdef…``,
+  served block-wise
+* ``PUT /store`` stores the (block-wise) body → 2.04; ``GET /store`` returns
+  it; ``DELETE /store`` → 2.02
 * ``GET /counter?interval=S`` → observable: ``0``, ``1``, ``2``, … every S s
 * ``GET /.well-known/core`` → the resources above in link-format
 """
@@ -26,6 +30,8 @@ from .hub import sleep
 from .response import Request, Response
 from .router import Router
 from .server import Server
+
+PATTERN = b"0123456789abcdef"
 
 
 def build_router() -> Router:
@@ -55,6 +61,32 @@ def build_router() -> Router:
     def sensor(request: Request, id: str) -> dict:
         # a stable fake reading per sensor id
         return {"id": id, "celsius": 15 + (zlib.crc32(id.encode()) % 150) / 10}
+
+    @router.get("/large", ct=0, title="N bytes of 0123456789abcdef (?size=N)")
+    def large(request: Request) -> Response:
+        try:
+            size = int(request.query.get("size", "4096"))
+        except ValueError:
+            raise CoapError(Code.BAD_REQUEST, "size must be an integer") from None
+        if not 0 <= size <= 16 << 20:
+            raise CoapError(Code.BAD_REQUEST, "size must be within 0..16 MiB")
+        return Response(Code.CONTENT, (PATTERN * (size // 16 + 1))[:size], content_format=0)
+
+    store = {"body": b"", "ct": None}
+
+    @router.put("/store", title="Store a body (block-wise welcome)")
+    def store_put(request: Request) -> Response:
+        store["body"], store["ct"] = request.payload, request.content_format
+        return Response(Code.CHANGED)
+
+    @router.get("/store")
+    def store_get(request: Request) -> Response:
+        return Response(Code.CONTENT, store["body"], content_format=store["ct"])
+
+    @router.delete("/store")
+    def store_delete(request: Request) -> Response:
+        store["body"], store["ct"] = b"", None
+        return Response(Code.DELETED)
 
     @router.get("/counter", rt="counter", ct=0, title="Observable counter (?interval=S)")
     def counter(request: Request):

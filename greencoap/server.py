@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import types
+from time import monotonic
 from typing import Any
 
 from .codes import Code
@@ -21,9 +22,12 @@ from .hub import get_hub
 from .linkformat import filter_links, format_link_format
 from .message import Message
 from .observers import ObserverRegistry
+from .options import Block
 from .options import OptionNumber as O
+from .protocol.blockwise import szx_for
+from .protocol.blockwise_server import Block1Assembler, Block2Cache, block_of
 from .protocol.messaging import TransmissionParameters
-from .response import Request, Response, as_response
+from .response import Request, Response, _uint, as_response
 from .router import Router
 
 log = logging.getLogger("greencoap.server")
@@ -66,6 +70,14 @@ class Server:
     acknowledge its CON request with an empty ACK; the response then goes as
     a separate CON, retransmitted until the client ACKs it.  ``None``
     disables this.
+
+    Block-wise (RFC 7959) is automatic: Block1 uploads are assembled (2.31
+    Continue, 4.08 on a gap, 4.13 with Size1 over ``max_body_size``, stale
+    uploads dropped after ``upload_timeout``, all partial bodies together
+    capped by ``blockwise_memory``) and the handler sees the whole body once;
+    a response larger than ``block_size`` (or than the client's Block2 size)
+    is served block by block with an ETag and Size2, the body kept for the
+    following block requests so the handler runs once per transfer.
     """
 
     def __init__(
@@ -81,6 +93,10 @@ class Server:
         reuse_port: bool = False,
         separate_delay: float | None = 0.5,
         con_every: int = 20,
+        max_body_size: int = 1 << 20,
+        block_size: int = 1024,
+        upload_timeout: float = 60.0,
+        blockwise_memory: int = 64 << 20,
     ) -> None:
         self.router = router
         if not any(r.path == "/.well-known/core" for r in router.routes):
@@ -105,8 +121,16 @@ class Server:
             "bad_request": 0,
             "observers": 0,
             "observe_registrations": 0,
+            "block1_incomplete": 0,
+            "block1_too_large": 0,
+            "block2_served": 0,
         }
         self.observers = ObserverRegistry(self, con_every)
+        self._blockwise_due = 0.0
+        self.block_szx = szx_for(block_size)
+        self._block_bytes = block_size
+        self.block1 = Block1Assembler(max_body_size, blockwise_memory, upload_timeout)
+        self.block2 = Block2Cache(upload_timeout, blockwise_memory)
         self._last_stats: dict[str, int] = {}
 
     @property
@@ -197,9 +221,12 @@ class Server:
         """Run the router for one request message and return the response."""
         stats = self._stats
         raw_path = []
+        blockwise = False
         for number, value in msg.options:
             if number == 11:
                 raw_path.append(value)
+            elif number == 27 or number == 23:
+                blockwise = True
             elif number & 1 and number not in UNDERSTOOD_OPTIONS:
                 stats["bad_option"] += 1
                 return Response(Code.BAD_OPTION, f"unrecognised critical option {number}")
@@ -209,14 +236,94 @@ class Server:
                     stats["bad_option"] += 1
                     return Response(Code.BAD_OPTION, f"option {number} has an invalid length")
         method = msg.code
+        raw_key = tuple(raw_path)
         try:
-            route, params = self.router.resolve_raw(method, tuple(raw_path))
+            route, params = self.router.resolve_raw(method, raw_key)
         except LookupError as e:
             stats["not_found"] += 1
             return Response(e.args[0])
         except UnicodeDecodeError:
             stats["bad_request"] += 1
             return Response(Code.BAD_REQUEST, "Uri-Path is not valid UTF-8")
+        if blockwise:
+            return self._blockwise(msg, peer, route, params, raw_key)
+        response = self._run(msg, peer, route, params)
+        if len(response.payload) > self._block_bytes:  # too large for one datagram
+            return self._blockwise(msg, peer, route, params, raw_key, response)
+        return response
+
+    def _blockwise(
+        self,
+        msg: Message,
+        peer: tuple,
+        route: Any,
+        params: dict,
+        raw_key: tuple,
+        rendered: Response | None = None,
+    ) -> Response:
+        """RFC 7959 on the server: assemble Block1 uploads, serve Block2 blocks."""
+        now = monotonic()
+        if now >= self._blockwise_due:
+            self.block1.expire(now)
+            self.block2.expire(now)
+            d1, d2 = self.block1.next_deadline(), self.block2.next_deadline()
+            self._blockwise_due = min(d for d in (d1, d2, now + 5.0) if d is not None)
+        b1 = msg.block1
+        if b1 is not None:
+            key = (peer, msg.code, raw_key, msg.opt(O.REQUEST_TAG))
+            status, value = self.block1.feed(key, b1, msg.payload, msg.size1, now)
+            if status == "continue":
+                return Response(Code.CONTINUE, options=[(O.BLOCK1, _uint(value.encode()))])
+            if status == "incomplete":
+                self._stats["block1_incomplete"] += 1
+                return Response(Code.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
+            if status == "too_large":
+                self._stats["block1_too_large"] += 1
+                return Response(
+                    Code.REQUEST_ENTITY_TOO_LARGE, options=[(O.SIZE1, _uint(value))]
+                )
+            if status == "busy":
+                return Response(Code.SERVICE_UNAVAILABLE, "too many uploads in progress")
+            msg = Message(msg.mtype, msg.code, msg.mid, msg.token,
+                          [o for o in msg.options if o[0] not in (O.BLOCK1, O.SIZE1)], value)
+        b2 = msg.block2
+        szx = self.block_szx if b2 is None else min(b2.szx, self.block_szx)
+        num = 0 if b2 is None else b2.num
+        cache_key = (peer, msg.code, raw_key, tuple(msg.opts(O.URI_QUERY)), msg.accept)
+        cached = self.block2.get(cache_key, now) if num > 0 else None
+        if cached is not None:
+            body, etag, (code, options) = cached
+            response = Response(code, body, options=options)
+        else:
+            response = rendered if rendered is not None else self._run(msg, peer, route, params)
+            body = response.payload
+            if len(body) <= 1 << (szx + 4) and b2 is None:
+                if b1 is not None:
+                    last = Block(b1.num, False, b1.szx)
+                    response.options.append((O.BLOCK1, _uint(last.encode())))
+                return response
+            options = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2)]
+            etag = response.etag
+            if etag is None:
+                etag = self.block2.put(cache_key, body, (response.code, options), now)
+                options.append((O.ETAG, etag))
+            else:
+                self.block2.put(cache_key, body, (response.code, options), now)
+        piece = block_of(body, num, szx)
+        if piece is None:
+            return Response(Code.BAD_OPTION, "Block2 past the end of the body")
+        payload, block = piece
+        opts = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2, O.ETAG)]
+        opts += [(O.ETAG, etag), (O.BLOCK2, _uint(block.encode())), (O.SIZE2, _uint(len(body)))]
+        if b1 is not None:
+            opts.append((O.BLOCK1, _uint(Block(b1.num, False, b1.szx).encode())))
+        self._stats["block2_served"] += 1
+        return Response(response.code, payload, options=opts)
+
+    def _run(self, msg: Message, peer: tuple, route: Any, params: dict) -> Response:
+        """Run the route's handler (or register an observer) and build its response."""
+        stats = self._stats
+        method = msg.code
         try:
             if msg.code == 1 and (route.observable or route.attrs.get("observable")):
                 observe = msg.uint_opt(6)
