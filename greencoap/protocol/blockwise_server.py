@@ -198,9 +198,9 @@ class Block1Assembler:
                 self.stats["started"] += 1
                 body = bytes(payload)
             else:
+                self._drop(key, upload)
                 upload.body += payload
                 body = bytes(upload.body)
-                self._drop(key, upload)
             self.stats["completed"] += 1
             return COMPLETE, body
 
