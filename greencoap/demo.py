@@ -14,6 +14,8 @@ Resources:
   it; ``DELETE /store`` → 2.02
 * ``GET /counter?interval=S`` → observable: ``0``, ``1``, ``2``, … every S s
 * ``GET /.well-known/core`` → the resources above in link-format
+
+``--workers N`` runs N worker processes sharing the port.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import zlib
 
 from .codes import Code
 from .errors import CoapError
-from .hub import sleep
+from .hub import sleep, spawn
 from .response import Request, Response
 from .router import Router
 from .server import Server
@@ -115,15 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="greencoap demo-server", description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="::", help="address to bind (default :: = dual stack)")
     ap.add_argument("--port", type=int, default=5683, help="UDP port (default 5683)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes sharing the port (SO_REUSEPORT)")
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    server = make_server(args.host, args.port)
+    server = make_server(args.host, args.port, workers=args.workers)
+    if args.workers > 1:
+        print(f"greencoap demo server on [{args.host}]:{args.port} ({args.workers} workers)",
+              flush=True)
+        server.serve_forever()
+        print("greencoap demo server stopped", file=sys.stderr, flush=True)
+        return 0
     server.start()
-    signal.signal(signal.SIGTERM, lambda *_: server.hub.run_callback_threadsafe(server.stop))
+    signal.signal(
+        signal.SIGTERM,
+        lambda *_: server.hub.run_callback_threadsafe(lambda: spawn(server.shutdown, 5.0)),
+    )
     print(f"greencoap demo server on [{args.host}]:{server.port} ({server.hub.backend} hub)",
           flush=True)
     try:

@@ -136,6 +136,8 @@ class Endpoint:
         self._requests: deque = deque()
         self._current: tuple | None = None
         self._separate: dict[int, Any] = {}  # id(request) -> its separate-ACK timer
+        self.accepting = True  # False while draining: new requests are ignored
+        self.busy = 0  # handlers running (blocked ones included)
         self.closed = False
         self._timer = None
         self._timer_at = float("inf")
@@ -164,7 +166,7 @@ class Endpoint:
             if ev is not None:
                 kind, obj, extra = ev
                 if kind is REQUEST:
-                    if self.on_request is not None:
+                    if self.on_request is not None and self.accepting:
                         requests.append((obj, extra))
                 elif kind is NOTIFICATION:
                     sink = obj.sink
@@ -215,11 +217,13 @@ class Endpoint:
                 return
             self._current = item
             layer.started(msg, peer)
+            self.busy += 1
             try:
                 handler(msg, peer)
             except Exception:  # noqa: BLE001 - one bad handler must not drop the rest
                 self.hub.handle_error(handler)
             finally:
+                self.busy -= 1
                 if self._current is item:
                     self._current = None
                 if self._separate:

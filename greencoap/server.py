@@ -18,7 +18,7 @@ from typing import Any
 from .codes import Code
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket
 from .errors import CoapError, MessageFormatError
-from .hub import get_hub
+from .hub import get_hub, sleep
 from .linkformat import filter_links, format_link_format
 from .message import Message
 from .observers import ObserverRegistry
@@ -93,6 +93,7 @@ class Server:
         reuse_port: bool = False,
         separate_delay: float | None = 0.5,
         con_every: int = 20,
+        workers: int = 1,
         max_body_size: int = 1 << 20,
         block_size: int = 1024,
         upload_timeout: float = 60.0,
@@ -111,6 +112,9 @@ class Server:
         self.buffer_size = buffer_size
         self.reuse_port = reuse_port
         self.separate_delay = separate_delay
+        self.workers = workers
+        if workers > 1:
+            self.reuse_port = True
         self.endpoint: Endpoint | None = None
         self.hub = None
         self._stopped = None
@@ -167,12 +171,33 @@ class Server:
         return self
 
     def serve_forever(self, timeout: float | None = None) -> None:
-        """Start, then park this greenlet until :meth:`stop` (or ``timeout`` s)."""
+        """Start, then park this greenlet until :meth:`stop` (or ``timeout`` s).
+
+        With ``workers=N`` (N > 1) this forks N processes sharing the port
+        (SO_REUSEPORT), each with its own hub, and waits for them; SIGINT or
+        SIGTERM shuts them all down gracefully.
+        """
+        if self.workers > 1:
+            from .workers import serve_workers
+
+            serve_workers(self, timeout)
+            return
         self.start()
         try:
             self._stopped.wait(timeout)
         finally:
             self.stop()
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Graceful stop: ignore new requests, let running handlers finish (at
+        most ``grace`` seconds), end observations with 5.03, then close."""
+        ep = self.endpoint
+        if ep is not None:
+            ep.accepting = False
+            deadline = monotonic() + grace
+            while ep.busy and monotonic() < deadline:
+                sleep(0.01)
+        self.stop()
 
     def notify(self, path: str) -> None:
         """Re-render ``path`` for all its observers (push-style resources).
