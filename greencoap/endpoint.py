@@ -137,6 +137,9 @@ class Endpoint:
         self._current: tuple | None = None
         self._separate: dict[int, Any] = {}  # id(request) -> its separate-ACK timer
         self.accepting = True  # False while draining: new requests are ignored
+        #: admission control: ``admit(load)`` returns None (serve everything)
+        #: or a ``check(msg, peer, now) -> bool`` to apply to each new request
+        self.admit: Callable | None = None
         self.busy = 0  # handlers running (blocked ones included)
         self.closed = False
         self._timer = None
@@ -161,13 +164,17 @@ class Endpoint:
         receive = layer.receive
         requests = self._requests
         now = monotonic()
+        admit = self.admit
+        if admit is not None:
+            admit = admit(self.busy + len(requests))  # None: serve all (normal load)
         for data, addr in batch:
             ev = receive(data, addr, now)
             if ev is not None:
                 kind, obj, extra = ev
                 if kind is REQUEST:
                     if self.on_request is not None and self.accepting:
-                        requests.append((obj, extra))
+                        if admit is None or admit(obj, extra, now):
+                            requests.append((obj, extra))
                 elif kind is NOTIFICATION:
                     sink = obj.sink
                     if sink is not None:

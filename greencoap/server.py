@@ -15,7 +15,7 @@ import types
 from time import monotonic
 from typing import Any
 
-from .codes import Code
+from .codes import Code, Type
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket
 from .errors import CoapError, MessageFormatError
 from .hub import get_hub, sleep
@@ -26,6 +26,7 @@ from .options import Block
 from .options import OptionNumber as O
 from .protocol.blockwise import szx_for
 from .protocol.blockwise_server import Block1Assembler, Block2Cache, block_of
+from .protocol.limits import NORMAL, THROTTLED, LoadLevels, TokenBuckets
 from .protocol.messaging import TransmissionParameters
 from .response import Request, Response, _uint, as_response
 from .router import Router
@@ -71,6 +72,15 @@ class Server:
     a separate CON, retransmitted until the client ACKs it.  ``None``
     disables this.
 
+    Under load the server protects itself (three levels with hysteresis,
+    from handlers running plus requests queued): below ``throttle_at`` it
+    serves everyone; from there each peer is held to a token bucket of
+    ``rate`` requests/s (``burst`` at most), excess CON requests getting 4.29
+    Too Many Requests; from ``shed_at`` new NON requests are dropped and new
+    CON requests get 5.03 with Max-Age 1.  Retransmissions are still
+    answered from the deduplication cache.  All of it is counted in
+    :attr:`stats`.
+
     Block-wise (RFC 7959) is automatic: Block1 uploads are assembled (2.31
     Continue, 4.08 on a gap, 4.13 with Size1 over ``max_body_size``, stale
     uploads dropped after ``upload_timeout``, all partial bodies together
@@ -94,6 +104,10 @@ class Server:
         separate_delay: float | None = 0.5,
         con_every: int = 20,
         workers: int = 1,
+        throttle_at: int = 256,
+        shed_at: int = 1024,
+        rate: float = 100.0,
+        burst: float = 200.0,
         max_body_size: int = 1 << 20,
         block_size: int = 1024,
         upload_timeout: float = 60.0,
@@ -127,10 +141,17 @@ class Server:
             "observe_registrations": 0,
             "block1_incomplete": 0,
             "block1_too_large": 0,
+            "block1_busy": 0,
             "block2_served": 0,
+            "load_level": 0,
+            "load_level_changes": 0,
+            "throttled": 0,
+            "shed": 0,
         }
         self.observers = ObserverRegistry(self, con_every)
         self._blockwise_due = 0.0
+        self.load = LoadLevels(throttle_at, shed_at)
+        self.buckets = TokenBuckets(rate, burst)
         self.block_szx = szx_for(block_size)
         self._block_bytes = block_size
         self.block1 = Block1Assembler(max_body_size, blockwise_memory, upload_timeout)
@@ -166,6 +187,7 @@ class Server:
             hub=self.hub,
             separate_delay=self.separate_delay,
         )
+        self.endpoint.admit = self._admission
         self._port = self.endpoint.address[1]
         self._stopped = Event()
         return self
@@ -198,6 +220,35 @@ class Server:
             while ep.busy and monotonic() < deadline:
                 sleep(0.01)
         self.stop()
+
+    # -- admission control (in the hub, per received batch) -------------
+    def _admission(self, load: int) -> Any:
+        """The load level for this batch: None (normal) or a per-request check."""
+        level = self.load.update(load)
+        stats = self._stats
+        if level != stats["load_level"]:
+            stats["load_level"] = level
+            stats["load_level_changes"] += 1
+        if level == NORMAL:
+            return None
+        return self._throttle if level == THROTTLED else self._shed
+
+    def _throttle(self, msg: Message, peer: tuple, now: float) -> bool:
+        if self.buckets.allow(peer, now):
+            return True
+        self._stats["throttled"] += 1
+        self._refuse(msg, peer, Code.TOO_MANY_REQUESTS)
+        return False
+
+    def _shed(self, msg: Message, peer: tuple, now: float) -> bool:
+        self._stats["shed"] += 1
+        self._refuse(msg, peer, Code.SERVICE_UNAVAILABLE)
+        return False
+
+    def _refuse(self, msg: Message, peer: tuple, code: int) -> None:
+        """Answer a refused CON with ``code`` and Max-Age 1 (retry later); drop a NON."""
+        if msg.mtype == Type.CON:
+            self.endpoint.respond(msg, peer, Response(code, max_age=1).to_message())
 
     def notify(self, path: str) -> None:
         """Re-render ``path`` for all its observers (push-style resources).
@@ -308,6 +359,7 @@ class Server:
                     Code.REQUEST_ENTITY_TOO_LARGE, options=[(O.SIZE1, _uint(value))]
                 )
             if status == "busy":
+                self._stats["block1_busy"] += 1
                 return Response(Code.SERVICE_UNAVAILABLE, "too many uploads in progress")
             msg = Message(msg.mtype, msg.code, msg.mid, msg.token,
                           [o for o in msg.options if o[0] not in (O.BLOCK1, O.SIZE1)], value)
@@ -317,7 +369,8 @@ class Server:
         cache_key = (peer, msg.code, raw_key, tuple(msg.opts(O.URI_QUERY)), msg.accept)
         cached = self.block2.get(cache_key, now) if num > 0 else None
         if cached is not None:
-            body, etag, (code, options) = cached
+            body, etag, (code, options, own_etag) = cached
+            etag = own_etag or etag
             response = Response(code, body, options=options)
         else:
             response = rendered if rendered is not None else self._run(msg, peer, route, params)
@@ -327,13 +380,10 @@ class Server:
                     last = Block(b1.num, False, b1.szx)
                     response.options.append((O.BLOCK1, _uint(last.encode())))
                 return response
-            options = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2)]
-            etag = response.etag
-            if etag is None:
-                etag = self.block2.put(cache_key, body, (response.code, options), now)
-                options.append((O.ETAG, etag))
-            else:
-                self.block2.put(cache_key, body, (response.code, options), now)
+            options = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2, O.ETAG)]
+            own = response.etag  # the handler's ETag, when it gave one, else the cache's
+            etag = self.block2.put(cache_key, body, (response.code, options, own), now)
+            etag = own or etag
         piece = block_of(body, num, szx)
         if piece is None:
             return Response(Code.BAD_OPTION, "Block2 past the end of the body")

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from greencoap.codes import Code, Type
+from greencoap.message import Message
 from greencoap.options import Block
 from greencoap.protocol.blockwise import Block1Uploader
 from greencoap.protocol.blockwise_server import Block1Assembler, Block2Cache, block_of
@@ -52,19 +54,43 @@ def test_upload_in_order_completes_with_exact_body(body: bytes, szx: int) -> Non
     assert asm.stats["completed"] == 1
 
 
-def test_upload_matches_the_client_uploader() -> None:
-    body = bytes(range(256)) * 5
-    uploader = Block1Uploader(body, 2)
-    asm = Block1Assembler()
-    while True:
+VERDICT_CODES = {
+    "continue": Code.CONTINUE,
+    "complete": Code.CHANGED,
+    "incomplete": Code.REQUEST_ENTITY_INCOMPLETE,
+    "too_large": Code.REQUEST_ENTITY_TOO_LARGE,
+    "busy": Code.SERVICE_UNAVAILABLE,
+}
+
+
+def serve_upload(asm: Block1Assembler, body: bytes, szx: int) -> tuple[str, object, int]:
+    """Join the client's Block1Uploader and the assembler in memory (no I/O)."""
+    uploader = Block1Uploader(body, szx)
+    for exchanges in range(1, 10_000):
         block, chunk = uploader.current()
         verdict, value = asm.feed(KEY, block, chunk, len(body), 0.0)
-        if verdict == "complete":
-            assert value == body
-            break
-        assert verdict == "continue"
-        assert isinstance(value, Block)
-        assert value == Block(block.num, True, block.szx)
+        response = Message(Type.ACK, VERDICT_CODES[verdict], mid=exchanges, token=b"t")
+        if verdict == "continue":
+            response.block1 = value
+        if not uploader.feed(response):
+            return verdict, value, exchanges
+    raise AssertionError("the upload never ended")
+
+
+@FAST
+@given(body=st.binary(max_size=3000), szx=st.integers(0, 6))
+def test_upload_from_the_client_uploader(body: bytes, szx: int) -> None:
+    asm = Block1Assembler()
+    verdict, value, exchanges = serve_upload(asm, body, szx)
+    assert (verdict, value) == ("complete", body)
+    assert exchanges == max(1, -(-len(body) // (16 << szx)))
+    assert asm.memory == 0 and len(asm) == 0
+
+
+def test_client_uploader_too_large() -> None:
+    asm = Block1Assembler(max_body_size=100)
+    assert serve_upload(asm, b"x" * 101, 0)[:2] == ("too_large", 100)
+    assert asm.stats["started"] == 0
 
 
 def test_single_block_upload_completes_at_once() -> None:
@@ -80,7 +106,10 @@ def test_memory_accounting_during_upload() -> None:
     asm.feed(KEY, Block(1, True, 0), b"b" * 16, None, 0.0)
     assert asm.memory == 32
     assert len(asm) == 1
-    assert asm.feed(KEY, Block(2, False, 0), b"c", None, 0.0) == ("complete", b"a" * 16 + b"b" * 16 + b"c")
+    assert asm.feed(KEY, Block(2, False, 0), b"c", None, 0.0) == (
+        "complete",
+        b"a" * 16 + b"b" * 16 + b"c",
+    )
     assert asm.memory == 0
 
 

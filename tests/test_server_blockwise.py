@@ -128,3 +128,21 @@ def test_aiocoap_client_block_wise_both_ways(hub, demo_proc):
     assert put.code == aiocoap.CHANGED
     assert got.payload == body
     assert large.payload == (PATTERN * 6250)
+
+
+def test_handler_etag_is_kept_across_blocks(hub):
+    router = Router()
+
+    @router.get("/tagged")
+    def tagged(request):
+        from greencoap import Response
+
+        return Response(Code.CONTENT, PATTERN * 100, etag=b"v1")
+
+    srv = Server(router, host="127.0.0.1", port=0).start()
+    try:
+        with Client(timeout=5) as c:
+            r = c.get(f"coap://127.0.0.1:{srv.port}/tagged")
+            assert r.payload == PATTERN * 100 and r.etag == b"v1"
+    finally:
+        srv.stop()

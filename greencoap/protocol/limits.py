@@ -1,0 +1,89 @@
+"""Rate limiting and load shedding for servers, sans-I/O (layer 2).
+
+Like the reference library, the per-peer limit engages only under load, so a
+lone fast client on an idle server is never limited:
+
+* :class:`LoadLevels` turns the server's load (handlers running plus work
+  queued) into one of three levels with hysteresis: NORMAL (serve all) →
+  THROTTLED (the per-peer token bucket applies) → SHEDDING (new NON
+  requests dropped, new CON requests answered 5.03 with Max-Age).  A level
+  is left only when the load falls to half its threshold, so the server does
+  not flap.  Every change is counted.
+* :class:`TokenBuckets` keeps one token bucket per peer (``rate`` requests
+  per second, ``burst`` at most), bounded in memory.
+
+Retransmissions answered from the deduplication cache never reach these
+checks: they cost nothing to serve.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+NORMAL, THROTTLED, SHEDDING = 0, 1, 2
+LEVEL_NAMES = ("normal", "throttled", "shedding")
+
+
+class LoadLevels:
+    """Three load levels with hysteresis (see the module docstring)."""
+
+    def __init__(self, throttle_at: int = 256, shed_at: int = 1024) -> None:
+        if not 0 < throttle_at <= shed_at:
+            raise ValueError("0 < throttle_at <= shed_at")
+        self.throttle_at = throttle_at
+        self.shed_at = shed_at
+        self.level = NORMAL
+        self.changes = 0
+
+    def update(self, load: int) -> int:
+        """Feed the current load; return the (possibly new) level."""
+        level = self.level
+        if load >= self.shed_at:
+            new = SHEDDING
+        elif load >= self.throttle_at:
+            new = SHEDDING if level == SHEDDING and load > self.shed_at // 2 else THROTTLED
+        elif level == SHEDDING:
+            new = SHEDDING if load > self.shed_at // 2 else (
+                THROTTLED if load > self.throttle_at // 2 else NORMAL
+            )
+        elif level == THROTTLED:
+            new = THROTTLED if load > self.throttle_at // 2 else NORMAL
+        else:
+            new = NORMAL
+        if new != level:
+            self.level = new
+            self.changes += 1
+        return new
+
+
+class TokenBuckets:
+    """Per-peer token buckets: ``rate`` tokens/s up to ``burst``; LRU-bounded."""
+
+    def __init__(self, rate: float = 100.0, burst: float = 200.0, max_peers: int = 65536) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_peers = max_peers
+        self._buckets: OrderedDict[Any, list[float]] = OrderedDict()
+
+    def allow(self, peer: Any, now: float) -> bool:
+        """Take one token for ``peer``; False when its bucket is empty."""
+        b = self._buckets.get(peer)
+        if b is None:
+            if len(self._buckets) >= self.max_peers:
+                self._buckets.popitem(last=False)
+            b = self._buckets[peer] = [self.burst, now]
+        else:
+            self._buckets.move_to_end(peer)
+            tokens = b[0] + (now - b[1]) * self.rate
+            b[0] = tokens if tokens < self.burst else self.burst
+            b[1] = now
+        if b[0] >= 1.0:
+            b[0] -= 1.0
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._buckets)
