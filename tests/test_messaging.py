@@ -529,7 +529,7 @@ def test_dedup_expiry_with_mixed_con_and_non_lifetimes():
 
 
 def test_dedup_capacity_evicts_oldest():
-    ml = layer(dedup_capacity=3)
+    ml = layer(dedup_capacity=3, dedup_peer_share=1.0)  # one peer may fill it all
     for mid in (1, 2, 3, 4):
         assert ml.receive(incoming(mid=mid), PEER, float(mid))[0] == REQUEST
     assert ml.stats["dedup_evicted"] == 1
@@ -748,3 +748,17 @@ def test_property_receive_never_raises(datagrams, seed):
         ml.outbox.clear()
     ml.expire(now + 1e6)
     assert ml.pending() == 0
+
+
+def test_a_flooding_peer_cannot_evict_other_peers_dedup_entries():
+    ml = MessageLayer(rng=Random(1), dedup_capacity=8)  # each peer may hold 2
+    other = ("198.51.100.7", 5683)
+    for mid in (1, 2):
+        assert ml.receive(incoming(mid=mid), other, 0.0)[0] == REQUEST
+    for mid in range(100, 160):  # a flood from one peer
+        assert ml.receive(incoming(mid=mid), PEER, 0.0)[0] == REQUEST
+    assert ml.stats["dedup_peer_full"] == 58 and ml.stats["dedup_evicted"] == 0
+    # the other peer's entries survived: its retransmissions are still duplicates
+    for mid in (1, 2):
+        assert ml.receive(incoming(mid=mid), other, 1.0) is None
+    assert ml.stats["duplicates"] == 2

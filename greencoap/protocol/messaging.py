@@ -183,6 +183,7 @@ class MessageLayer:
         rng: Random | None = None,
         token_length: int = 4,
         dedup_capacity: int = 65536,
+        dedup_peer_share: float = 0.25,
     ) -> None:
         self.params = params or TransmissionParameters()
         self.rng = rng or Random()
@@ -209,6 +210,9 @@ class MessageLayer:
         self._dedup: dict[tuple, _Dedup] = {}
         self._dedup_order: tuple[deque, deque] = (deque(), deque())
         self.dedup_capacity = dedup_capacity
+        #: the most entries one peer may hold: a flooding peer cannot evict others'
+        self.dedup_peer_cap = max(1, int(dedup_capacity * dedup_peer_share))
+        self._dedup_per_peer: dict[Any, int] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "requests_sent",
@@ -223,6 +227,7 @@ class MessageLayer:
                 "pings",
                 "unexpected",
                 "dedup_evicted",
+                "dedup_peer_full",
                 "notifications",
                 "separate_acks",
                 "notifications_sent",
@@ -456,7 +461,16 @@ class MessageLayer:
                 entry = dedup.get(key)
                 if entry is not None and entry.expires == expires:
                     del dedup[key]
+                    self._forget_peer(key[0])
         return events
+
+    def _forget_peer(self, peer: Any) -> None:
+        counts = self._dedup_per_peer
+        n = counts[peer] - 1
+        if n:
+            counts[peer] = n
+        else:
+            del counts[peer]
 
     def _evict_oldest(self) -> None:
         """Drop the dedup entry that would expire first (the cache is full)."""
@@ -468,6 +482,7 @@ class MessageLayer:
             entry = dedup.get(key)
             if entry is not None and entry.expires == expires:
                 del dedup[key]
+                self._forget_peer(key[0])
                 self.stats["dedup_evicted"] += 1
                 return
 
@@ -631,8 +646,16 @@ class MessageLayer:
         p = self.params
         con = mtype == CON
         expires = now + (p.exchange_lifetime if con else p.non_lifetime)
+        peer = key[0]
+        counts = self._dedup_per_peer
+        held = counts.get(peer, 0)
+        if held >= self.dedup_peer_cap:
+            # this peer holds its fair share already: it may not push others out
+            self.stats["dedup_peer_full"] += 1
+            return _Dedup(expires)  # not remembered
         if len(self._dedup) >= self.dedup_capacity:
             self._evict_oldest()
+        counts[peer] = held + 1
         entry = self._dedup[key] = _Dedup(expires)
         if expires < self.new_due:
             self.new_due = expires
