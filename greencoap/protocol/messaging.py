@@ -472,19 +472,29 @@ class MessageLayer:
         else:
             del counts[peer]
 
-    def _evict_oldest(self) -> None:
-        """Drop the dedup entry that would expire first (the cache is full)."""
+    def _evict_oldest(self, only_peer: Any = None) -> bool:
+        """Drop the dedup entry that would expire first (the cache is full).
+
+        With ``only_peer``, only if that entry is the peer's own; returns
+        whether an entry was dropped.
+        """
         dedup = self._dedup
         con, non = self._dedup_order
         while con or non:
             q = con if not non or (con and con[0][0] <= non[0][0]) else non
-            expires, key = q.popleft()
+            expires, key = q[0]
             entry = dedup.get(key)
-            if entry is not None and entry.expires == expires:
-                del dedup[key]
-                self._forget_peer(key[0])
-                self.stats["dedup_evicted"] += 1
-                return
+            if entry is None or entry.expires != expires:
+                q.popleft()  # stale: expired or replaced already
+                continue
+            if only_peer is not None and key[0] != only_peer:
+                return False
+            q.popleft()
+            del dedup[key]
+            self._forget_peer(key[0])
+            self.stats["dedup_evicted"] += 1
+            return True
+        return False
 
     def pending(self) -> int:
         """Number of client exchanges not yet finished (for leak checks)."""
@@ -649,12 +659,13 @@ class MessageLayer:
         peer = key[0]
         counts = self._dedup_per_peer
         held = counts.get(peer, 0)
-        if held >= self.dedup_peer_cap:
-            # this peer holds its fair share already: it may not push others out
-            self.stats["dedup_peer_full"] += 1
-            return _Dedup(expires)  # not remembered
-        if len(self._dedup) >= self.dedup_capacity:
-            self._evict_oldest()
+        if held >= self.dedup_peer_cap or len(self._dedup) >= self.dedup_capacity:
+            # full: the oldest entry goes, but a peer holding its fair share
+            # already may only push out its own entries, never other peers'
+            if not self._evict_oldest(peer if held >= self.dedup_peer_cap else None):
+                self.stats["dedup_peer_full"] += 1
+                return _Dedup(expires)  # not remembered
+            held = counts.get(peer, 0)
         counts[peer] = held + 1
         entry = self._dedup[key] = _Dedup(expires)
         if expires < self.new_due:
