@@ -17,8 +17,8 @@ a response object is always returned.  ``catch_response=True`` gives a
 context manager with ``success()`` / ``failure()`` exactly as HttpSession's.
 
 Settings are class attributes (``timeout``, ``ack_timeout``,
-``ack_random_factor``, ``max_retransmit``, ``nstart``) or ``--coap-*``
-command-line options.  Nothing is created at import time (``--processes``
+``ack_random_factor``, ``max_retransmit``, ``nstart``, ``block_size``) or
+``--coap-*`` command-line options.  Nothing is created at import time (``--processes``
 forks after import); each user gets its own client in ``__init__``, running
 on gevent's hub.
 """
@@ -322,6 +322,7 @@ _OPTIONS = (
     ("ack_random_factor", float, "RFC 7252 ACK_RANDOM_FACTOR (default 1.5)"),
     ("max_retransmit", int, "RFC 7252 MAX_RETRANSMIT (default 4)"),
     ("nstart", int, "requests in flight per user and peer (default 1024)"),
+    ("block_size", int, "block size for block-wise transfers, 16..1024 (default: server's)"),
 )
 
 
@@ -341,6 +342,7 @@ class CoapUser(User):
     ack_random_factor: float = 1.5
     max_retransmit: int = 4
     nstart: int = 1024
+    block_size: int | None = None
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
