@@ -23,6 +23,25 @@ MAX_DATAGRAM = 4052
 _warned = False
 
 
+class DatagramBackend:
+    """What the native backends share: registered channels and an eventfd
+    that any thread may write to wake the hub's wait."""
+
+    _channels: dict
+    _wfd: int
+
+    def has_work(self) -> bool:
+        """True while a socket is registered (something may still arrive)."""
+        return bool(self._channels)
+
+    def wakeup(self) -> None:
+        """Wake a waiting ``poll`` (thread-safe)."""
+        try:
+            os.eventfd_write(self._wfd, 1)
+        except OSError:
+            pass
+
+
 def gevent_hub_running() -> bool:
     """True when gevent owns this thread: its hub exists or it monkey-patched.
 

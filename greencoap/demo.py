@@ -36,6 +36,20 @@ from .server import Server
 PATTERN = b"0123456789abcdef"
 
 
+def query_number(request: Request, name: str, default, lo, hi, kind=int):  # noqa: ANN001
+    """``?name=N`` as a number within lo..hi (4.00 Bad Request otherwise)."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise CoapError(Code.BAD_REQUEST, f"{name} must be a number") from None
+    if not lo <= value <= hi:
+        raise CoapError(Code.BAD_REQUEST, f"{name} must be within {lo}..{hi}")
+    return value
+
+
 def build_router() -> Router:
     """The demo server's routes (a fresh router each call)."""
     router = Router()
@@ -50,12 +64,7 @@ def build_router() -> Router:
 
     @router.get("/slow", title="Answer after ?ms=N milliseconds")
     def slow(request: Request) -> Response:
-        try:
-            ms = int(request.query.get("ms", "1000"))
-        except ValueError:
-            raise CoapError(Code.BAD_REQUEST, "ms must be an integer") from None
-        if not 0 <= ms <= 60_000:
-            raise CoapError(Code.BAD_REQUEST, "ms must be within 0..60000")
+        ms = query_number(request, "ms", 1000, 0, 60_000)
         sleep(ms / 1000)
         return Response(Code.CONTENT, f"slept {ms} ms")
 
@@ -66,12 +75,7 @@ def build_router() -> Router:
 
     @router.get("/large", ct=0, title="N bytes of 0123456789abcdef (?size=N)")
     def large(request: Request) -> Response:
-        try:
-            size = int(request.query.get("size", "4096"))
-        except ValueError:
-            raise CoapError(Code.BAD_REQUEST, "size must be an integer") from None
-        if not 0 <= size <= 16 << 20:
-            raise CoapError(Code.BAD_REQUEST, "size must be within 0..16 MiB")
+        size = query_number(request, "size", 4096, 0, 16 << 20)
         return Response(Code.CONTENT, (PATTERN * (size // 16 + 1))[:size], content_format=0)
 
     store = {"body": b"", "ct": None}
@@ -92,12 +96,7 @@ def build_router() -> Router:
 
     @router.get("/counter", rt="counter", ct=0, title="Observable counter (?interval=S)")
     def counter(request: Request):
-        try:
-            interval = float(request.query.get("interval", "1"))
-        except ValueError:
-            raise CoapError(Code.BAD_REQUEST, "interval must be a number") from None
-        if not 0.01 <= interval <= 3600:
-            raise CoapError(Code.BAD_REQUEST, "interval must be within 0.01..3600")
+        interval = query_number(request, "interval", 1.0, 0.01, 3600.0, float)
         n = 0
         while True:
             yield str(n)

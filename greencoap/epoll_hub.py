@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from .backends import MAX_DATAGRAM
+from .backends import MAX_DATAGRAM, DatagramBackend
 
 RECV_BATCH = 64  # datagrams read per readiness event before yielding to others
 
@@ -96,7 +96,7 @@ class Channel:
             self.on_batch(batch)
 
 
-class EpollBackend:
+class EpollBackend(DatagramBackend):
     """Readiness-based backend on ``select.epoll`` (the portable fallback)."""
 
     name = "epoll"
@@ -128,17 +128,6 @@ class EpollBackend:
                 self._ep.unregister(ch.fileno)
             except (OSError, ValueError):
                 pass
-
-    def has_work(self) -> bool:
-        """True while a socket is registered (something may still arrive)."""
-        return bool(self._channels)
-
-    def wakeup(self) -> None:
-        """Wake a waiting ``poll`` (thread-safe)."""
-        try:
-            os.eventfd_write(self._wfd, 1)
-        except OSError:
-            pass
 
     def poll(self, timeout: float | None) -> None:
         """Flush queued sends, wait up to ``timeout`` s, dispatch arrivals."""

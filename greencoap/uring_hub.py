@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from .backends import MAX_DATAGRAM
+from .backends import MAX_DATAGRAM, DatagramBackend
 
 try:
     from ._uring import ffi, lib
@@ -127,7 +127,7 @@ class Channel:
             self.backend._remove(self)
 
 
-class UringBackend:
+class UringBackend(DatagramBackend):
     """io_uring backend; raises ``OSError`` when the ring cannot be set up."""
 
     name = "uring"
@@ -191,16 +191,6 @@ class UringBackend:
             if ch._out:
                 self._flush_channel(ch)  # what was accepted still leaves
             lib.gc_remove_socket(self._ring, ch.slot)
-
-    def has_work(self) -> bool:
-        return bool(self._channels)
-
-    def wakeup(self) -> None:
-        """Wake a waiting ``poll`` from any thread."""
-        try:
-            os.eventfd_write(self._wfd, 1)
-        except OSError:
-            pass
 
     def _flush_channel(self, ch: Channel) -> None:
         out, addrs = ch._out, ch._addrs

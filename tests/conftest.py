@@ -174,3 +174,14 @@ def server(hub):
     srv.uri = f"coap://127.0.0.1:{srv.port}"
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def aiocoap_mod():
+    """The aiocoap package (a peer): skipped locally when missing, required in CI."""
+    try:
+        import aiocoap
+    except ImportError:
+        aiocoap = None
+    require_or_skip(aiocoap is not None, "aiocoap")
+    return aiocoap

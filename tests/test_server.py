@@ -14,7 +14,7 @@ import pytest
 from greencoap import Client, CoapError, Code, Response, Router, Server, Type
 from greencoap.message import Message
 
-from .conftest import free_port, require_or_skip, which_or_skip
+from .conftest import free_port, which_or_skip
 
 
 def exchange(hub, port, datagrams, wait=0.5, expect=None):
@@ -168,12 +168,8 @@ def test_libcoap_client_against_demo_server(hub, demo_proc):
     assert '"id": "3"' in out.stdout, out
 
 
-def test_aiocoap_client_against_demo_server(hub, demo_proc):
-    try:
-        import aiocoap
-    except ImportError:
-        aiocoap = None
-    require_or_skip(aiocoap is not None, "aiocoap")
+def test_aiocoap_client_against_demo_server(hub, demo_proc, aiocoap_mod):
+    aiocoap = aiocoap_mod
 
     async def run():
         ctx = await aiocoap.Context.create_client_context()

@@ -11,7 +11,7 @@ from greencoap import Client, Code, Router, Server, Type
 from greencoap.message import Message
 from greencoap.options import Block
 
-from .conftest import require_or_skip, which_or_skip
+from .conftest import which_or_skip
 from .test_server import exchange
 
 PATTERN = b"0123456789abcdef"
@@ -103,12 +103,8 @@ def test_libcoap_client_block_wise_both_ways(hub, demo_proc, tmp_path):
     assert out.stdout.rstrip(b"\n") == (PATTERN * 313)[:5000]
 
 
-def test_aiocoap_client_block_wise_both_ways(hub, demo_proc):
-    try:
-        import aiocoap
-    except ImportError:
-        aiocoap = None
-    require_or_skip(aiocoap is not None, "aiocoap")
+def test_aiocoap_client_block_wise_both_ways(hub, demo_proc, aiocoap_mod):
+    aiocoap = aiocoap_mod
     body = hashlib.sha256(b"seed").digest() * 2000  # 64,000 bytes
 
     async def run():

@@ -13,7 +13,7 @@ import greencoap
 from greencoap import Client, Code, Router, Server, Type
 from greencoap.message import Message
 
-from .conftest import require_or_skip, which_or_skip
+from .conftest import which_or_skip
 
 
 def observe_req(mid, token, path, value=0, query=()):
@@ -175,12 +175,8 @@ def test_libcoap_client_observes_the_demo_counter(hub, demo_proc):
     assert len(values) >= 5 and values[:5] == [0, 1, 2, 3, 4], out
 
 
-def test_aiocoap_client_observes_and_cancels(hub, demo_proc):
-    try:
-        import aiocoap
-    except ImportError:
-        aiocoap = None
-    require_or_skip(aiocoap is not None, "aiocoap")
+def test_aiocoap_client_observes_and_cancels(hub, demo_proc, aiocoap_mod):
+    aiocoap = aiocoap_mod
 
     async def run():
         ctx = await aiocoap.Context.create_client_context()
