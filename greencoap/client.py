@@ -31,25 +31,25 @@ _BLOCK_OPTIONS = frozenset((OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumb
 
 
 def _send(ep: Endpoint, msg: Message, peer: tuple, timeout: float) -> Message:
-    """One exchange; a 4.01 carrying an Echo option (RFC 9175 §2.4, the server
-    wants proof of freshness) is answered once by repeating the request with
-    that Echo value."""
+    """One exchange, with an Echo challenge answered (see :func:`_answer_echo`)."""
     t0 = monotonic()
     reply = ep.request(msg, peer, timeout)
     if reply.code == Code.UNAUTHORIZED:
-        echo = reply.opt(OptionNumber.ECHO)
-        if echo is not None:
-            retry = Message(
-                msg.mtype,
-                msg.code,
-                0,
-                b"",
-                [o for o in msg.options if o[0] != OptionNumber.ECHO]
-                + [(OptionNumber.ECHO, echo)],
-                msg.payload,
-            )
-            reply = ep.request(retry, peer, _left(t0 + timeout))
+        reply = _answer_echo(ep, msg, reply, peer, timeout - (monotonic() - t0))
     return reply
+
+
+def _answer_echo(ep: Endpoint, msg: Message, reply: Message, peer: tuple, left: float) -> Message:
+    """A 4.01 carrying an Echo option (RFC 9175 §2.4: the server wants proof of
+    freshness) is answered once by repeating the request with that Echo value."""
+    echo = reply.opt(OptionNumber.ECHO)
+    if echo is None:
+        return reply
+    if left <= 0:
+        raise RequestTimeoutError("the call's timeout expired before the Echo round trip")
+    options = [o for o in msg.options if o[0] != OptionNumber.ECHO]
+    retry = Message(msg.mtype, msg.code, 0, b"", options + [(OptionNumber.ECHO, echo)], msg.payload)
+    return ep.request(retry, peer, left)
 
 
 def _left(deadline: float) -> float:
@@ -125,6 +125,7 @@ class Client:
         self._endpoint: Endpoint | None = None
         self._closed = False
         self._uris: dict[str, tuple[URI, list]] = {}
+        self._literal_peers: dict[str, tuple] = {}
         self._dns: dict[tuple[str, int], tuple[float, tuple]] = {}
 
     # -- plumbing ------------------------------------------------------
@@ -229,16 +230,22 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         u, uri_opts = self._parse(uri)
         ep = self._endpoint or self.endpoint
-        hit = self._dns.get((u.host, u.port))
-        if hit is not None and hit[0] > monotonic():
-            peer = hit[1]
-            remaining = timeout
-        else:  # a name lookup (off the hub) counts against the call's timeout
-            t0 = monotonic()
-            peer = self.resolve(u.host, u.port, timeout)
-            remaining = timeout - (monotonic() - t0)
-            if remaining <= 0:
-                raise RequestTimeoutError(f"no time left for {uri} after name resolution")
+        peer = self._literal_peers.get(uri)  # IP-literal URIs: no lookup, ever
+        remaining = timeout
+        if peer is None:
+            hit = self._dns.get((u.host, u.port))
+            if hit is not None and hit[0] > monotonic():
+                peer = hit[1]
+            else:  # a name lookup (off the hub) counts against the call's timeout
+                t0 = monotonic()
+                peer = self.resolve(u.host, u.port, timeout)
+                remaining = timeout - (monotonic() - t0)
+                if remaining <= 0:
+                    raise RequestTimeoutError(f"no time left for {uri} after name resolution")
+            if is_ip_literal(u.host):
+                if len(self._literal_peers) >= _URI_CACHE_SIZE:
+                    self._literal_peers.clear()
+                self._literal_peers[uri] = peer
         if payload is None:
             payload = b""
         elif payload.__class__ is not bytes:
@@ -265,12 +272,17 @@ class Client:
                     opts.append((int(number), bytes(value)))
         mtype = _CON if confirmable else _NON
         block_size = block_size or self.block_size
-        if len(payload) > (block_size or 1024) or block_size is not None:
+        if block_size is not None or len(payload) > 1024:
             reply = self._blockwise(ep, mtype, method, opts, payload, peer, remaining, block_size)
         else:
-            reply = _send(ep, Message(mtype, method, 0, b"", opts, payload), peer, remaining)
-            if reply.options and reply.block2 is not None:
-                reply = self._fetch_rest(ep, mtype, method, opts, reply, peer, remaining)
+            msg = Message(mtype, method, 0, b"", opts, payload)
+            reply = ep.request(msg, peer, remaining)
+            if reply.code == Code.UNAUTHORIZED:  # maybe an Echo challenge (RFC 9175)
+                reply = _answer_echo(ep, msg, reply, peer, remaining)
+            for number, _ in reply.options:
+                if number == 23:  # Block2: fetch the rest of the body
+                    reply = self._fetch_rest(ep, mtype, method, opts, reply, peer, remaining)
+                    break
         return Response.from_message(reply, peer)
 
     # -- block-wise (RFC 7959) -------------------------------------------

@@ -150,14 +150,22 @@ class CoapSession:
 
     def __init__(self, base_url: str, request_event: Any, user: Any, client: Client) -> None:
         self.base_url = base_url
+        self._urls: dict[str, str] = {}
         self.request_event = request_event
         self.user = user
         self.coap = client
 
     def _url(self, path: str) -> str:
-        if "://" in path:
-            return path
-        return self.base_url + (path if path.startswith("/") else "/" + path)
+        url = self._urls.get(path)
+        if url is None:
+            if "://" in path:
+                url = path
+            else:
+                url = self.base_url + (path if path.startswith("/") else "/" + path)
+            if len(self._urls) > 1024:
+                self._urls.clear()
+            self._urls[path] = url  # the same string object: its hash is cached
+        return url
 
     def request(
         self,
