@@ -28,7 +28,7 @@ LEVEL_NAMES = ("normal", "throttled", "shedding")
 class LoadLevels:
     """Three load levels with hysteresis (see the module docstring)."""
 
-    def __init__(self, throttle_at: int = 256, shed_at: int = 1024) -> None:
+    def __init__(self, throttle_at: int = 2048, shed_at: int = 8192) -> None:
         if not 0 < throttle_at <= shed_at:
             raise ValueError("0 < throttle_at <= shed_at")
         self.throttle_at = throttle_at
