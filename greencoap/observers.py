@@ -10,7 +10,9 @@ Two kinds of observable resources:
   style; ``notify`` may be called from any OS thread).
 
 Notifications carry a 24-bit Observe sequence number per observer and go as
-NON, with every ``con_every``-th one (default 20) as CON: an observer whose
+NON, with every ``con_every``-th one (default 20) as CON (one larger than the
+server's block size goes as its first Block2 block, the rest being cached for
+the client's follow-up requests): an observer whose
 CON notification is never ACKed, or who answers one with RST, is dropped
 (§3.6, §4.5).  A GET with Observe=1 deregisters; a new registration from the
 same (peer, token) replaces the old one.  Stopping the server ends every
@@ -76,6 +78,8 @@ class Observer:
             return
         final = not 64 <= response.code < 96
         response = self.with_observe(response)
+        # a large notification goes block-wise: block 0 now, the rest on request
+        response = self.registry.server.first_block(self.peer, self.request.message, response)
         msg = response.to_message()
         msg.token = self.token
         self.sent += 1

@@ -366,7 +366,7 @@ class Server:
         b2 = msg.block2
         szx = self.block_szx if b2 is None else min(b2.szx, self.block_szx)
         num = 0 if b2 is None else b2.num
-        cache_key = (peer, msg.code, raw_key, tuple(msg.opts(O.URI_QUERY)), msg.accept)
+        cache_key = self._block2_key(peer, msg, raw_key)
         cached = self.block2.get(cache_key, now) if num > 0 else None
         if cached is not None:
             body, etag, (code, options, own_etag) = cached
@@ -394,6 +394,28 @@ class Server:
             opts.append((O.BLOCK1, _uint(Block(b1.num, False, b1.szx).encode())))
         self._stats["block2_served"] += 1
         return Response(response.code, payload, options=opts)
+
+    @staticmethod
+    def _block2_key(peer: tuple, msg: Message, raw_key: tuple | None = None) -> tuple:
+        """What identifies one representation for its Block2 follow-up requests."""
+        if raw_key is None:
+            raw_key = tuple(msg.opts(O.URI_PATH))
+        return (peer, msg.code, raw_key, tuple(msg.opts(O.URI_QUERY)), msg.accept)
+
+    def first_block(self, peer: tuple, request: Message, response: Response) -> Response:
+        """Block 0 of a response too large for one datagram (the rest is cached
+        for the client's Block2 requests); ``response`` itself when it fits."""
+        body = response.payload
+        if len(body) <= self._block_bytes:
+            return response
+        options = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2, O.ETAG)]
+        own = response.etag
+        key = self._block2_key(peer, request)
+        etag = own or self.block2.put(key, body, (response.code, options, own), monotonic())
+        payload, block = block_of(body, 0, self.block_szx)
+        options += [(O.ETAG, etag), (O.BLOCK2, _uint(block.encode())), (O.SIZE2, _uint(len(body)))]
+        self._stats["block2_served"] += 1
+        return Response(response.code, payload, options=options)
 
     def _run(self, msg: Message, peer: tuple, route: Any, params: dict) -> Response:
         """Run the route's handler (or register an observer) and build its response."""

@@ -197,3 +197,29 @@ def test_aiocoap_client_observes_and_cancels(hub, demo_proc, aiocoap_mod):
 
     got = asyncio.run(asyncio.wait_for(run(), 20))
     assert got == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_large_notifications_go_block_wise(hub):
+    router = Router()
+
+    @router.get("/big")
+    def big(request):
+        n = 0
+        while True:
+            yield f"{n:04d}" * 700  # 2,800 bytes: three 1,024-byte blocks
+            n += 1
+            greencoap.sleep(0.1)
+
+    srv = Server(router, host="127.0.0.1", port=0).start()
+    try:
+        with Client(timeout=5) as c, c.observe(f"coap://127.0.0.1:{srv.port}/big") as obs:
+            seen = []
+            for r in obs.iter(timeout=3):
+                assert len(r.payload) == 2800 and r.payload == r.payload[:4] * 700
+                seen.append(int(r.payload[:4]))
+                if len(seen) == 3:
+                    break
+            assert seen == sorted(seen) and len(set(seen)) == 3
+        assert srv.stats["block2_served"] >= 6
+    finally:
+        srv.stop()
