@@ -24,7 +24,7 @@ from time import monotonic
 from typing import Any
 
 from .errors import ClientClosedError, RequestTimeoutError, ResetError
-from .hub import Waiter, get_hub
+from .hub import get_hub, getcurrent
 from .message import Message
 from .protocol.messaging import (
     CON,
@@ -321,12 +321,15 @@ class Endpoint:
         layer = self.layer
         ex = layer.request(msg, peer, monotonic(), timeout, observe)
         ex.sink = sink
-        waiter = ex.waiter = Waiter(self.hub)
+        # the parked greenlet itself is the exchange's waiter: the hub switches
+        # to it with the finished exchange (no Waiter object per request)
+        ex.waiter = getcurrent()
         if layer.outbox:
             self._drain()
         self._arm()
         try:
-            waiter.get()
+            while ex.state < DONE:  # a stray wake-up must not end the wait early
+                self.hub.switch_out()
         finally:
             ex.waiter = None
             if ex.state < DONE:
@@ -382,7 +385,7 @@ class Endpoint:
         for ex in list(layer._by_token.values()):
             layer.cancel(ex, now, "closed")
             if ex.waiter is not None:
-                ex.waiter.switch(ex)
+                self.hub.run_callback(ex.waiter.switch, ex)  # resumed from the hub
         layer.outbox.clear()
         self.channel.close()
         self.sock.close()

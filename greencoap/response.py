@@ -37,7 +37,7 @@ class Response:
     ``token`` and the raw ``message``.
     """
 
-    __slots__ = ("code", "payload", "options", "peer", "message")
+    __slots__ = ("code", "payload", "options", "_peer", "message")
 
     def __init__(
         self,
@@ -59,7 +59,7 @@ class Response:
                 payload = bytes(payload)
         self.payload = payload
         self.options: list[tuple[int, bytes]] = list(options) if options else []
-        self.peer: tuple | None = None
+        self._peer: tuple | None = None
         self.message: Message | None = None
         if content_format is not None:
             if self.options:
@@ -82,9 +82,14 @@ class Response:
         r.code = msg.code
         r.payload = msg.payload
         r.options = msg.options
-        r.peer = display_peer(peer) if peer else None
+        r._peer = peer
         r.message = msg
         return r
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """Who answered, as ``(host, port)`` (IPv4-mapped addresses unmapped)."""
+        return display_peer(self._peer) if self._peer else None
 
     def to_message(self) -> Message:
         """The message a server sends for this response (type/MID/token set later)."""
