@@ -464,3 +464,15 @@ def changed_note(before: str) -> str | None:
     if now.endswith("+dirty"):
         return "greencoap/ had uncommitted changes: edits during the run would go unnoticed"
     return None
+
+
+def footer(version: str, started: float, notes: Iterable[str] = ()) -> None:
+    """The end of every benchmark's output: notes, a warning if the code
+    changed during the run, and the time taken."""
+    notes = list(notes)
+    if notes:
+        print("\n" + "\n".join(f"- {n}" for n in notes))
+    changed = changed_note(version)
+    if changed:
+        print(f"\n- {changed}")
+    print(f"\n(took {time.monotonic() - started:.0f} s)")

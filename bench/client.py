@@ -306,12 +306,7 @@ def main() -> int:
     ]
     if parts:
         print("\nio_uring / epoll = " + ", ".join(parts))
-    if notes:
-        print("\n" + "\n".join(f"- {n}" for n in notes))
-    changed = c.changed_note(version)
-    if changed:
-        print(f"\n- {changed}")
-    print(f"\n(took {time.monotonic() - started:.0f} s)")
+    c.footer(version, started, notes)
     return 0
 
 

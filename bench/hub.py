@@ -212,10 +212,7 @@ def main() -> int:
                 spread.append(f"{lib} '{name}' {d['min']:,.0f}–{d['max']:,.0f}")
     if spread:
         print("\n- noisy (max > 1.5 × min over repeats): " + "; ".join(spread))
-    changed = c.changed_note(version)
-    if changed:
-        print(f"\n- {changed}")
-    print(f"\n(took {time.monotonic() - started:.0f} s)")
+    c.footer(version, started)
     return 0
 
 

@@ -178,12 +178,7 @@ def main() -> int:
             notes.append(f"{label}: runs {min(r['all_rps']):,.0f}–{max(r['all_rps']):,.0f} req/s")
         if r and r["exit"] not in (0, None):
             notes.append(f"{label}: locust exited {r['exit']} (1 = some requests failed)")
-    if notes:
-        print("\n" + "\n".join(f"- {n}" for n in notes))
-    changed = c.changed_note(version)
-    if changed:
-        print(f"\n- {changed}")
-    print(f"\n(took {time.monotonic() - started:.0f} s)")
+    c.footer(version, started, notes)
     return 0
 
 

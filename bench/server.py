@@ -329,12 +329,7 @@ def main() -> int:
     ]
     if spread:
         notes.append("req/s range over runs: " + "; ".join(spread))
-    if notes:
-        print("\n" + "\n".join(f"- {n}" for n in notes))
-    changed = c.changed_note(version)
-    if changed:
-        print(f"\n- {changed}")
-    print(f"\n(took {time.monotonic() - started:.0f} s)")
+    c.footer(version, started, notes)
     return 0
 
 
