@@ -244,17 +244,6 @@ class MessageLayer:
         self._next_mid = (mid + 1) & 0xFFFF
         return mid
 
-    def new_token(self, peer: Any) -> bytes:
-        """A random token not in use with ``peer`` (§5.3.1)."""
-        n = self.token_length
-        if n == 0:
-            return b""
-        getrandbits = self.rng.getrandbits
-        while True:
-            token = getrandbits(8 * n).to_bytes(n, "big")
-            if (peer, token) not in self._by_token:
-                return token
-
     # -- client role ---------------------------------------------------
     def request(
         self, msg: Message, peer: Any, now: float, timeout: float, observe: bool = False
