@@ -80,6 +80,14 @@ def tuple_to_sockaddr(addr: tuple) -> bytes:
     )
 
 
+def _remember(cache: dict, key: Any, value: Any) -> Any:
+    """Store a converted address in a bounded cache (cleared when it grows past 64k)."""
+    if len(cache) > 65536:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _buffer_count() -> int:
     """Receive buffers in the ring: ``$GREENCOAP_URING_BUFFERS`` or NBUFS."""
     text = os.environ.get("GREENCOAP_URING_BUFFERS")
@@ -164,18 +172,10 @@ class UringBackend(DatagramBackend):
 
     # -- address conversion (cached both ways: peers repeat) ----------------
     def _sockaddr(self, addr: tuple) -> bytes:
-        sa = tuple_to_sockaddr(addr)
-        if len(self._sa_cache) > 65536:
-            self._sa_cache.clear()
-        self._sa_cache[addr] = sa
-        return sa
+        return _remember(self._sa_cache, addr, tuple_to_sockaddr(addr))
 
     def _peer(self, sa: bytes) -> tuple:
-        addr = sockaddr_to_tuple(sa)
-        if len(self._addr_cache) > 65536:
-            self._addr_cache.clear()
-        self._addr_cache[sa] = addr
-        return addr
+        return _remember(self._addr_cache, sa, sockaddr_to_tuple(sa))
 
     # -- backend interface ------------------------------------------------
     def open_channel(self, sock: socket.socket, on_batch: Callable) -> Channel:
