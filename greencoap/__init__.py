@@ -9,6 +9,7 @@ from .codes import Code, Type
 from .errors import (
     ClientClosedError,
     CoapError,
+    HandshakeError,
     MessageFormatError,
     RequestTimeoutError,
     ResetError,
@@ -44,6 +45,7 @@ __all__ = [
     "Full",
     "Greenlet",
     "GreenletExit",
+    "HandshakeError",
     "Link",
     "LinkFormatError",
     "LoopExit",

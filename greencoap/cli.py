@@ -1,6 +1,7 @@
 """The ``greencoap`` command line (layer 4).
 
     greencoap get coap://127.0.0.1/hello
+    greencoap get coaps://127.0.0.1/hello --psk-identity me --psk-key secret
     greencoap post coap://127.0.0.1/echo --payload hi
     greencoap demo-server --host 127.0.0.1 --port 5683
 
@@ -22,7 +23,13 @@ def _request(args: argparse.Namespace) -> int:
     if args.payload_file:
         with open(args.payload_file, "rb") as f:
             payload = f.read()
-    with Client(timeout=args.timeout) as client:
+    psk = None
+    if args.psk_identity is not None or args.psk_key is not None:
+        if args.psk_identity is None or args.psk_key is None:
+            print("error: --psk-identity and --psk-key go together", file=sys.stderr)
+            return 2
+        psk = (args.psk_identity, args.psk_key.encode())
+    with Client(timeout=args.timeout, psk=psk) as client:
         try:
             r = client.request(
                 args.method.upper(),
@@ -54,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     for method in ("get", "post", "put", "delete", "fetch"):
         p = sub.add_parser(method, help=f"send a {method.upper()} request")
-        p.add_argument("uri", help="coap://host[:port]/path?query")
+        p.add_argument("uri", help="coap://host[:port]/path?query (or coaps://)")
         p.add_argument("--payload", "-p", help="request payload (text)")
         p.add_argument("--payload-file", help="read the payload from a file")
         p.add_argument("--content-format", "-t", type=int, help="Content-Format number")
         p.add_argument("--accept", "-A", type=int, help="Accept option number")
         p.add_argument("--non", action="store_true", help="send as NON (no retransmission)")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+        p.add_argument("--psk-identity", help="PSK identity for coaps:// (DTLS)")
+        p.add_argument("--psk-key", help="pre-shared key for coaps:// (text, as libcoap's -k)")
         p.add_argument("-v", "--verbose", action="store_true", help="show options and peer")
         p.set_defaults(method=method)
     sub.add_parser("demo-server", help="run the demo server", add_help=False)

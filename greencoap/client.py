@@ -9,10 +9,13 @@ use a default client per thread.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from functools import partial
 from time import monotonic
 from typing import Any
 
 from .codes import Code, Type
+from .dtls_channel import DtlsChannel, client_credentials
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
 from .errors import ClientClosedError, CoapError, RequestTimeoutError, ResetError, UriError
 from .hub import _os_thread_local, get_hub
@@ -58,6 +61,8 @@ def _left(deadline: float) -> float:
     if left <= 0:
         raise RequestTimeoutError("the call's timeout expired during a block-wise transfer")
     return left
+
+
 _CON, _NON = Type.CON, Type.NON
 
 
@@ -73,6 +78,8 @@ def _method(method: int | str) -> Code:
     if not 1 <= code < 32:
         raise ValueError(f"{method!r} is not a request method")
     return code
+
+
 _DNS_TTL = 60.0
 
 
@@ -92,6 +99,13 @@ class Client:
     response is fetched block by block and returned whole, up to
     ``max_body_size`` bytes.  Setting ``block_size`` also asks servers for
     blocks of that size (early negotiation).
+
+    ``coaps://`` URIs go over DTLS 1.2 with a pre-shared key (RFC 7252
+    §9.1.3.1, TLS_PSK_WITH_AES_128_CCM_8): ``psk=("identity", b"key")``, or a
+    callable ``host -> (identity, key)`` for per-device keys.  One session per
+    peer is set up on first use, reused by later requests, and closed with
+    close_notify by :meth:`close`.  A failed handshake (wrong key, unknown
+    identity, no answer) raises :class:`~greencoap.errors.HandshakeError`.
     """
 
     def __init__(
@@ -107,6 +121,7 @@ class Client:
         buffer_size: int | None = DEFAULT_SOCKET_BUFFER,
         block_size: int | None = None,
         max_body_size: int = DEFAULT_MAX_BODY,
+        psk: tuple[str | bytes, str | bytes] | Callable[[str], tuple] | None = None,
     ) -> None:
         self.params = TransmissionParameters(
             ack_timeout=ack_timeout,
@@ -123,6 +138,10 @@ class Client:
         self.bind = bind
         self.buffer_size = buffer_size
         self._endpoint: Endpoint | None = None
+        self._secure: Endpoint | None = None
+        if psk is not None and not callable(psk):
+            client_credentials(psk)  # validate early
+        self.psk = psk
         self._closed = False
         self._uris: dict[str, tuple[URI, list]] = {}
         self._literal_peers: dict[str, tuple] = {}
@@ -144,16 +163,60 @@ class Client:
         return ep
 
     @property
+    def secure_endpoint(self) -> Endpoint:
+        """The endpoint for ``coaps://`` (its own socket, DTLS), created on first use."""
+        ep = self._secure
+        if ep is None:
+            if self._closed:
+                raise ClientClosedError("the client is closed")
+            if self.psk is None:
+                raise UriError("coaps:// needs a pre-shared key: Client(psk=(identity, key))")
+            host = self.bind[0] if self.bind else None
+            sock = make_udp_socket(host, 0, buffer_size=self.buffer_size)
+            hub = get_hub()
+            channel = partial(
+                DtlsChannel, hub, role="client", psk=None if callable(self.psk) else self.psk
+            )
+            ep = self._secure = Endpoint(
+                sock, params=self.params, token_length=self.token_length, hub=hub, channel=channel
+            )
+        return ep
+
+    def endpoint_for(self, uri: URI) -> Endpoint:
+        """The endpoint that carries requests for ``uri`` (plain or DTLS)."""
+        if uri.scheme == "coaps":
+            return self.secure_endpoint
+        return self._endpoint or self.endpoint
+
+    def _credentials(self, ep: Endpoint, host: str, peer: tuple) -> None:
+        """A per-host PSK (``psk`` is a callable): handed to the DTLS channel."""
+        creds = ep.channel.credentials
+        if peer not in creds:
+            if len(creds) >= _URI_CACHE_SIZE:
+                creds.clear()
+            creds[peer] = client_credentials(self.psk(host))
+
+    @property
     def stats(self) -> dict[str, int]:
-        """Message-layer counters (requests, retransmissions, timeouts, …)."""
-        return self._endpoint.stats if self._endpoint is not None else {}
+        """Message-layer counters (requests, retransmissions, timeouts, …), plain
+        and DTLS endpoints summed; ``dtls_*`` counters come from DTLS."""
+        s: dict[str, int] = {}
+        for ep in (self._endpoint, self._secure):
+            if ep is not None:
+                for k, v in ep.stats.items():
+                    s[k] = s.get(k, 0) + v
+        return s
 
     def close(self) -> None:
-        """Release the socket; calls still waiting raise :class:`ClientClosedError`."""
+        """Release the sockets (DTLS sessions get close_notify); calls still
+        waiting raise :class:`ClientClosedError`."""
         self._closed = True
         if self._endpoint is not None:
             self._endpoint.close()
             self._endpoint = None
+        if self._secure is not None:
+            self._secure.close()
+            self._secure = None
 
     def __enter__(self) -> Client:
         return self
@@ -165,17 +228,17 @@ class Client:
         hit = self._uris.get(uri)
         if hit is None:
             u = parse_uri(uri)
-            if u.scheme != "coap":
-                raise UriError(f"{u.scheme}:// is not supported by this client yet")
             hit = (u, u.options(include_host=not is_ip_literal(u.host)))
             if len(self._uris) >= _URI_CACHE_SIZE:
                 self._uris.clear()
             self._uris[uri] = hit
         return hit
 
-    def resolve(self, host: str, port: int, timeout: float | None = None) -> tuple:
+    def resolve(
+        self, host: str, port: int, timeout: float | None = None, ep: Endpoint | None = None
+    ) -> tuple:
         """The socket address for ``host``/``port`` (name lookups off the hub)."""
-        ep = self.endpoint
+        ep = ep or self._endpoint or self._secure or self.endpoint
         key = (host, port)
         hit = self._dns.get(key)
         if hit is not None and hit[0] > monotonic():
@@ -229,7 +292,9 @@ class Client:
             method = _method(method)
         timeout = self.timeout if timeout is None else timeout
         u, uri_opts = self._parse(uri)
-        ep = self._endpoint or self.endpoint
+        ep = self._endpoint
+        if ep is None or u.scheme != "coap":
+            ep = self.endpoint_for(u)
         peer = self._literal_peers.get(uri)  # IP-literal URIs: no lookup, ever
         remaining = timeout
         if peer is None:
@@ -238,7 +303,7 @@ class Client:
                 peer = hit[1]
             else:  # a name lookup (off the hub) counts against the call's timeout
                 t0 = monotonic()
-                peer = self.resolve(u.host, u.port, timeout)
+                peer = self.resolve(u.host, u.port, timeout, ep)
                 remaining = timeout - (monotonic() - t0)
                 if remaining <= 0:
                     raise RequestTimeoutError(f"no time left for {uri} after name resolution")
@@ -246,6 +311,8 @@ class Client:
                 if len(self._literal_peers) >= _URI_CACHE_SIZE:
                     self._literal_peers.clear()
                 self._literal_peers[uri] = peer
+        if ep is self._secure and callable(self.psk):
+            self._credentials(ep, u.host, peer)
         if payload is None:
             payload = b""
         elif payload.__class__ is not bytes:
@@ -404,13 +471,21 @@ class Client:
         """
         u, _ = self._parse(uri)
         timeout = self.timeout if timeout is None else timeout
-        peer = self.resolve(u.host, u.port, timeout)
+        ep, peer = self.connect(u, timeout)
         t0 = monotonic()
         try:
-            self.endpoint.request(Message(_CON, Code.EMPTY, 0, b""), peer, timeout)
+            ep.request(Message(_CON, Code.EMPTY, 0, b""), peer, timeout)
         except ResetError:
             return monotonic() - t0
         raise CoapError("the peer answered a ping with something other than RST")
+
+    def connect(self, u: URI, timeout: float | None = None) -> tuple[Endpoint, tuple]:
+        """The endpoint and the peer address for ``u`` (resolved, PSK chosen)."""
+        ep = self.endpoint_for(u)
+        peer = self.resolve(u.host, u.port, timeout, ep)
+        if ep is self._secure and callable(self.psk):
+            self._credentials(ep, u.host, peer)
+        return ep, peer
 
     def get(self, uri: str, **kwargs: Any) -> Response:
         """GET ``uri``; see :meth:`request` for the keyword arguments."""

@@ -13,9 +13,14 @@ Resources:
 * ``PUT /store`` stores the (block-wise) body → 2.04; ``GET /store`` returns
   it; ``DELETE /store`` → 2.02
 * ``GET /counter?interval=S`` → observable: ``0``, ``1``, ``2``, … every S s
+* ``GET /whoami`` → the PSK identity of a ``coaps://`` request
+  (``anonymous`` over plain CoAP)
 * ``GET /.well-known/core`` → the resources above in link-format
 
 ``--workers N`` runs N worker processes sharing the port.
+``--dtls-port P --psk IDENTITY:KEY`` also serves everything over DTLS 1.2
+(``coaps://``, pre-shared key, TLS_PSK_WITH_AES_128_CCM_8); ``--psk`` may be
+given several times, the key is the text libcoap's ``-k`` takes.
 """
 
 from __future__ import annotations
@@ -103,7 +108,19 @@ def build_router() -> Router:
             n += 1
             sleep(interval)
 
+    @router.get("/whoami", rt="identity", ct=0, title="The request's PSK identity")
+    def whoami(request: Request):
+        return request.identity or "anonymous"
+
     return router
+
+
+def parse_psk(text: str) -> tuple[str, bytes]:
+    """``IDENTITY:KEY`` from the command line (the key as text, like libcoap's ``-k``)."""
+    identity, sep, key = text.partition(":")
+    if not sep or not identity or not key:
+        raise argparse.ArgumentTypeError("expected IDENTITY:KEY")
+    return identity, key.encode()
 
 
 def make_server(host: str = "::", port: int = 5683, **kwargs) -> Server:
@@ -116,18 +133,42 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="greencoap demo-server", description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="::", help="address to bind (default :: = dual stack)")
     ap.add_argument("--port", type=int, default=5683, help="UDP port (default 5683)")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="worker processes sharing the port (SO_REUSEPORT)")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (SO_REUSEPORT)"
+    )
+    ap.add_argument(
+        "--dtls-port",
+        type=int,
+        default=None,
+        help="also serve coaps:// (DTLS 1.2 PSK) on this UDP port (e.g. 5684)",
+    )
+    ap.add_argument(
+        "--psk",
+        type=parse_psk,
+        action="append",
+        default=[],
+        metavar="IDENTITY:KEY",
+        help="a pre-shared key for DTLS (repeatable)",
+    )
+    ap.add_argument("--psk-hint", default="", help="PSK identity hint sent to DTLS clients")
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     args = ap.parse_args(argv)
+    if args.dtls_port is not None and not args.psk:
+        ap.error("--dtls-port needs at least one --psk IDENTITY:KEY")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    server = make_server(args.host, args.port, workers=args.workers)
+    dtls = {}
+    if args.dtls_port is not None:
+        dtls = {"dtls_port": args.dtls_port, "psk": dict(args.psk), "psk_hint": args.psk_hint}
+    server = make_server(args.host, args.port, workers=args.workers, **dtls)
+    secure = f", coaps on port {args.dtls_port}" if dtls else ""
     if args.workers > 1:
-        print(f"greencoap demo server on [{args.host}]:{args.port} ({args.workers} workers)",
-              flush=True)
+        print(
+            f"greencoap demo server on [{args.host}]:{args.port} ({args.workers} workers{secure})",
+            flush=True,
+        )
         server.serve_forever()
         print("greencoap demo server stopped", file=sys.stderr, flush=True)
         return 0
@@ -136,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.SIGTERM,
         lambda *_: server.hub.run_callback_threadsafe(lambda: spawn(server.shutdown, 5.0)),
     )
-    print(f"greencoap demo server on [{args.host}]:{server.port} ({server.hub.backend} hub)",
-          flush=True)
+    if dtls:
+        secure = f", coaps on port {server.dtls_port}"
+    print(
+        f"greencoap demo server on [{args.host}]:{server.port} ({server.hub.backend} hub{secure})",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

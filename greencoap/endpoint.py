@@ -30,6 +30,8 @@ from .protocol.messaging import (
     CON,
     DONE,
     NOTIFICATION,
+    OBSERVING,
+    QUEUED,
     REQUEST,
     RESET,
     TIMEOUT,
@@ -126,6 +128,7 @@ class Endpoint:
         hub: Any = None,
         rng: Random | None = None,
         separate_delay: float | None = None,
+        channel: Callable | None = None,
     ) -> None:
         self.hub = hub or get_hub()
         self.sock = sock
@@ -144,7 +147,10 @@ class Endpoint:
         self.closed = False
         self._timer = None
         self._timer_at = float("inf")
-        self.channel = self.hub.io.open_channel(sock, self._on_batch)
+        # ``channel(sock, on_batch)`` wraps the socket (DTLS); the backend's by default
+        self.channel = (channel or self.hub.io.open_channel)(sock, self._on_batch)
+        if hasattr(self.channel, "on_failure"):
+            self.channel.on_failure = self.fail_peer
 
     @property
     def address(self) -> tuple:
@@ -349,6 +355,8 @@ class Endpoint:
             raise RequestTimeoutError(f"no response from {display_peer(peer)} within {timeout} s")
         if result is RESET:
             raise ResetError(f"{display_peer(peer)} answered with RST")
+        if isinstance(result, Exception):  # e.g. the peer's DTLS handshake failed
+            raise result
         raise ClientClosedError("the endpoint was closed while waiting")
 
     def respond(self, request: Message, peer: Any, response: Message) -> None:
@@ -373,6 +381,24 @@ class Endpoint:
             self._drain()
         self._arm()
         return ex
+
+    def fail_peer(self, peer: Any, error: Exception) -> None:
+        """End every exchange with ``peer`` now, raising ``error`` in its caller
+        (the secure channel's session with that peer failed)."""
+        layer = self.layer
+        now = monotonic()
+        doomed = [e for e in layer._by_token.values() if e.peer == peer]
+        doomed.sort(key=lambda e: e.state != QUEUED)  # queued first: none may start now
+        for ex in doomed:
+            observing = ex.state == OBSERVING
+            layer.cancel(ex, now, error)
+            if observing and ex.sink is not None:
+                ex.sink(error)  # the observation ends with this error
+            if ex.waiter is not None:
+                self.hub.run_callback(ex.waiter.switch, ex)
+        if layer.outbox:
+            self._drain()
+        self._arm()
 
     def send_raw(self, data: bytes, peer: Any) -> None:
         """Queue a datagram as is (tests and tools)."""

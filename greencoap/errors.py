@@ -51,6 +51,16 @@ class ClientClosedError(CoapError):
     """The client (or its endpoint) was closed while the call was waiting."""
 
 
+class HandshakeError(CoapError, ConnectionError):
+    """A DTLS session could not be set up or was torn down (coaps://).
+
+    Raised by requests to a peer whose handshake failed: a wrong key or an
+    unknown PSK identity (the peer's alert is named), no answer within the
+    handshake's retransmission schedule, or a fatal alert on an established
+    session.
+    """
+
+
 class ResponseError(CoapError):
     """Raised by ``Response.raise_for_status()`` for a 4.xx/5.xx response."""
 

@@ -56,6 +56,7 @@ class Observation:
         self._queue: Queue = Queue()
         self._ex: Exchange | None = None
         self._peer: tuple | None = None
+        self._ep: Any = None
         self._opts: list = []
         self._started = False
         self.cancelled = False
@@ -65,7 +66,7 @@ class Observation:
     def _start(self) -> Response:
         client = self.client
         u, uri_opts = client._parse(self.uri)
-        self._peer = peer = client.resolve(u.host, u.port, self.timeout)
+        self._ep, self._peer = ep, peer = client.connect(u, self.timeout)
         self._opts = list(uri_opts) + self.extra_options
         msg = Message(
             Type.CON if self.confirmable else Type.NON,
@@ -74,7 +75,6 @@ class Observation:
             b"",
             self._opts + [(OptionNumber.OBSERVE, b"")],
         )
-        ep = client.endpoint
         self._ex = ex = ep.observe(msg, peer, self.timeout, self._on_notification)
         first: Message = ex.result
         if ex.state == OBSERVING:
@@ -83,7 +83,11 @@ class Observation:
         return self._whole(first)
 
     def _on_notification(self, msg: Message) -> None:
-        """In the hub: queue a fresh notification for the iterating greenlet."""
+        """In the hub: queue a fresh notification for the iterating greenlet
+        (or the error that ended the observation, e.g. a failed DTLS session)."""
+        if isinstance(msg, Exception):
+            self._queue.put(msg)
+            return
         if self.freshness.accept(msg.observe if 64 <= msg.code < 96 else None, monotonic()):
             self._queue.put(msg)
             if self._ex is not None and self._ex.state != OBSERVING:
@@ -94,7 +98,7 @@ class Observation:
         if msg.block2 is not None and msg.block2.more:
             client = self.client
             msg = client._fetch_rest(
-                client.endpoint, Type.CON, Code.GET, self._opts, msg, self._peer, self.timeout
+                self._ep, Type.CON, Code.GET, self._opts, msg, self._peer, self.timeout
             )
         return Response.from_message(msg, self._peer)
 
@@ -128,6 +132,8 @@ class Observation:
                 ) from None
             if item is _FINAL:
                 return
+            if isinstance(item, Exception):
+                raise item
             self.notifications += 1
             yield self._whole(item)
 
@@ -143,7 +149,7 @@ class Observation:
         self._queue.put(_FINAL)
         if ex is None or ex.state != OBSERVING:
             return None
-        ep = self.client.endpoint
+        ep = self._ep
         ep.forget(ex)
         msg = Message(
             Type.CON,

@@ -41,11 +41,24 @@ log = logging.getLogger("greencoap.server")
 class Observer:
     """One client observing one resource."""
 
-    __slots__ = ("registry", "peer", "token", "path", "request", "route", "params", "seq",
-                 "sent", "gen", "greenlet", "active")
+    __slots__ = (
+        "registry",
+        "peer",
+        "token",
+        "path",
+        "request",
+        "route",
+        "params",
+        "seq",
+        "sent",
+        "gen",
+        "greenlet",
+        "active",
+    )
 
-    def __init__(self, registry: ObserverRegistry, request: Request, route: Route,
-                 params: dict) -> None:
+    def __init__(
+        self, registry: ObserverRegistry, request: Request, route: Route, params: dict
+    ) -> None:
         self.registry = registry
         self.peer = request.peer
         self.token = request.message.token
@@ -73,7 +86,7 @@ class Observer:
         """Send one notification (a final one when it is not 2.xx)."""
         if not self.active:
             return
-        ep = self.registry.server.endpoint
+        ep = self.registry.server._ep(self.peer)
         if ep is None:
             return
         final = not 64 <= response.code < 96

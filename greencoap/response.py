@@ -11,6 +11,7 @@ import json as _json
 from typing import Any
 
 from .codes import CODES, Code, Type
+from .dtls_channel import secure_identity
 from .endpoint import display_peer
 from .errors import ResponseError
 from .message import Message
@@ -25,6 +26,8 @@ def _uint(value: int) -> bytes:
     if value < 256:
         return _UINTS[value]
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
 TEXT = int(ContentFormat.TEXT_PLAIN)
 
 
@@ -154,7 +157,8 @@ class Request:
     ``method`` (a :class:`Code`), ``path`` (``"/a/b"``), ``params`` (from
     ``:name`` route segments), ``query`` (a dict of ``k=v`` items; a bare
     ``k`` maps to ``""``), ``payload``, ``options``, ``peer``,
-    ``content_format``, ``accept`` and the raw ``message``.
+    ``content_format``, ``accept``, the raw ``message`` and, over DTLS, the
+    PSK ``identity`` that authenticated it.
     """
 
     __slots__ = ("message", "peer", "params", "_path", "_query")
@@ -212,6 +216,12 @@ class Request:
     @property
     def confirmable(self) -> bool:
         return self.message.mtype == Type.CON
+
+    @property
+    def identity(self) -> str | None:
+        """The PSK identity that authenticated this request over DTLS
+        (``coaps://``); None for plain CoAP."""
+        return secure_identity(self.peer)
 
     @property
     def remote(self) -> tuple[str, int]:

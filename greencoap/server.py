@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import types
+from functools import partial
 from time import monotonic
 from typing import Any
 
 from .codes import Code, Type
+from .dtls_channel import DtlsChannel, SecurePeer, psk_lookup_from
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket
 from .errors import CoapError, MessageFormatError
 from .hub import get_hub, sleep
@@ -88,6 +90,14 @@ class Server:
     a response larger than ``block_size`` (or than the client's Block2 size)
     is served block by block with an ETag and Size2, the body kept for the
     following block requests so the handler runs once per transfer.
+
+    With ``dtls_port`` the same router is also served over DTLS 1.2 with
+    pre-shared keys (``coaps://``, TLS_PSK_WITH_AES_128_CCM_8): ``psk`` is a
+    dict ``{identity: key}`` or a callable ``identity -> key or None``;
+    ``psk_hint`` is sent to clients that ask which key to use.  A handler sees
+    the authenticated identity as :attr:`Request.identity` (None for plain
+    CoAP).  ``dtls_sessions`` caps the sessions kept (least recently used
+    evicted), ``dtls_idle_timeout`` drops silent ones.
     """
 
     def __init__(
@@ -112,6 +122,11 @@ class Server:
         block_size: int = 1024,
         upload_timeout: float = 60.0,
         blockwise_memory: int = 64 << 20,
+        dtls_port: int | None = None,
+        psk: dict | Any = None,
+        psk_hint: str | bytes = b"",
+        dtls_sessions: int = 10_000,
+        dtls_idle_timeout: float = 300.0,
     ) -> None:
         self.router = router
         if not any(r.path == "/.well-known/core" for r in router.routes):
@@ -130,6 +145,17 @@ class Server:
         if workers > 1:
             self.reuse_port = True
         self.endpoint: Endpoint | None = None
+        #: the DTLS endpoint when ``dtls_port`` is set and the server runs
+        self.secure_endpoint: Endpoint | None = None
+        if dtls_port is not None:
+            if psk is None:
+                raise ValueError("dtls_port needs psk={identity: key} (or a callable)")
+            psk_lookup_from(psk)  # validate early
+        self._dtls_port = dtls_port
+        self.psk = psk
+        self.psk_hint = psk_hint
+        self.dtls_sessions = dtls_sessions
+        self.dtls_idle_timeout = dtls_idle_timeout
         self.hub = None
         self._stopped = None
         self._stats = {
@@ -164,11 +190,33 @@ class Server:
         return self._port
 
     @property
+    def dtls_port(self) -> int | None:
+        """The bound DTLS port (None without DTLS)."""
+        return self._dtls_port
+
+    @property
     def stats(self) -> dict[str, int]:
-        """Counters: requests, duplicates, malformed, pings, handler errors, …"""
+        """Counters: requests, duplicates, malformed, pings, handler errors, …
+
+        With DTLS, the secure endpoint's counters are added in (message-layer
+        ones summed with the plain endpoint's; ``dtls_*`` from the engine:
+        handshakes, bad records, authentication failures, replays, alerts).
+        """
         s = dict(self._stats)
-        s.update(self.endpoint.stats if self.endpoint is not None else self._last_stats)
+        if self.endpoint is None:
+            s.update(self._last_stats)
+            return s
+        s.update(self.endpoint.stats)
+        if self.secure_endpoint is not None:
+            for k, v in self.secure_endpoint.stats.items():
+                s[k] = s.get(k, 0) + v
         return s
+
+    def _ep(self, peer: tuple) -> Endpoint | None:
+        """The endpoint ``peer`` talks to (the DTLS one for secure peers)."""
+        if peer[-1].__class__ is SecurePeer:
+            return self.secure_endpoint
+        return self.endpoint
 
     def start(self) -> Server:
         """Bind the socket and start serving on this thread's hub."""
@@ -189,6 +237,29 @@ class Server:
         )
         self.endpoint.admit = self._admission
         self._port = self.endpoint.address[1]
+        if self._dtls_port is not None:
+            sock = make_udp_socket(
+                self.host, self._dtls_port, reuse_port=self.reuse_port, buffer_size=self.buffer_size
+            )
+            channel = partial(
+                DtlsChannel,
+                self.hub,
+                role="server",
+                psk=self.psk,
+                hint=self.psk_hint,
+                max_sessions=self.dtls_sessions,
+                idle_timeout=self.dtls_idle_timeout,
+            )
+            ep = self.secure_endpoint = Endpoint(
+                sock,
+                params=self.params,
+                on_request=self._handle,
+                hub=self.hub,
+                separate_delay=self.separate_delay,
+                channel=channel,
+            )
+            ep.admit = self._admission
+            self._dtls_port = ep.address[1]
         self._stopped = Event()
         return self
 
@@ -213,12 +284,12 @@ class Server:
     def shutdown(self, grace: float = 5.0) -> None:
         """Graceful stop: ignore new requests, let running handlers finish (at
         most ``grace`` seconds), end observations with 5.03, then close."""
-        ep = self.endpoint
-        if ep is not None:
+        eps = [ep for ep in (self.endpoint, self.secure_endpoint) if ep is not None]
+        for ep in eps:
             ep.accepting = False
-            deadline = monotonic() + grace
-            while ep.busy and monotonic() < deadline:
-                sleep(0.01)
+        deadline = monotonic() + grace
+        while any(ep.busy for ep in eps) and monotonic() < deadline:
+            sleep(0.01)
         self.stop()
 
     # -- admission control (in the hub, per received batch) -------------
@@ -248,7 +319,9 @@ class Server:
     def _refuse(self, msg: Message, peer: tuple, code: int) -> None:
         """Answer a refused CON with ``code`` and Max-Age 1 (retry later); drop a NON."""
         if msg.mtype == Type.CON:
-            self.endpoint.respond(msg, peer, Response(code, max_age=1).to_message())
+            ep = self._ep(peer)
+            if ep is not None:
+                ep.respond(msg, peer, Response(code, max_age=1).to_message())
 
     def notify(self, path: str) -> None:
         """Re-render ``path`` for all its observers (push-style resources).
@@ -264,7 +337,10 @@ class Server:
         """End observations (a final 5.03 each), stop serving, close the socket."""
         if self.endpoint is not None:
             self.observers.close()
-            self._last_stats = self.endpoint.stats
+            self._last_stats = self.stats
+            if self.secure_endpoint is not None:
+                self.secure_endpoint.close()
+                self.secure_endpoint = None
             self.endpoint.close()
             self.endpoint = None
         if self._stopped is not None:
@@ -282,13 +358,11 @@ class Server:
         query = list(request.query.items())
         if query:
             links = filter_links(links, query)
-        return Response(
-            Code.CONTENT, format_link_format(links).encode(), content_format=40
-        )
+        return Response(Code.CONTENT, format_link_format(links).encode(), content_format=40)
 
     # -- request handling (on worker greenlets) ------------------------
     def _handle(self, msg: Message, peer: tuple) -> None:
-        ep = self.endpoint
+        ep = self.endpoint if peer[-1].__class__ is not SecurePeer else self.secure_endpoint
         if ep is None:
             return
         ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
@@ -355,14 +429,18 @@ class Server:
                 return Response(Code.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
             if status == "too_large":
                 self._stats["block1_too_large"] += 1
-                return Response(
-                    Code.REQUEST_ENTITY_TOO_LARGE, options=[(O.SIZE1, _uint(value))]
-                )
+                return Response(Code.REQUEST_ENTITY_TOO_LARGE, options=[(O.SIZE1, _uint(value))])
             if status == "busy":
                 self._stats["block1_busy"] += 1
                 return Response(Code.SERVICE_UNAVAILABLE, "too many uploads in progress")
-            msg = Message(msg.mtype, msg.code, msg.mid, msg.token,
-                          [o for o in msg.options if o[0] not in (O.BLOCK1, O.SIZE1)], value)
+            msg = Message(
+                msg.mtype,
+                msg.code,
+                msg.mid,
+                msg.token,
+                [o for o in msg.options if o[0] not in (O.BLOCK1, O.SIZE1)],
+                value,
+            )
         b2 = msg.block2
         szx = self.block_szx if b2 is None else min(b2.szx, self.block_szx)
         num = 0 if b2 is None else b2.num
