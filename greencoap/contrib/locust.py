@@ -17,8 +17,11 @@ a response object is always returned.  ``catch_response=True`` gives a
 context manager with ``success()`` / ``failure()`` exactly as HttpSession's.
 
 Settings are class attributes (``timeout``, ``ack_timeout``,
-``ack_random_factor``, ``max_retransmit``, ``nstart``, ``block_size``) or
-``--coap-*`` command-line options.  Nothing is created at import time (``--processes``
+``ack_random_factor``, ``max_retransmit``, ``nstart``, ``block_size``,
+``psk_identity`` and ``psk_key`` for ``coaps://`` hosts) or ``--coap-*``
+command-line options (``--host coaps://dev:5684 --coap-psk-identity me
+--coap-psk-key secret`` load-tests over DTLS: each user sets up its own
+session).  Nothing is created at import time (``--processes``
 forks after import); each user gets its own client in ``__init__``, running
 on gevent's hub.
 """
@@ -331,6 +334,8 @@ _OPTIONS = (
     ("max_retransmit", int, "RFC 7252 MAX_RETRANSMIT (default 4)"),
     ("nstart", int, "requests in flight per user and peer (default 1024)"),
     ("block_size", int, "block size for block-wise transfers, 16..1024 (default: server's)"),
+    ("psk_identity", str, "PSK identity for a coaps:// host (DTLS 1.2)"),
+    ("psk_key", str, "pre-shared key for a coaps:// host (text)"),
 )
 
 
@@ -351,6 +356,8 @@ class CoapUser(User):
     max_retransmit: int = 4
     nstart: int = 1024
     block_size: int | None = None
+    psk_identity: str | None = None
+    psk_key: str | bytes | None = None
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
@@ -361,6 +368,11 @@ class CoapUser(User):
         for attr, _, _ in _OPTIONS:
             value = getattr(opts, f"coap_{attr}", None) if opts is not None else None
             settings[attr] = value if value is not None else getattr(self, attr)
+        identity, key = settings.pop("psk_identity"), settings.pop("psk_key")
+        if (identity is None) != (key is None):
+            raise StopTest("CoapUser: set both psk_identity and psk_key (or neither)")
+        if identity is not None:
+            settings["psk"] = (identity, key)
         client = Client(**settings)
         self.client = CoapSession(base, environment.events.request, self, client)
 
