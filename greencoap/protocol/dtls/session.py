@@ -795,7 +795,7 @@ class DtlsSession:
             return
         if self._timer_at is not None and now >= self._timer_at:
             if self._tries >= self.MAX_RETRANSMITS:
-                self._set_failed(DtlsError("handshake timed out"))
+                self._set_failed(DtlsError(self._timeout_message()))
                 return
             self._tries += 1
             self._rto = min(self._rto * 2, self.RTO_MAX)
@@ -810,6 +810,14 @@ class DtlsSession:
                 self.close()
             else:
                 self._set_failed(DtlsError("handshake abandoned: the peer went idle"))
+
+    def _timeout_message(self) -> str:
+        if self._phase == C_WAIT_SERVER_HELLO:
+            return "handshake timed out: no answer from the server"
+        if self._phase == C_WAIT_CCS and self.stats["records_in"]:
+            # OpenSSL and GnuTLS servers drop a Finished they cannot decrypt.
+            return "handshake timed out waiting for the server's Finished — wrong PSK?"
+        return "handshake timed out"
 
     def _fail_wrong_key(self) -> None:
         if self.is_client:
