@@ -132,7 +132,10 @@ class DtlsServer:
             self._after(session, peer, expiring=True)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`expire` must run next, or None."""
+        """When :meth:`expire` must run next, or None.  It may be early (a
+        session's deadline moved later since it was scheduled): calling
+        ``expire`` then costs one heap operation and reschedules it.  It is
+        never late."""
         heap = self._heap
         sessions = self.sessions
         while heap:
