@@ -165,6 +165,7 @@ STAT_NAMES = (
     "auth_failures",  # epoch ≥ 1 records that failed AEAD authentication
     "replays",  # duplicates or records older than the replay window
     "wrong_epoch",  # records of an epoch we cannot read (yet)
+    "early_records",  # epoch-1 records kept until the peer's ChangeCipherSpec
     "unexpected_records",  # well-formed but out of place (dropped)
     "retransmits",  # flights sent again (timer or peer retransmission)
     "alerts_in",
@@ -362,7 +363,7 @@ class DtlsSession:
             self.stats["unexpected_records"] += 1
             return []
         records, ok = parse_records(datagram)
-        if not ok:
+        if not ok or not records:
             self.stats["bad_records"] += 1
         out: list[bytes] = []
         self._stale = False
@@ -405,7 +406,8 @@ class DtlsSession:
             self._window0.update(seq)
             plain = fragment
         elif epoch == 1 and self.state is HANDSHAKING and len(self._early) < self.MAX_EARLY_RECORDS:
-            stats["records_in"] -= 1  # counted again when processed
+            stats["records_in"] -= 1  # counted when processed
+            stats["early_records"] += 1
             self._early.append(rec)
             return
         else:
