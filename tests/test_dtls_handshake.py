@@ -628,3 +628,40 @@ def test_psk_lookup_exception_is_internal_error():
     (s,) = net.server_sessions
     assert s.state is FAILED and s.error.alert == 80 and "database down" in str(s.error)
     assert net.client.state is FAILED and net.client.error.alert == 80
+
+
+def test_silent_server_means_wrong_key_after_three_repeats():
+    """OpenSSL and GnuTLS servers drop a Finished they cannot decrypt and just
+    repeat their hello flight; the client gives up after three repeats."""
+
+    def policy(d: str, i: int, datagram: bytes) -> list[bytes]:
+        return [] if d == "c2s" and i >= 2 else [datagram]  # flight 5 never arrives
+
+    net = Net(make_client(), make_server(), policy=policy)
+    net.handshake()
+    c = net.client
+    assert c.state is FAILED and c.error.alert is None
+    assert str(c.error) == (
+        "handshake failed: the server repeated its hello flight 3 times and never "
+        "accepted our Finished — wrong PSK?"
+    )
+    assert net.now == 7.0  # server retransmissions at 1, 3 and 7 s
+
+
+def test_a_repeated_flight_is_answered_once_however_it_is_split():
+    def policy(d: str, i: int, datagram: bytes) -> list[bytes]:
+        return [] if d == "c2s" and i >= 2 else [datagram]  # flight 5 is lost
+
+    server = make_server(mtu=60, hint=b"h" * 100)
+    net = Net(make_client(), server, policy=policy)
+    net.client.start(0.0)
+    net.run(lambda: net.client._phase == 3 and not net.wire)  # flight 5 sent (and lost)
+    assert net.client.stats["retransmits"] == 0
+    server.expire(server.next_deadline())  # the server repeats its hello flight...
+    repeated = [d for d, _ in server.outbox]
+    server.outbox = []
+    assert len(repeated) > 3  # ...in several datagrams
+    for datagram in repeated:
+        net.client.receive(datagram, 0.5)
+    assert net.client.stats["retransmits"] == 1  # answered once
+    assert len(net.client.outbox) == 1

@@ -31,11 +31,15 @@ The handshake, flight by flight (``*`` = only with an identity hint)::
 The side that sent the last flight of an exchange step waits for the next
 one under a timer that starts at 1 s and doubles up to 60 s; after
 ``MAX_RETRANSMITS`` retransmissions the handshake fails ("handshake timed
-out").  Receiving a retransmitted message of the peer's previous flight
+out").  Receiving again the last message of the peer's previous flight
 (a message_seq already processed) means our flight was lost: we send it
-again.  The server keeps flight 6 after it is established, until
-application data arrives from the client or ``FINAL_FLIGHT_RETENTION``
-passes, so that a repeated flight 5 can still be answered.
+again, once per repeated flight.  A server that cannot decrypt the client's
+Finished (wrong PSK) and drops it silently — OpenSSL and GnuTLS do — shows
+only by repeating its hello flight: after ``WRONG_KEY_REPEATS`` such repeats
+the client gives up with a "wrong PSK?" error instead of waiting a minute.
+The server keeps flight 6 after it is established, until application data
+arrives from the client or ``FINAL_FLIGHT_RETENTION`` passes, so that a
+repeated flight 5 can still be answered.
 
 Handshake messages are taken strictly in message_seq order (see
 :mod:`.reassembly`); the server numbers its messages from the message_seq of
@@ -155,6 +159,7 @@ S_WAIT_FINISHED = 8  # server: reading epoch 1; the client's Finished next
 DONE = 9  # handshake over (established, closed or failed)
 
 EPOCH_1 = 1 << 48
+FLIGHT_ENDS = frozenset((CLIENT_HELLO, SERVER_HELLO_DONE, FINISHED))  # last message of a flight
 CCS_BODY = b"\x01"
 SUITE = TLS_PSK_WITH_AES_128_CCM_8
 
@@ -192,6 +197,7 @@ class DtlsSession:
     MAX_RETRANSMITS = 5  # 1+2+4+8+16+32 s: the handshake fails 63 s after the flight
     FINAL_FLIGHT_RETENTION = 64.0  # server: how long flight 6 is kept for retransmission
     MAX_EARLY_RECORDS = 8  # epoch-1 records kept while the peer's CCS is missing
+    WRONG_KEY_REPEATS = 3  # client: server hello flight repeats before "wrong PSK?"
 
     def __init__(
         self,
@@ -267,6 +273,7 @@ class DtlsSession:
         self._retain_until: float | None = None
         self._stale = False  # a peer retransmission seen in this receive() call
         self._reneg_refused: int | None = None
+        self._server_repeats = 0  # client: hello flight repeats seen after our Finished
         self._sched: float | None = None  # owned by DtlsServer: deadline it has scheduled
 
     def __repr__(self) -> str:
@@ -373,10 +380,29 @@ class DtlsSession:
                 break
         if self._stale:
             self._stale = False
-            if self._flight is not None and self.state is not FAILED:
-                self.stats["retransmits"] += 1
-                self._transmit()
+            self._on_peer_repeated_flight()
         return out
+
+    def _on_peer_repeated_flight(self) -> None:
+        """The peer sent its previous flight again: ours did not get through."""
+        if self._flight is None or self.state is FAILED:
+            return
+        if self._phase == C_WAIT_CCS:
+            # A server that cannot decrypt our Finished (OpenSSL, GnuTLS) drops it
+            # silently and keeps repeating its hello flight.  After a few rounds
+            # that is far likelier a wrong key than loss.
+            self._server_repeats += 1
+            if self._server_repeats >= self.WRONG_KEY_REPEATS:
+                self._set_failed(
+                    DtlsError(
+                        "handshake failed: the server repeated its hello flight "
+                        f"{self._server_repeats} times and never accepted our Finished "
+                        "— wrong PSK?"
+                    )
+                )
+                return
+        self.stats["retransmits"] += 1
+        self._transmit()
 
     def _on_record(self, rec: Record, now: float, out: list[bytes]) -> None:
         ctype, version, es, fragment = rec
@@ -457,8 +483,9 @@ class DtlsSession:
                 self.state = CLOSED
                 self._stop()
             else:
+                hint = " — wrong PSK?" if self._phase == C_WAIT_CCS else ""
                 self._set_failed(
-                    DtlsError("handshake failed: peer sent close_notify", CLOSE_NOTIFY)
+                    DtlsError(f"handshake failed: peer sent close_notify{hint}", CLOSE_NOTIFY)
                 )
         elif level == FATAL:
             during = self.state is HANDSHAKING
@@ -511,9 +538,7 @@ class DtlsSession:
                 continue
             status = hs.add(msg_type, length, seq, offset, data, epoch)
             if status == OLD:
-                start = self._peer_flight_start
-                if start is not None and seq >= start:
-                    self._stale = True
+                self._check_repeat(msg_type, seq, offset)
                 continue
             if status != ACCEPTED:
                 self.stats["unexpected_records"] += 1
@@ -527,9 +552,7 @@ class DtlsSession:
     def _on_handshake_established(self, msg_type: int, seq: int, offset: int, epoch: int) -> None:
         next_seq = self._hs.next_seq or 0
         if seq < next_seq:
-            start = self._peer_flight_start
-            if self._flight is not None and start is not None and seq >= start:
-                self._stale = True  # our final flight was lost: the client sent flight 5 again
+            self._check_repeat(msg_type, seq, offset)  # the client lost our flight 6?
             return
         renegotiation = HELLO_REQUEST if self.is_client else CLIENT_HELLO
         if epoch >= 1 and offset == 0 and msg_type == renegotiation:
@@ -538,6 +561,14 @@ class DtlsSession:
                 self._send_alert(WARNING, NO_RENEGOTIATION)
             return
         self.stats["unexpected_records"] += 1
+
+    def _check_repeat(self, msg_type: int, seq: int, offset: int) -> None:
+        # A message already processed: if it ends the peer's previous flight, the
+        # whole flight is being retransmitted (answer once per flight, not per
+        # datagram or fragment, so a flight split in three does not get three).
+        start = self._peer_flight_start
+        if offset == 0 and msg_type in FLIGHT_ENDS and start is not None and seq >= start:
+            self._stale = True
 
     def _on_message(self, msg_type: int, seq: int, body: bytes, epoch: int, now: float) -> None:
         if msg_type == HELLO_REQUEST:
