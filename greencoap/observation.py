@@ -120,8 +120,9 @@ class Observation:
         """
         if not self._started:
             first = self._start()
+            registered = self.active
             yield first
-            if not self.active:
+            if not registered:  # a final answer: the server keeps no observation
                 return
         while not self.cancelled:
             try:

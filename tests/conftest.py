@@ -132,7 +132,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.output, _ = self.p.communicate()
-        elif self.p.stdout:
+        elif self.p.stdout and not self.p.stdout.closed:
             self.output = self.p.stdout.read()
         return self.output
 

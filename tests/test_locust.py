@@ -201,3 +201,44 @@ def test_observe_reports_each_notification(gevent_hub, env_and_events, libcoap_s
     assert [e["request_type"] for e in fired] == ["OBSERVE", "NOTIFY", "NOTIFY"]
     assert {e["name"] for e in fired} == {"/time (observe)"}
     assert all(e["exception"] is None and e["response_length"] > 0 for e in fired)
+
+
+def test_headless_run_over_dtls_with_psk_options():
+    """``--host coaps://… --coap-psk-identity/--coap-psk-key``: every user its own session."""
+    port, dport = free_port(), free_port()
+    from .conftest import Proc
+
+    p = Proc([sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1", "--port", str(port),
+              "--dtls-port", str(dport), "--psk", "loadtest:k3y"], port)
+    try:
+        stats = _run_locust(f"coaps://127.0.0.1:{dport}", 10, 3, {"GREENCOAP_HUB": ""},
+                            "--coap-psk-identity", "loadtest", "--coap-psk-key", "k3y")
+    finally:
+        out = p.stop()
+    (hello,) = [s for s in stats if s["name"] == "/hello"]
+    assert hello["num_requests"] >= 50 and hello["num_failures"] == 0, hello
+    assert "'dtls_sessions_created': 10" in out, out[-2000:]
+
+
+def test_wrong_psk_is_a_reported_failure(gevent_hub, env_and_events):
+    from greencoap.demo import build_router
+    from greencoap.server import Server
+
+    env, fired = env_and_events
+    srv = Server(build_router(), host="127.0.0.1", port=0, dtls_port=0,
+                 psk={"good": b"key"}).start()
+    try:
+        cls = _user_class(f"coaps://127.0.0.1:{srv.dtls_port}")
+        cls.psk_identity, cls.psk_key = "good", "key"
+        user = cls(env)
+        assert user.client.get("/whoami").text == "good"
+        user.on_stop()
+        cls.psk_key = "bad"
+        user = cls(env)
+        r = user.client.get("/hello")
+        assert not r.ok and r.code is None
+        user.on_stop()
+    finally:
+        srv.stop()
+    assert fired[0]["exception"] is None
+    assert str(fired[1]["exception"]).startswith("HandshakeError: DTLS with 127.0.0.1:")
