@@ -267,3 +267,19 @@ def test_stats_aggregate_live_and_removed_sessions():
     assert stats["records_in"] == sum(s.stats["records_in"] for s in a.server_sessions) + sum(
         s.stats["records_in"] for s in server.sessions.values()
     )
+
+
+def test_client_hello_record_numbering_is_continued_within_reason():
+    server = make_server()
+    hello = client_hello(make_client())
+    server.receive(hello, PEER, 0.0)
+    cookie = hvr_cookie(server.outbox.pop()[0])
+    for seq, expected in ((7, 7), ((1 << 48) - 1, 0)):
+        datagram = bytearray(with_cookie(hello, cookie))
+        datagram[5:11] = seq.to_bytes(6, "big")
+        session, _ = server.receive(bytes(datagram), PEER, 0.0)
+        (first, *_), ok = parse_records(server.outbox[0][0])
+        assert ok and first[2] == expected  # epoch 0, a sane sequence number
+        server.outbox = []
+        server.close(PEER)
+        server.outbox = []

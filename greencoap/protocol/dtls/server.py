@@ -240,7 +240,8 @@ class DtlsServer:
             now=now,
             idle_timeout=self.idle_timeout,
         )
-        session._seq0 = record_seq  # continue the numbering of the ClientHello, as OpenSSL does
+        if record_seq < 1 << 32:  # continue the ClientHello's numbering, as OpenSSL does
+            session._seq0 = record_seq
         self.sessions[peer] = session
         self._counters["sessions_created"] += 1
         data = session.receive(datagram, now)
