@@ -23,6 +23,7 @@ handler can tell which PSK identity authenticated the request.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ def _engine() -> Any:
 
     return dtls
 
+
+log = logging.getLogger("greencoap.dtls")
 
 #: Datagrams held per peer while its handshake runs (older ones are dropped;
 #: CoAP retransmits CON requests anyway).
@@ -126,6 +129,8 @@ class DtlsChannel:
         #: client role: called as ``on_failure(addr, HandshakeError)`` when a
         #: session fails, so waiting exchanges end at once
         self.on_failure: Callable[[tuple, Exception], None] | None = None
+        self._log_quiet_until = 0.0
+        self._log_suppressed = 0
         self.mtu = mtu
         self.max_sessions = max_sessions
         self.closed = False
@@ -182,8 +187,11 @@ class DtlsChannel:
         peers = self._peers
         plain = []
         now = monotonic()
+        failed = self.FAILED
         for data, addr in batch:
             session, apps = receive(data, addr, now)
+            if session is not None and session.state is failed:
+                self._log_failure(session, addr, now)
             if apps:
                 tagged = peers.get(addr)
                 if tagged is None or tagged[-1].session is not session:
@@ -196,6 +204,16 @@ class DtlsChannel:
         self._arm()
         if plain and not self.closed:
             self.on_batch(plain)
+
+    def _log_failure(self, session: DtlsSession, addr: tuple, now: float) -> None:
+        """One warning per second at most: a handshake or session from ``addr`` failed."""
+        if now < self._log_quiet_until:
+            self._log_suppressed += 1
+            return
+        self._log_quiet_until = now + 1.0
+        more = f" ({self._log_suppressed} more suppressed)" if self._log_suppressed else ""
+        self._log_suppressed = 0
+        log.warning("DTLS with %s failed: %s%s", _show(addr), session.error, more)
 
     def _flush_server(self) -> None:
         out = self.server.outbox

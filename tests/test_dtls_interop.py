@@ -160,3 +160,19 @@ def test_greencoap_client_wrong_key_against_libcoap(any_hub, libcoap_dtls_server
     # (RFC 6347 §4.1.2.7) and repeats its flight: the client gives up after the
     # third repeat (1 + 2 + 4 s), far sooner than the request's 60 s
     assert time.monotonic() - t0 < 10
+
+
+def test_cli_over_dtls(secure_demo):
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "greencoap", *args], capture_output=True, text=True, timeout=30
+        )
+
+    r = cli("get", secure_demo.suri + "/whoami", "--psk-identity", IDENTITY, "--psk-key", KEY)
+    assert r.returncode == 0 and r.stdout == f"2.05 Content\n{IDENTITY}\n", r
+    r = cli("get", secure_demo.suri + "/whoami", "--psk-identity", IDENTITY, "--psk-key", "bad")
+    assert r.returncode == 3 and "decrypt_error" in r.stderr, r
+    r = cli("get", secure_demo.suri + "/whoami")
+    assert r.returncode == 3 and "psk" in r.stderr, r
+    r = cli("get", secure_demo.suri + "/whoami", "--psk-key", KEY)
+    assert r.returncode == 2, r
