@@ -283,3 +283,14 @@ def test_client_hello_record_numbering_is_continued_within_reason():
         server.outbox = []
         server.close(PEER)
         server.outbox = []
+
+
+def test_unauthenticated_records_do_not_keep_a_session_alive():
+    server = make_server(idle_timeout=10.0)
+    net = handshake_from(server, PEER, 1)
+    session = net.session
+    forged = encode_plain(HANDSHAKE, DTLS_1_2, 50, m.encode_message(m.FINISHED, 40, b"x" * 12))
+    server.receive(forged, PEER, 8.0)
+    assert session.last_active == 0.0
+    server.expire(10.0)
+    assert server.sessions == {} and server.stats["sessions_expired"] == 1

@@ -439,7 +439,8 @@ class DtlsSession:
         else:
             stats["wrong_epoch"] += 1
             return
-        self.last_active = now
+        if epoch or self.state is HANDSHAKING:  # unauthenticated records keep nothing alive
+            self.last_active = now
         if ctype == APPLICATION_DATA:
             if epoch == 1 and self.state is ESTABLISHED:
                 out.append(plain)
