@@ -141,6 +141,7 @@ class DtlsChannel:
             "dtls_send_dropped": 0,
             "dtls_handshake_failures": 0,
             "dtls_unknown_peer": 0,
+            "dtls_sessions_abandoned": 0,
         }
         if role == "server":
             self.server: Any = dtls.DtlsServer(
@@ -270,6 +271,18 @@ class DtlsChannel:
                 )
                 if self.on_failure is not None:
                     self.on_failure(addr, error)
+
+    def peer_timed_out(self, addr: tuple, since: float) -> None:
+        """A request to ``addr`` got no answer: if nothing at all came from the
+        peer since ``since``, its session is abandoned (the peer may have
+        restarted and lost it), so the next request starts a new handshake."""
+        if self.server is not None:
+            return
+        session = self.sessions.get(addr)
+        if session is not None and session.state == self.ESTABLISHED:
+            if session.last_active < since:
+                del self.sessions[addr]
+                self._stats["dtls_sessions_abandoned"] += 1
 
     def _credentials(self, addr: tuple) -> tuple[bytes, bytes]:
         creds = self.credentials.get(addr) or self.default_psk

@@ -352,6 +352,9 @@ class Endpoint:
         if result.__class__ is Message:
             return ex
         if result is TIMEOUT:
+            stale = getattr(self.channel, "peer_timed_out", None)
+            if stale is not None:  # DTLS: maybe the peer lost our session (restarted)
+                stale(peer, monotonic() - timeout)
             raise RequestTimeoutError(f"no response from {display_peer(peer)} within {timeout} s")
         if result is RESET:
             raise ResetError(f"{display_peer(peer)} answered with RST")

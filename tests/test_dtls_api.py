@@ -12,7 +12,17 @@ import time
 
 import pytest
 
-from greencoap import Client, HandshakeError, Response, Router, Server, UriError, sleep, spawn
+from greencoap import (
+    Client,
+    HandshakeError,
+    RequestTimeoutError,
+    Response,
+    Router,
+    Server,
+    UriError,
+    sleep,
+    spawn,
+)
 from greencoap.demo import build_router
 from greencoap.dtls_channel import client_credentials
 from greencoap.protocol.dtls import ESTABLISHED, DtlsSession
@@ -174,6 +184,56 @@ def test_close_sends_close_notify(secure_server):
     assert secure_server.stats["dtls_sessions"] == 1
     c.close()
     assert _wait(lambda: secure_server.stats["dtls_sessions"] == 0)
+
+
+def test_client_recovers_when_the_server_restarts(any_hub):
+    """The server lost its sessions (restart): the client's request times out,
+    the stale session is abandoned and the next request handshakes anew."""
+    srv = _secure_server()
+    port = srv.dtls_port
+    with Client(timeout=5, psk=PSK) as c:
+        assert c.get(srv.suri + "/hello").text == "Hello, world!"
+        srv.secure_endpoint.channel.server.sessions.clear()  # a crash: no close_notify
+        srv.stop()
+        srv = Server(build_router(), host="127.0.0.1", port=0, dtls_port=port, psk=KEYS).start()
+        try:
+            with pytest.raises(RequestTimeoutError):
+                c.get(f"coaps://127.0.0.1:{port}/hello", timeout=1)
+            assert srv.stats["dtls_no_session"] >= 1  # epoch-1 records, no session: dropped
+            assert c.get(f"coaps://127.0.0.1:{port}/hello").text == "Hello, world!"
+            assert c.stats["dtls_sessions_abandoned"] == 1
+        finally:
+            srv.stop()
+
+
+def test_peer_reboot_replaces_its_session(hub):
+    """A new ClientHello (epoch 0, valid cookie) from an address with a session
+    starts a fresh handshake (RFC 6347 §4.2.8); the old session's keys die."""
+    srv = _secure_server()
+    addr = ("127.0.0.1", srv.dtls_port)
+    result: dict = {}
+
+    def rebooting_device():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            old = _handshake(sock, addr, PSK)
+            new = _handshake(sock, addr, PSK)  # same address, new association
+            sock.sendto(old.send(b"\x40\x01\x00\x01\xb5hello"), addr)  # dead keys
+            sock.sendto(new.send(b"\x40\x01\x00\x02\xb5hello"), addr)
+            data, _ = sock.recvfrom(4096)
+            result["apps"] = new.receive(data, time.monotonic())
+
+    try:
+        t = threading.Thread(target=rebooting_device)
+        t.start()
+        while t.is_alive():
+            sleep(0.01)
+        assert result["apps"][0][2:4] == b"\x00\x02"  # only the new session's request
+        s = srv.stats
+        assert s["dtls_sessions_replaced"] == 1 and s["dtls_sessions"] == 1
+        assert s["requests_received"] == 1
+    finally:
+        srv.stop()
 
 
 def test_handler_sees_identity(any_hub):
