@@ -427,3 +427,17 @@ def test_50000_hostile_datagrams_counted_while_a_good_client_is_served(hub):
         assert after["dtls_replays"] - before.get("dtls_replays", 0) >= n // 6 - 1 - kernel_drops
     finally:
         srv.stop()
+
+
+def test_non_ping_and_ipv6_over_dtls(any_hub):
+    router = build_router()
+    srv = Server(router, host="::1", port=0, dtls_port=0, psk=KEYS).start()
+    try:
+        with Client(timeout=5, psk=PSK) as c:
+            uri = f"coaps://[::1]:{srv.dtls_port}"
+            r = c.get(uri + "/hello", confirmable=False)
+            assert r.text == "Hello, world!" and r.mtype == 1  # NON answered NON
+            assert c.ping(uri) < 5
+            assert c.post(uri + "/echo", "v6").text == "v6"
+    finally:
+        srv.stop()
