@@ -219,6 +219,10 @@ class DtlsSession:
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         if role == "client" and psk is None:
             raise ValueError("a client session needs psk=(identity, key)")
+        if psk is not None and not (
+            len(psk) == 2 and all(isinstance(x, (bytes, bytearray)) for x in psk)
+        ):
+            raise TypeError("psk must be (identity, key) as bytes")
         if role == "server" and psk_lookup is None:
             raise ValueError("a server session needs psk_lookup")
         self.role = role
