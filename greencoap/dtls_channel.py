@@ -29,6 +29,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from .errors import HandshakeError
+from .hub import DeadlineTimer
 
 if TYPE_CHECKING:
     from .protocol.dtls import DtlsSession
@@ -134,8 +135,7 @@ class DtlsChannel:
         self.mtu = mtu
         self.max_sessions = max_sessions
         self.closed = False
-        self._timer = None
-        self._timer_at = float("inf")
+        self._deadline = DeadlineTimer(hub, self._on_timer)
         self._stats = {
             "dtls_sessions": 0,
             "dtls_send_dropped": 0,
@@ -330,16 +330,10 @@ class DtlsChannel:
                 x = s.next_deadline()
                 if x is not None and (d is None or x < d):
                     d = x
-        if d is None or d >= self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = d
-        self._timer = self.hub.call_at(d, self._on_timer)
+        if d is not None:
+            self._deadline.arm(d)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
         if self.closed:
             return
         now = monotonic()
@@ -362,8 +356,7 @@ class DtlsChannel:
         if self.closed:
             return
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._deadline.cancel()
         if self.server is not None:
             self.server.close()
             self._flush_server()

@@ -24,7 +24,7 @@ from time import monotonic
 from typing import Any
 
 from .errors import ClientClosedError, RequestTimeoutError, ResetError
-from .hub import get_hub, getcurrent
+from .hub import DeadlineTimer, get_hub, getcurrent
 from .message import Message
 from .protocol.messaging import (
     CON,
@@ -145,8 +145,7 @@ class Endpoint:
         self.admit: Callable | None = None
         self.busy = 0  # handlers running (blocked ones included)
         self.closed = False
-        self._timer = None
-        self._timer_at = float("inf")
+        self._deadline = DeadlineTimer(self.hub, self._on_timer)
         # ``channel(sock, on_batch)`` wraps the socket (DTLS); the backend's by default
         self.channel = (channel or self.hub.io.open_channel)(sock, self._on_batch)
         if hasattr(self.channel, "on_failure"):
@@ -263,16 +262,11 @@ class Endpoint:
         """Re-arm the endpoint's one timer if the engine scheduled something earlier."""
         layer = self.layer
         d = layer.new_due
-        if d < self._timer_at:
+        if d < self._deadline.at:
             layer.new_due = float("inf")
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = d
-            self._timer = self.hub.call_at(d, self._on_timer)
+            self._deadline.arm(d)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = float("inf")
         if self.closed:
             return
         layer = self.layer
@@ -280,8 +274,7 @@ class Endpoint:
         layer.new_due = float("inf")
         d = layer.next_deadline()
         if d is not None:
-            self._timer_at = d
-            self._timer = self.hub.call_at(d, self._on_timer)
+            self._deadline.arm(d)
         for _kind, ex, _ in events:
             w = ex.waiter
             if w is not None:
@@ -372,7 +365,7 @@ class Endpoint:
             self.channel.sendto(data, peer)
         if layer.outbox:
             self._drain()
-        if layer.new_due < self._timer_at:
+        if layer.new_due < self._deadline.at:
             self._arm()  # a separate CON response is retransmitted until ACKed
 
     def notify(self, peer: Any, msg: Message, confirmable: bool, waiter: Any) -> Exchange:
@@ -412,8 +405,7 @@ class Endpoint:
         if self.closed:
             return
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._deadline.cancel()
         layer = self.layer
         now = monotonic()
         for ex in list(layer._by_token.values()):

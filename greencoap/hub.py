@@ -90,6 +90,43 @@ class Timer:
         self.args = ()
 
 
+class DeadlineTimer:
+    """One hub timer following an engine's next deadline.
+
+    :meth:`arm` only ever moves it earlier (a later deadline is left to the
+    callback, which re-arms for whatever is due next); when it fires,
+    ``callback()`` runs in the hub.
+    """
+
+    __slots__ = ("hub", "callback", "at", "_timer")
+
+    def __init__(self, hub: Any, callback: Callable[[], None]) -> None:
+        self.hub = hub
+        self.callback = callback
+        self.at = float("inf")  # when it fires next (inf: not armed)
+        self._timer: Any = None
+
+    def arm(self, deadline: float) -> None:
+        """Fire at ``deadline`` if that is earlier than the current one."""
+        if deadline < self.at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.at = deadline
+            self._timer = self.hub.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.at = float("inf")
+        self.callback()
+
+    def cancel(self) -> None:
+        """Disarm."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.at = float("inf")
+
+
 class HubBase:
     """What every hub offers, whichever loop runs underneath.
 
@@ -176,7 +213,6 @@ class HubBase:
             self._executor.shutdown(wait=False)
         if getattr(_local, "hub", None) is self:
             _local.hub = None
-
 
 
 class Hub(RawGreenlet, HubBase):

@@ -667,9 +667,7 @@ class DtlsSession:
             )
             return
         ext = hello.extensions
-        reneg = ext.get(EXT_RENEGOTIATION_INFO)
-        if reneg is not None and reneg != EMPTY_RENEGOTIATION_INFO:
-            self._fail(HANDSHAKE_FAILURE, "handshake failed: non-empty renegotiation_info")
+        if not self._renegotiation_info_ok(ext):
             return
         if EXT_EXTENDED_MASTER_SECRET in ext and not self._offer_ems:
             self._fail(
@@ -743,9 +741,7 @@ class DtlsSession:
             )
             return
         ext = hello.extensions
-        reneg = ext.get(EXT_RENEGOTIATION_INFO)
-        if reneg is not None and reneg != EMPTY_RENEGOTIATION_INFO:
-            self._fail(HANDSHAKE_FAILURE, "handshake failed: non-empty renegotiation_info")
+        if not self._renegotiation_info_ok(ext):
             return
         self._ems = EXT_EXTENDED_MASTER_SECRET in ext
         self.client_random = hello.random
@@ -754,7 +750,7 @@ class DtlsSession:
         self._peer_flight_start = seq
         self._msg_seq = seq  # number our messages from the ClientHello's, as OpenSSL does
         reply_ext = {}
-        if reneg is not None or TLS_EMPTY_RENEGOTIATION_INFO_SCSV in suites:
+        if EXT_RENEGOTIATION_INFO in ext or TLS_EMPTY_RENEGOTIATION_INFO_SCSV in suites:
             reply_ext[EXT_RENEGOTIATION_INFO] = EMPTY_RENEGOTIATION_INFO
         if self._ems:
             reply_ext[EXT_EXTENDED_MASTER_SECRET] = b""
@@ -866,6 +862,14 @@ class DtlsSession:
                 f"identity {_show(self._pending_identity or b'')}?"
             )
         self._fail(DECRYPT_ERROR, message)
+
+    def _renegotiation_info_ok(self, ext: dict[int, bytes]) -> bool:
+        """RFC 5746 on a first handshake: renegotiation_info, if present, is empty."""
+        reneg = ext.get(EXT_RENEGOTIATION_INFO)
+        if reneg is not None and reneg != EMPTY_RENEGOTIATION_INFO:
+            self._fail(HANDSHAKE_FAILURE, "handshake failed: non-empty renegotiation_info")
+            return False
+        return True
 
     def _fail(self, alert: int | None, message: str) -> None:
         """A fatal condition on our side: tell the peer, then FAILED."""
