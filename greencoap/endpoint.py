@@ -23,6 +23,7 @@ from random import Random
 from time import monotonic
 from typing import Any
 
+from . import pktinfo
 from .errors import ClientClosedError, RequestTimeoutError, ResetError
 from .hub import DeadlineTimer, get_hub, getcurrent
 from .message import Message
@@ -55,8 +56,12 @@ def make_udp_socket(
     ``host=None`` gives a dual-stack IPv6 socket on an ephemeral port (IPv4
     when the machine has no IPv6).  ``host="::"`` is dual-stack too.  Send and
     receive buffers are enlarged to ``buffer_size`` (the kernel default drops
-    datagrams under load); ``None`` keeps the kernel's.
+    datagrams under load); ``None`` keeps the kernel's.  An explicit wildcard
+    ``host`` (``"::"``, ``"0.0.0.0"``: a server's) also asks for each
+    datagram's destination address, so that replies leave from the address the
+    peer wrote to (:mod:`greencoap.pktinfo`); ``host=None`` does not.
     """
+    wildcard = False
     if host is None or host == "":
         family, addr = (socket.AF_INET6, ("::", port)) if socket.has_ipv6 else (0, None)
         try:
@@ -68,6 +73,7 @@ def make_udp_socket(
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
         family, _, _, _, addr = infos[0]
         sock = _socket.socket(family, socket.SOCK_DGRAM)
+        wildcard = addr[0] in ("::", "0.0.0.0")
     try:
         if sock.family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -77,6 +83,8 @@ def make_udp_socket(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if buffer_size:
             set_buffer_sizes(sock, buffer_size)
+        if wildcard:
+            pktinfo.request(sock)
         sock.bind(addr)
         sock.setblocking(False)
     except BaseException:

@@ -12,6 +12,11 @@ backends share:
   once per loop turn, before the hub waits;
 * ``poll(timeout)`` flushes, waits for readiness at most ``timeout`` seconds
   and dispatches what arrived; ``wakeup()`` may be called from any thread.
+
+A server socket bound to a wildcard address gets a :class:`PktinfoChannel`,
+which reads with ``recvmsg`` and answers each peer from the local address it
+wrote to (:mod:`greencoap.pktinfo`); every other socket keeps ``recvfrom`` /
+``sendto``.
 """
 
 from __future__ import annotations
@@ -23,15 +28,31 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from . import pktinfo
 from .backends import MAX_DATAGRAM, DatagramBackend
 
 RECV_BATCH = 64  # datagrams read per readiness event before yielding to others
+# what a send with a source address that is no longer ours fails with (IPv6:
+# EINVAL; IPv4: ENETUNREACH from the route lookup)
+_SOURCE_REFUSED = (errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH)
 
 
 class Channel:
     """One registered UDP socket: queued sends, batched receives, counters."""
 
-    __slots__ = ("sock", "fileno", "on_batch", "backend", "_out", "closed", "stats")
+    __slots__ = (
+        "sock",
+        "fileno",
+        "on_batch",
+        "backend",
+        "_out",
+        "closed",
+        "stats",
+        # used by PktinfoChannel (slots here: gevent's channel subclasses both)
+        "local",
+        "local_old",
+        "_cmsgs",
+    )
 
     def __init__(self, backend: Any, sock: socket.socket, on_batch: Callable) -> None:
         self.backend = backend
@@ -96,6 +117,108 @@ class Channel:
             self.on_batch(batch)
 
 
+class PktinfoChannel(Channel):
+    """A channel on a wildcard-bound socket: replies leave from the address
+    the peer wrote to (see :mod:`greencoap.pktinfo`).
+
+    ``local`` (and ``local_old``, the previous generation) map a peer to the
+    ``sendmsg`` ancillary data for its last destination address (``()``: none,
+    e.g. it wrote to a multicast group); ``_cmsgs`` caches that data per
+    received control message.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, backend: Any, sock: socket.socket, on_batch: Callable) -> None:
+        super().__init__(backend, sock, on_batch)
+        self.local: dict = {}
+        self.local_old: dict = {}
+        self._cmsgs: dict = {}
+
+    def _learn(self, ancdata: list) -> list | tuple:
+        """The ``sendmsg`` ancillary data answering a datagram that came with
+        ``ancdata`` (cached: keyed by its last cmsg, IP_PKTINFO when there are two)."""
+        cache = self._cmsgs
+        if len(cache) > 1024:
+            cache.clear()
+        anc = cache[ancdata[-1]] = pktinfo.send_cmsgs(pktinfo.local_from_cmsgs(ancdata))
+        return anc
+
+    def _remember(self, ancdata: list, addr: Any) -> None:
+        """Note the destination address of a datagram ``addr`` sent us."""
+        if ancdata:
+            anc = self._cmsgs.get(ancdata[-1])
+            self.local[addr] = self._learn(ancdata) if anc is None else anc
+
+    def _rotate(self) -> None:
+        if len(self.local) > pktinfo.LIMIT:
+            self.local_old = self.local
+            self.local = {}
+
+    def _flush(self) -> bool:
+        out = self._out
+        sock = self.sock
+        send, sendmsg = sock.sendto, sock.sendmsg
+        local, old = self.local, self.local_old
+        i = 0
+        n = len(out)
+        while i < n:
+            data, addr = out[i]
+            anc = local.get(addr) or old.get(addr)
+            try:
+                if anc:
+                    sendmsg((data,), anc, 0, addr)
+                else:
+                    send(data, addr)
+            except BlockingIOError:
+                del out[:i]
+                return False
+            except OSError as e:
+                if anc and e.errno in _SOURCE_REFUSED:
+                    # the source was refused (the address went away): forget
+                    # it and send this datagram again, letting the kernel pick
+                    local.pop(addr, None)
+                    old.pop(addr, None)
+                    continue
+                self.stats["send_errors"] += 1
+            i += 1
+        out.clear()
+        return True
+
+    def _read(self) -> None:
+        recvmsg = self.sock.recvmsg
+        cache, local = self._cmsgs, self.local
+        batch = []
+        for _ in range(RECV_BATCH):
+            try:
+                data, ancdata, _flags, addr = recvmsg(MAX_DATAGRAM + 1, pktinfo.ANCBUF)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno in (errno.EBADF, errno.ENOTSOCK):
+                    break
+                self.stats["recv_errors"] += 1
+                continue
+            if len(data) > MAX_DATAGRAM:
+                self.stats["truncated"] += 1
+            else:
+                if ancdata:  # what self._remember does, inline
+                    anc = cache.get(ancdata[-1])
+                    local[addr] = self._learn(ancdata) if anc is None else anc
+                batch.append((data, addr))
+        if batch and not self.closed:
+            self._rotate()
+            self.on_batch(batch)
+
+
+def channel_class(sock: socket.socket, plain: type, with_pktinfo: type) -> type:
+    """``with_pktinfo`` for a socket that wants local addresses tracked
+    (:func:`greencoap.pktinfo.wanted`), else ``plain``."""
+    if pktinfo.wanted(sock):
+        return with_pktinfo
+    return plain
+
+
 class EpollBackend(DatagramBackend):
     """Readiness-based backend on ``select.epoll`` (the portable fallback)."""
 
@@ -113,7 +236,7 @@ class EpollBackend(DatagramBackend):
     def open_channel(self, sock: socket.socket, on_batch: Callable) -> Channel:
         """Register a non-blocking UDP socket; datagrams go to ``on_batch``."""
         sock.setblocking(False)
-        ch = Channel(self, sock, on_batch)
+        ch = channel_class(sock, Channel, PktinfoChannel)(self, sock, on_batch)
         self._channels[ch.fileno] = ch
         self._ep.register(ch.fileno, select.EPOLLIN)
         return ch

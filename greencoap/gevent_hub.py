@@ -6,7 +6,9 @@ that every other gevent greenlet keeps running.  :class:`GeventHub` offers
 the same interface as :class:`greencoap.hub.Hub` on top of gevent's loop:
 callbacks, timers and parking are gevent's; sockets are watched with gevent
 io watchers and read/written with the same non-blocking datagram code as the
-epoll backend (sends are flushed once per loop iteration from a callback).
+epoll backend (sends are flushed once per loop iteration from a callback);
+a wildcard-bound socket answers from the address the peer wrote to, as on
+epoll (:class:`GeventPktinfoChannel`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 
 import gevent
 
+from . import pktinfo
 from .backends import MAX_DATAGRAM
-from .epoll_hub import Channel
+from .epoll_hub import Channel, PktinfoChannel, channel_class
 from .hub import HubBase, _make_timeout
 
 
@@ -74,6 +77,39 @@ class GeventChannel(Channel):
         out.append((data, addr))
 
 
+class GeventPktinfoChannel(GeventChannel):
+    """A gevent channel on a wildcard-bound socket: ``recvmsg``, and replies
+    leave from the address the peer wrote to (see :mod:`greencoap.pktinfo`)."""
+
+    __slots__ = ()
+
+    def __init__(self, backend: Any, sock: socket.socket, on_batch: Callable) -> None:
+        super().__init__(backend, sock, on_batch)
+        self.local: dict = {}
+        self.local_old: dict = {}
+        self._cmsgs: dict = {}
+
+    _learn = PktinfoChannel._learn
+    _remember = PktinfoChannel._remember
+    _rotate = PktinfoChannel._rotate
+    _flush = PktinfoChannel._flush
+
+    def _read_one(self) -> None:
+        try:
+            data, ancdata, _flags, addr = self.sock.recvmsg(MAX_DATAGRAM + 1, pktinfo.ANCBUF)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.stats["recv_errors"] += 1
+            return
+        if len(data) > MAX_DATAGRAM:
+            self.stats["truncated"] += 1
+        elif not self.closed:
+            self._remember(ancdata, addr)
+            self._rotate()
+            self.on_batch([(data, addr)])
+
+
 class GeventBackend:
     """Datagram I/O through gevent's loop (io watchers + non-blocking calls)."""
 
@@ -87,7 +123,7 @@ class GeventBackend:
 
     def open_channel(self, sock: socket.socket, on_batch: Callable) -> GeventChannel:
         sock.setblocking(False)
-        ch = GeventChannel(self, sock, on_batch)
+        ch = channel_class(sock, GeventChannel, GeventPktinfoChannel)(self, sock, on_batch)
         ch.watcher = self.loop.io(ch.fileno, 1)
         ch.watcher.start(ch._read_one)
         ch.write_watcher = None
