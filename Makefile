@@ -26,8 +26,8 @@ $(SYSDEPS):
 	$(PYTHON) -m venv $(VENV)
 	touch $@
 
-# Reinstall only when the packaging or the cffi build script changed.
-$(STAMP): $(SYSDEPS) pyproject.toml setup.cfg $(wildcard setup.py greencoap/_uring_build.py)
+# Reinstall only when the packaging, the cffi build script or the C core changed.
+$(STAMP): $(SYSDEPS) pyproject.toml setup.cfg $(wildcard setup.py greencoap/_uring_build.py greencoap/uring_core.h)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@

@@ -14,14 +14,17 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CDEF = """
+#define GC_CONTROL ...
+#define GC_PKTINFO_FLAG ...
+#define GC_LOCAL_REC ...
 typedef struct gc_ring {
     uint64_t send_errors, recv_errors, truncated, enobufs, rearms, sends, recvs;
-    uint64_t inflight_sends;
+    uint64_t inflight_sends, pktinfo_fallbacks;
     ...;
 } gc_ring;
 gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd, int *err);
 void gc_free(gc_ring *r);
-int gc_add_socket(gc_ring *r, int fd);
+int gc_add_socket(gc_ring *r, int fd, int pktinfo);
 int gc_remove_socket(gc_ring *r, int slot);
 int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
                   const char *addrs, int n);

@@ -12,7 +12,12 @@ Same shape as :mod:`greencoap.epoll_hub` (``open_channel``, ``Channel.sendto``,
 * ``poll`` is one C call per turn: submit everything and wait with the next
   timer's deadline in a single ``io_uring_enter``, then harvest the CQEs into
   a preallocated arena that Python copies out with one ``bytes`` slice;
-* another thread wakes the hub by writing an eventfd whose read is on the ring.
+* another thread wakes the hub by writing an eventfd whose read is on the ring;
+* a wildcard-bound socket answers each peer from the local address it wrote
+  to (:mod:`greencoap.pktinfo`): its recvmsg has a control buffer parsed in
+  C, its records carry the local address after the peer's, and its sends a
+  source-address record that C turns into an ``IP_PKTINFO`` /
+  ``IPV6_PKTINFO`` cmsg.  Other sockets pay nothing for it.
 
 Ring setup prefers ``SINGLE_ISSUER|DEFER_TASKRUN``, then
 ``COOP_TASKRUN|TASKRUN_FLAG``.  If the ring cannot be created (ENOSYS, EPERM
@@ -28,20 +33,25 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from . import pktinfo
 from .backends import MAX_DATAGRAM, DatagramBackend
 
 try:
     from ._uring import ffi, lib
 except ImportError as e:  # built at install time; absent when liburing was missing
     raise ImportError(f"greencoap._uring is not built ({e}); install liburing-dev and reinstall")
+if not hasattr(lib, "GC_PKTINFO_FLAG"):  # built from an older uring_core.h
+    raise ImportError("greencoap._uring is older than uring_core.h; rebuild: pip install -e .")
 
 NAMELEN = 28  # sizeof(struct sockaddr_in6)
 ENTRIES = 4096  # SQ entries (CQ gets 4x)
 NBUFS = 2048  # provided receive buffers (power of two); $GREENCOAP_URING_BUFFERS overrides
-BUFSIZE = 16 + NAMELEN + MAX_DATAGRAM  # io_uring_recvmsg_out + address + datagram
+# io_uring_recvmsg_out + address + control (pktinfo sockets) + datagram
+BUFSIZE = 16 + NAMELEN + lib.GC_CONTROL + MAX_DATAGRAM
 MAX_RECS = 1024  # datagrams harvested per C call
 ARENA = MAX_RECS * 256  # bytes of payload+address harvested per C call
 META = 5  # int32 fields per record (see gc_poll)
+PKTINFO = lib.GC_PKTINFO_FLAG  # in a record's slot: the local address follows the peer's
 
 _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
 _inet_ntop, _inet_pton = socket.inet_ntop, socket.inet_pton
@@ -80,6 +90,13 @@ def tuple_to_sockaddr(addr: tuple) -> bytes:
     )
 
 
+def pktinfo_entry(sa: bytes) -> tuple:
+    """A pktinfo record's address (the peer's sockaddr padded to 28 bytes, then
+    the local address) → ``(peer tuple, what to send that peer with)``."""
+    head = sa[:NAMELEN]
+    return (sockaddr_to_tuple(head), head + pktinfo.send_record(sa[NAMELEN:]))
+
+
 def _remember(cache: dict, key: Any, value: Any) -> Any:
     """Store a converted address in a bounded cache (cleared when it grows past 64k)."""
     if len(cache) > 65536:
@@ -103,6 +120,7 @@ class Channel:
     """One registered UDP socket on the ring: queued sends, batched receives."""
 
     __slots__ = ("sock", "slot", "on_batch", "backend", "_out", "_addrs", "closed", "stats")
+    _pktinfo = 0
 
     def __init__(self, backend: UringBackend, sock: socket.socket, on_batch: Callable) -> None:
         self.backend = backend
@@ -112,7 +130,7 @@ class Channel:
         self._addrs: list = []
         self.closed = False
         self.stats = {"send_errors": 0, "recv_errors": 0}
-        slot = lib.gc_add_socket(backend._ring, sock.fileno())
+        slot = lib.gc_add_socket(backend._ring, sock.fileno(), self._pktinfo)
         if slot < 0:
             raise OSError(-slot, f"io_uring: cannot register socket: {os.strerror(-slot)}")
         self.slot = slot
@@ -133,6 +151,51 @@ class Channel:
         if not self.closed:
             self.closed = True
             self.backend._remove(self)
+
+
+class PktinfoChannel(Channel):
+    """A channel on a wildcard-bound socket: replies leave from the address
+    the peer wrote to (see :mod:`greencoap.pktinfo`).
+
+    ``local`` (and ``local_old``, the previous generation) map a peer to the
+    record ``gc_send_batch`` takes for it: its sockaddr, then the source
+    address to send from.
+    """
+
+    __slots__ = ("local", "local_old")
+    _pktinfo = 1
+
+    def __init__(self, backend: UringBackend, sock: socket.socket, on_batch: Callable) -> None:
+        super().__init__(backend, sock, on_batch)
+        self.local: dict = {}
+        self.local_old: dict = {}
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        """Queue one datagram, from the address ``addr`` last wrote to."""
+        out = self._out
+        if not out:
+            self.backend._dirty.append(self)
+        out.append(data)
+        rec = self.local.get(addr) or self.local_old.get(addr)
+        if rec is None:
+            sa = self.backend._sa_cache.get(addr)
+            if sa is None:
+                sa = self.backend._sockaddr(addr)
+            rec = sa + pktinfo.NO_RECORD
+        self._addrs.append(rec)
+
+    def deliver(self, batch: list) -> None:
+        """Records with a local address: ``[(payload, (peer, send record)), ...]``."""
+        local = self.local
+        out = []
+        append = out.append
+        for data, (peer, rec) in batch:
+            local[peer] = rec
+            append((data, peer))
+        if len(local) > pktinfo.LIMIT:
+            self.local_old = local
+            self.local = {}
+        self.on_batch(out)
 
 
 class UringBackend(DatagramBackend):
@@ -175,13 +238,16 @@ class UringBackend(DatagramBackend):
         return _remember(self._sa_cache, addr, tuple_to_sockaddr(addr))
 
     def _peer(self, sa: bytes) -> tuple:
+        if len(sa) > NAMELEN:  # a pktinfo record: (peer, send record)
+            return _remember(self._addr_cache, sa, pktinfo_entry(sa))
         return _remember(self._addr_cache, sa, sockaddr_to_tuple(sa))
 
     # -- backend interface ------------------------------------------------
     def open_channel(self, sock: socket.socket, on_batch: Callable) -> Channel:
         """Register a UDP socket; datagrams go to ``on_batch([(data, addr), ...])``."""
         sock.setblocking(False)
-        ch = Channel(self, sock, on_batch)
+        cls = PktinfoChannel if pktinfo.wanted(sock) else Channel
+        ch = cls(self, sock, on_batch)
         self._channels[ch.slot] = ch
         return ch
 
@@ -244,8 +310,13 @@ class UringBackend(DatagramBackend):
             b.append((blob[poff : poff + plen], addr))
         for slot, batch in batches.items():
             ch = channels.get(slot)
-            if ch is not None and not ch.closed:
-                ch.on_batch(batch)
+            if ch is not None:
+                if not ch.closed:
+                    ch.on_batch(batch)
+            elif slot & PKTINFO:
+                ch = channels.get(slot ^ PKTINFO)
+                if ch is not None and not ch.closed:
+                    ch.deliver(batch)
 
     def statistics(self) -> dict[str, int]:
         """Counters kept by the C core (sends, receives, errors, re-arms, …)."""
@@ -259,6 +330,7 @@ class UringBackend(DatagramBackend):
             "enobufs": r.enobufs,
             "rearms": r.rearms,
             "inflight_sends": r.inflight_sends,
+            "pktinfo_fallbacks": r.pktinfo_fallbacks,
         }
 
     def close(self) -> None:
