@@ -356,7 +356,8 @@ class Endpoint:
             stale = getattr(self.channel, "peer_timed_out", None)
             if stale is not None:  # DTLS: maybe the peer lost our session (restarted)
                 stale(peer, monotonic() - timeout)
-            raise RequestTimeoutError(f"no response from {display_peer(peer)} within {timeout} s")
+            who = display_peer(peer)
+            raise RequestTimeoutError(f"no response from {who} within {timeout:.3g} s")
         if result is RESET:
             raise ResetError(f"{display_peer(peer)} answered with RST")
         if isinstance(result, Exception):  # e.g. the peer's DTLS handshake failed

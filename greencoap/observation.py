@@ -129,7 +129,7 @@ class Observation:
                 item = self._queue.get(timeout=timeout)
             except Empty:
                 raise RequestTimeoutError(
-                    f"no notification from {self.uri} within {timeout} s"
+                    f"no notification from {self.uri} within {timeout:.3g} s"
                 ) from None
             if item is _FINAL:
                 return
