@@ -39,9 +39,7 @@ def _child(server: Server, index: int) -> None:
     server.workers = 1
     server.start()
     hub = get_hub()
-    signal.signal(
-        signal.SIGTERM, lambda *_: hub.run_callback_threadsafe(_spawn_shutdown, server)
-    )
+    signal.signal(signal.SIGTERM, lambda *_: hub.run_callback_threadsafe(_spawn_shutdown, server))
     server.serve_forever()
 
 

@@ -147,8 +147,11 @@ def demo_proc(hub):
     on the same backend as this test's hub."""
     port = free_port()
     env = dict(os.environ, GREENCOAP_HUB=hub.backend)
-    p = Proc([sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1", "--port", str(port)],
-             port, env=env)
+    p = Proc(
+        [sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1", "--port", str(port)],
+        port,
+        env=env,
+    )
     yield p
     p.stop()
 

@@ -176,9 +176,7 @@ class LossyRelay:
     def reset_stats(self) -> None:
         """Zero every counter."""
         with self.lock:
-            self.stats = {
-                d: {"forwarded": 0, "dropped": 0, "duplicated": 0} for d in DIRECTIONS
-            }
+            self.stats = {d: {"forwarded": 0, "dropped": 0, "duplicated": 0} for d in DIRECTIONS}
             self.errors = 0
 
     def __enter__(self) -> LossyRelay:
@@ -188,8 +186,10 @@ class LossyRelay:
         self.stop()
 
     def __repr__(self) -> str:
-        return (f"<LossyRelay {self.uri} -> {self.target} loss={self.loss} "
-                f"duplicate={self.duplicate} delay={self.delay} seed={self.seed}>")
+        return (
+            f"<LossyRelay {self.uri} -> {self.target} loss={self.loss} "
+            f"duplicate={self.duplicate} delay={self.delay} seed={self.seed}>"
+        )
 
     # -- relay thread -------------------------------------------------------
 

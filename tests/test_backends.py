@@ -74,9 +74,22 @@ def test_demo_server_serves_on_the_fallback(noring):
     from .conftest import free_port, wait_udp_ready
 
     port = free_port()
-    p = subprocess.Popen([noring, sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1",
-                          "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, env=clean_env())
+    p = subprocess.Popen(
+        [
+            noring,
+            sys.executable,
+            "-m",
+            "greencoap.demo",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(),
+    )
     try:
         wait_udp_ready(port)
     finally:

@@ -122,6 +122,7 @@ def test_aiocoap_observe_and_cancel(hub, aiocoap_server):
 
 def test_many_observations_share_one_socket(hub, aiocoap_server):
     with Client(timeout=5) as c:
+
         def watch():
             n = 0
             with c.observe(aiocoap_server.uri + "/counter") as obs:
@@ -164,8 +165,10 @@ def test_200_con_requests_through_20_percent_loss(hub, server):
         # each attempt gets through both ways with p = 0.64: 11 attempts make a
         # failure (0.36**11 per request) negligible
         with Client(timeout=90, ack_timeout=0.02, max_retransmit=10) as c:
-            gs = [greencoap.spawn(c.post, relay.uri + "/echo", payload=str(i).encode())
-                  for i in range(200)]
+            gs = [
+                greencoap.spawn(c.post, relay.uri + "/echo", payload=str(i).encode())
+                for i in range(200)
+            ]
             greencoap.joinall(gs, timeout=100)
             assert all(g.successful for g in gs), [g.exception for g in gs if g.exception][:3]
             assert [g.value.payload for g in gs] == [str(i).encode() for i in range(200)]

@@ -26,8 +26,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_load_levels_with_hysteresis():
     lv = LoadLevels(throttle_at=10, shed_at=100)
     assert [lv.update(x) for x in (0, 9, 10, 50, 100, 60, 51, 50, 20, 6, 5, 0)] == [
-        NORMAL, NORMAL, THROTTLED, THROTTLED, SHEDDING, SHEDDING, SHEDDING, THROTTLED,
-        THROTTLED, THROTTLED, NORMAL, NORMAL,
+        NORMAL,
+        NORMAL,
+        THROTTLED,
+        THROTTLED,
+        SHEDDING,
+        SHEDDING,
+        SHEDDING,
+        THROTTLED,
+        THROTTLED,
+        THROTTLED,
+        NORMAL,
+        NORMAL,
     ]
     assert lv.changes == 4
     with pytest.raises(ValueError):
@@ -68,12 +78,15 @@ def flood(port, n, mid0):
 def test_flooding_peer_is_held_to_its_rate_under_load(hub):
     from greencoap.demo import build_router
 
-    srv = Server(build_router(), host="127.0.0.1", port=0, throttle_at=1, shed_at=10_000,
-                 rate=20, burst=10).start()
+    srv = Server(
+        build_router(), host="127.0.0.1", port=0, throttle_at=1, shed_at=10_000, rate=20, burst=10
+    ).start()
     try:
         with Client(timeout=10) as c:
-            busy = [greencoap.spawn(c.get, f"coap://127.0.0.1:{srv.port}/slow?ms=2000")
-                    for _ in range(3)]
+            busy = [
+                greencoap.spawn(c.get, f"coap://127.0.0.1:{srv.port}/slow?ms=2000")
+                for _ in range(3)
+            ]
             greencoap.sleep(0.2)  # three handlers running: the server is under load
             codes = hub.run_in_thread(flood, srv.port, 100, 1000, timeout=30)
             assert codes.count(Code.CONTENT) <= 20  # burst 10 plus a little refill
@@ -97,8 +110,7 @@ def coapbench(tmp_path_factory):
         ok = src.is_dir() and shutil.which("make") and shutil.which("cc")
         require_or_skip(bool(ok), "coapbench sources (../shared/tools/coapbench)")
         out = tmp_path_factory.mktemp("coapbench")
-        subprocess.run(["make", "-C", str(src), f"OUT={out}"], check=True,
-                       capture_output=True)
+        subprocess.run(["make", "-C", str(src), f"OUT={out}"], check=True, capture_output=True)
         built = out / "coapbench"
     return str(built)
 
@@ -113,11 +125,29 @@ def test_shedding_engages_under_overload_and_recovers(hub, coapbench):
 
     srv = Server(router, host="127.0.0.1", port=0, throttle_at=16, shed_at=64).start()
     try:
-        p = subprocess.Popen([coapbench, "--port", str(srv.port), "--path", "sleepy",
-                              "--type", "con", "--window", "64", "--sockets", "4",
-                              "--duration", "2", "--warmup", "0"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**os.environ})
+        p = subprocess.Popen(
+            [
+                coapbench,
+                "--port",
+                str(srv.port),
+                "--path",
+                "sleepy",
+                "--type",
+                "con",
+                "--window",
+                "64",
+                "--sockets",
+                "4",
+                "--duration",
+                "2",
+                "--warmup",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ},
+        )
         out = hub.run_in_thread(lambda: p.communicate(timeout=30)[0], timeout=40)
         result = re.search(r"RESULT .*", out).group(0)
         errors = int(re.search(r"errors=(\d+)", result).group(1))

@@ -34,18 +34,38 @@ def _locust_or_skip():
 def _run_locust(host: str, users: int, seconds: int, env: dict, *extra: str) -> list[dict]:
     _locust_or_skip()
     out = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host, "--headless",
-         "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--json", "--only-summary",
-         "--stop-timeout", "2", *extra],
-        capture_output=True, text=True, timeout=seconds + 60, env={**os.environ, **env},
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--host",
+            host,
+            "--headless",
+            "-u",
+            str(users),
+            "-r",
+            str(users),
+            "-t",
+            f"{seconds}s",
+            "--json",
+            "--only-summary",
+            "--stop-timeout",
+            "2",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        env={**os.environ, **env},
     )
     assert out.stdout.strip(), out.stderr[-3000:]
     return json.loads(out.stdout)
 
 
 def test_headless_50_users_run_concurrently(demo_proc):
-    stats = _run_locust(demo_proc.uri, 50, 5, {"LOCUST_SLOW_ONLY": "1",
-                                               "GREENCOAP_HUB": ""})
+    stats = _run_locust(demo_proc.uri, 50, 5, {"LOCUST_SLOW_ONLY": "1", "GREENCOAP_HUB": ""})
     (slow,) = [s for s in stats if s["name"] == "/slow"]
     # 50 users × ~5 s / 0.1 s per call ≈ 2,500; sequential blocking would give ~50
     assert slow["num_requests"] >= 500, slow["num_requests"]
@@ -54,8 +74,14 @@ def test_headless_50_users_run_concurrently(demo_proc):
 
 
 def test_command_line_timeout_option_reports_stable_failures(demo_proc):
-    stats = _run_locust(demo_proc.uri, 2, 2, {"LOCUST_SLOW_ONLY": "1", "LOCUST_SLOW_MS": "800"},
-                        "--coap-timeout", "0.2")
+    stats = _run_locust(
+        demo_proc.uri,
+        2,
+        2,
+        {"LOCUST_SLOW_ONLY": "1", "LOCUST_SLOW_MS": "800"},
+        "--coap-timeout",
+        "0.2",
+    )
     (slow,) = [s for s in stats if s["name"] == "/slow"]
     assert slow["num_requests"] >= 4 and slow["num_failures"] == slow["num_requests"]
 
@@ -105,8 +131,17 @@ def test_request_events_have_httpuser_keys(gevent_hub, env_and_events):
         srv.stop()
     assert [e["request_type"] for e in fired] == ["GET", "GET", "POST"]
     ok, missing, echo = fired
-    assert set(ok) >= {"request_type", "name", "response_time", "response_length", "response",
-                       "context", "exception", "start_time", "url"}
+    assert set(ok) >= {
+        "request_type",
+        "name",
+        "response_time",
+        "response_length",
+        "response",
+        "context",
+        "exception",
+        "start_time",
+        "url",
+    }
     assert ok["name"] == "/hello" and ok["exception"] is None and ok["response_length"] == 13
     assert ok["context"] == {"device": "d1", "extra": 1}
     assert ok["url"] == f"coap://127.0.0.1:{srv.port}/hello" and ok["response_time"] > 0
@@ -159,7 +194,8 @@ def test_missing_host_stops_the_test(env_and_events):
 def test_run_single_user(tmp_path, demo_proc):
     _locust_or_skip()
     script = tmp_path / "single.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         from locust import task, constant, run_single_user
         from locust.exception import StopUser
         from greencoap.contrib.locust import CoapUser
@@ -178,10 +214,15 @@ def test_run_single_user(tmp_path, demo_proc):
         if __name__ == "__main__":
             run_single_user(One)
             print("DONE", One.n)
-    """))
+    """)
+    )
     out = subprocess.run(
-        [sys.executable, str(script), "--host", demo_proc.uri], capture_output=True, text=True,
-        timeout=60, env={**os.environ, "LOCUST_SKIP_MONKEY_PATCH": "1"}, cwd=ROOT,
+        [sys.executable, str(script), "--host", demo_proc.uri],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LOCUST_SKIP_MONKEY_PATCH": "1"},
+        cwd=ROOT,
     )
     assert "DONE 3" in out.stdout, out.stdout + out.stderr
     assert out.stdout.count("/hello") >= 3  # run_single_user prints each request
@@ -208,11 +249,33 @@ def test_headless_run_over_dtls_with_psk_options():
     port, dport = free_port(), free_port()
     from .conftest import Proc
 
-    p = Proc([sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1", "--port", str(port),
-              "--dtls-port", str(dport), "--psk", "loadtest:k3y"], port)
+    p = Proc(
+        [
+            sys.executable,
+            "-m",
+            "greencoap.demo",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtls-port",
+            str(dport),
+            "--psk",
+            "loadtest:k3y",
+        ],
+        port,
+    )
     try:
-        stats = _run_locust(f"coaps://127.0.0.1:{dport}", 10, 3, {"GREENCOAP_HUB": ""},
-                            "--coap-psk-identity", "loadtest", "--coap-psk-key", "k3y")
+        stats = _run_locust(
+            f"coaps://127.0.0.1:{dport}",
+            10,
+            3,
+            {"GREENCOAP_HUB": ""},
+            "--coap-psk-identity",
+            "loadtest",
+            "--coap-psk-key",
+            "k3y",
+        )
     finally:
         out = p.stop()
     (hello,) = [s for s in stats if s["name"] == "/hello"]
@@ -225,8 +288,9 @@ def test_wrong_psk_is_a_reported_failure(gevent_hub, env_and_events):
     from greencoap.server import Server
 
     env, fired = env_and_events
-    srv = Server(build_router(), host="127.0.0.1", port=0, dtls_port=0,
-                 psk={"good": b"key"}).start()
+    srv = Server(
+        build_router(), host="127.0.0.1", port=0, dtls_port=0, psk={"good": b"key"}
+    ).start()
     try:
         cls = _user_class(f"coaps://127.0.0.1:{srv.dtls_port}")
         cls.psk_identity, cls.psk_key = "good", "key"

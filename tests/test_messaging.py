@@ -44,9 +44,7 @@ def params(**kw) -> TransmissionParameters:
 def layer(seed: int = 1, **kw) -> MessageLayer:
     cap = kw.pop("dedup_capacity", 65536)
     share = kw.pop("dedup_peer_share", 0.25)
-    return MessageLayer(
-        params(**kw), rng=Random(seed), dedup_capacity=cap, dedup_peer_share=share
-    )
+    return MessageLayer(params(**kw), rng=Random(seed), dedup_capacity=cap, dedup_peer_share=share)
 
 
 def get_request(mtype: int = CON, path: str = "temp") -> Message:

@@ -41,8 +41,9 @@ def run_client(fn, timeout: float = 10.0):
     return asyncio.run(main())
 
 
-def coap_request(code: int, mid: int, token: bytes, path: str = "", query: tuple = (),
-                 con: bool = True) -> bytes:
+def coap_request(
+    code: int, mid: int, token: bytes, path: str = "", query: tuple = (), con: bool = True
+) -> bytes:
     """A CoAP request datagram built by hand (short options only)."""
     out = bytearray([(0x40 if con else 0x50) | len(token), code, mid >> 8, mid & 0xFF])
     out += token
@@ -60,13 +61,18 @@ def coap_request(code: int, mid: int, token: bytes, path: str = "", query: tuple
 def parse(dgram: bytes) -> dict:
     """Type, code, message ID, token, options and payload of a datagram (by hand)."""
     tkl = dgram[0] & 0x0F
-    msg = {"type": (dgram[0] >> 4) & 0x3, "code": dgram[1],
-           "mid": int.from_bytes(dgram[2:4], "big"), "token": dgram[4:4 + tkl],
-           "options": [], "payload": b""}
+    msg = {
+        "type": (dgram[0] >> 4) & 0x3,
+        "code": dgram[1],
+        "mid": int.from_bytes(dgram[2:4], "big"),
+        "token": dgram[4 : 4 + tkl],
+        "options": [],
+        "payload": b"",
+    }
     i, number = 4 + tkl, 0
     while i < len(dgram):
         if dgram[i] == 0xFF:
-            msg["payload"] = dgram[i + 1:]
+            msg["payload"] = dgram[i + 1 :]
             break
         delta, length = dgram[i] >> 4, dgram[i] & 0x0F
         i += 1
@@ -76,12 +82,12 @@ def parse(dgram: bytes) -> dict:
                 ext.append(dgram[i] + 13)
                 i += 1
             elif nib == 14:
-                ext.append(int.from_bytes(dgram[i:i + 2], "big") + 269)
+                ext.append(int.from_bytes(dgram[i : i + 2], "big") + 269)
                 i += 2
             else:
                 ext.append(nib)
         number += ext[0]
-        msg["options"].append((number, dgram[i:i + ext[1]]))
+        msg["options"].append((number, dgram[i : i + ext[1]]))
         i += ext[1]
     return msg
 
@@ -149,7 +155,8 @@ def test_aiocoap_hello_and_wkc(aiocoap_server):
 
     async def fn(ctx):
         hello = await ctx.request(
-            aiocoap.Message(code=aiocoap.GET, uri=aiocoap_server.uri + "/hello")).response
+            aiocoap.Message(code=aiocoap.GET, uri=aiocoap_server.uri + "/hello")
+        ).response
         wkc = await ctx.request(
             aiocoap.Message(code=aiocoap.GET, uri=aiocoap_server.uri + "/.well-known/core")
         ).response
@@ -192,10 +199,12 @@ def test_aiocoap_upload_block1(aiocoap_server):
     body = os.urandom(60_000)
 
     async def fn(ctx):
-        put = await ctx.request(aiocoap.Message(
-            code=aiocoap.PUT, uri=aiocoap_server.uri + "/upload", payload=body)).response
+        put = await ctx.request(
+            aiocoap.Message(code=aiocoap.PUT, uri=aiocoap_server.uri + "/upload", payload=body)
+        ).response
         back = await ctx.request(
-            aiocoap.Message(code=aiocoap.GET, uri=aiocoap_server.uri + "/upload")).response
+            aiocoap.Message(code=aiocoap.GET, uri=aiocoap_server.uri + "/upload")
+        ).response
         return put, back
 
     put, back = run_client(fn)
@@ -210,7 +219,8 @@ def test_aiocoap_separate_takes_a_second(aiocoap_server):
     async def fn(ctx):
         t0 = time.monotonic()
         r = await ctx.request(
-            aiocoap.Message(code=aiocoap.GET, uri=aiocoap_server.uri + "/separate")).response
+            aiocoap.Message(code=aiocoap.GET, uri=aiocoap_server.uri + "/separate")
+        ).response
         return r, time.monotonic() - t0
 
     r, elapsed = run_client(fn)
@@ -222,14 +232,17 @@ def test_aiocoap_separate_is_empty_ack_then_con(aiocoap_server):
     """On the wire: an empty ACK at once, then the response in its own CON."""
     with udp_socket(2.0) as s:
         t0 = time.monotonic()
-        s.sendto(coap_request(GET, 0x2002, b"sep", "/separate", ("d=0.5",)),
-                 ("127.0.0.1", aiocoap_server.port))
+        s.sendto(
+            coap_request(GET, 0x2002, b"sep", "/separate", ("d=0.5",)),
+            ("127.0.0.1", aiocoap_server.port),
+        )
         ack = parse(s.recv(2048))
         t_ack = time.monotonic() - t0
         resp = parse(s.recv(2048))
         t_resp = time.monotonic() - t0
-        s.sendto(bytes([0x60, 0x00]) + resp["mid"].to_bytes(2, "big"),
-                 ("127.0.0.1", aiocoap_server.port))
+        s.sendto(
+            bytes([0x60, 0x00]) + resp["mid"].to_bytes(2, "big"), ("127.0.0.1", aiocoap_server.port)
+        )
     assert (ack["type"], ack["code"], ack["mid"]) == (ACK, 0, 0x2002)
     assert t_ack < 0.5
     assert resp["type"] == CON and resp["code"] == CONTENT and resp["token"] == b"sep"
@@ -240,8 +253,9 @@ def test_aiocoap_observe_counter(aiocoap_server):
     import aiocoap
 
     async def fn(ctx):
-        req = ctx.request(aiocoap.Message(
-            code=aiocoap.GET, uri=aiocoap_server.uri + "/counter", observe=0))
+        req = ctx.request(
+            aiocoap.Message(code=aiocoap.GET, uri=aiocoap_server.uri + "/counter", observe=0)
+        )
         first = await req.response
         values = [int(first.payload)]
         async for n in req.observation:
@@ -269,8 +283,10 @@ def test_aiocoap_server_stops_cleanly(aiocoap_server):
 
 
 def test_relay_lossless_forwards_con_get(aiocoap_server):
-    with LossyRelay(("127.0.0.1", aiocoap_server.port), loss=0.0, seed=1) as relay, \
-            udp_socket(2.0) as s:
+    with (
+        LossyRelay(("127.0.0.1", aiocoap_server.port), loss=0.0, seed=1) as relay,
+        udp_socket(2.0) as s,
+    ):
         assert relay.uri == f"coap://127.0.0.1:{relay.port}"
         s.sendto(coap_request(GET, 0x3003, b"tk", "/hello"), relay.address)
         m = parse(s.recv(2048))
@@ -286,6 +302,7 @@ def test_relay_lossless_carries_aiocoap_blockwise(aiocoap_server):
     import aiocoap
 
     with LossyRelay(("127.0.0.1", aiocoap_server.port), loss=0.0) as relay:
+
         async def fn(ctx):
             req = aiocoap.Message(code=aiocoap.GET, uri=relay.uri + "/big")
             return await ctx.request(req).response
@@ -297,8 +314,10 @@ def test_relay_lossless_carries_aiocoap_blockwise(aiocoap_server):
 
 
 def test_relay_total_loss_drops_everything(aiocoap_server):
-    with LossyRelay(("127.0.0.1", aiocoap_server.port), loss=1.0, seed=2) as relay, \
-            udp_socket(0.3) as s:
+    with (
+        LossyRelay(("127.0.0.1", aiocoap_server.port), loss=1.0, seed=2) as relay,
+        udp_socket(0.3) as s,
+    ):
         for mid in range(5):
             s.sendto(coap_request(GET, mid, b"x", "/hello"), relay.address)
         with pytest.raises(TimeoutError):
@@ -310,8 +329,11 @@ def test_relay_total_loss_drops_everything(aiocoap_server):
 
 def test_relay_loss_rate_per_direction():
     n = 500
-    with EchoServer() as echo, LossyRelay(echo.address, loss=0.2, seed=12345) as relay, \
-            udp_socket() as s:
+    with (
+        EchoServer() as echo,
+        LossyRelay(echo.address, loss=0.2, seed=12345) as relay,
+        udp_socket() as s,
+    ):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         got = []
         for i in range(n):
@@ -352,8 +374,12 @@ def test_relay_seed_reproduces_the_drops():
 
 
 def test_relay_keeps_clients_apart():
-    with EchoServer() as echo, LossyRelay(echo.address, loss=0.0) as relay, \
-            udp_socket() as a, udp_socket() as b:
+    with (
+        EchoServer() as echo,
+        LossyRelay(echo.address, loss=0.0) as relay,
+        udp_socket() as a,
+        udp_socket() as b,
+    ):
         for i in range(20):
             a.sendto(b"a%d" % i, relay.address)
             b.sendto(b"b%d" % i, relay.address)
@@ -364,8 +390,11 @@ def test_relay_keeps_clients_apart():
 
 
 def test_relay_duplicates():
-    with EchoServer() as echo, LossyRelay(echo.address, loss=0.0, duplicate=1.0) as relay, \
-            udp_socket() as s:
+    with (
+        EchoServer() as echo,
+        LossyRelay(echo.address, loss=0.0, duplicate=1.0) as relay,
+        udp_socket() as s,
+    ):
         for i in range(10):
             s.sendto(bytes([i]), relay.address)
         got = drain(s)
@@ -377,8 +406,11 @@ def test_relay_duplicates():
 
 
 def test_relay_delay_reorders_but_loses_nothing():
-    with EchoServer() as echo, LossyRelay(echo.address, loss=0.0, delay=0.05, seed=3) as relay, \
-            udp_socket() as s:
+    with (
+        EchoServer() as echo,
+        LossyRelay(echo.address, loss=0.0, delay=0.05, seed=3) as relay,
+        udp_socket() as s,
+    ):
         for i in range(50):
             s.sendto(bytes([i]), relay.address)
         got = drain(s, quiet=0.3)
@@ -393,8 +425,11 @@ def test_relay_drop_hook_is_deterministic():
         seen.append(direction)
         return direction == S2C and seen.count(S2C) == 1
 
-    with EchoServer() as echo, LossyRelay(echo.address, loss=0.0, drop=drop_first_reply) as relay, \
-            udp_socket(0.3) as s:
+    with (
+        EchoServer() as echo,
+        LossyRelay(echo.address, loss=0.0, drop=drop_first_reply) as relay,
+        udp_socket(0.3) as s,
+    ):
         s.sendto(b"one", relay.address)
         with pytest.raises(TimeoutError):
             s.recv(16)

@@ -78,11 +78,15 @@ def test_unrecognised_critical_option_gets_4_02_elective_is_ignored(hub, server)
 
 
 def test_not_found_and_method_not_allowed(hub, server):
-    a, b = (Message.decode(d) for d in exchange(
-        hub, server.port,
-        [req(mid=1, path=("nope",)), req(mid=2, code=Code.DELETE, path=("hello",))],
-        expect=2,
-    ))
+    a, b = (
+        Message.decode(d)
+        for d in exchange(
+            hub,
+            server.port,
+            [req(mid=1, path=("nope",)), req(mid=2, code=Code.DELETE, path=("hello",))],
+            expect=2,
+        )
+    )
     codes = {a.mid: a.code, b.mid: b.code}
     assert codes == {1: Code.NOT_FOUND, 2: Code.METHOD_NOT_ALLOWED}
 
@@ -157,14 +161,23 @@ def test_handlers_run_concurrently(hub, server):
 
 def test_libcoap_client_against_demo_server(hub, demo_proc):
     client = which_or_skip("coap-client-notls")
-    out = subprocess.run([client, "-B", "5", demo_proc.uri + "/hello"],
-                         capture_output=True, text=True, timeout=15)
+    out = subprocess.run(
+        [client, "-B", "5", demo_proc.uri + "/hello"], capture_output=True, text=True, timeout=15
+    )
     assert out.stdout.strip() == "Hello, world!", out
-    out = subprocess.run([client, "-B", "5", "-m", "post", "-e", "over the wire",
-                          demo_proc.uri + "/echo"], capture_output=True, text=True, timeout=15)
+    out = subprocess.run(
+        [client, "-B", "5", "-m", "post", "-e", "over the wire", demo_proc.uri + "/echo"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
     assert out.stdout.strip() == "over the wire", out
-    out = subprocess.run([client, "-B", "5", "-N", demo_proc.uri + "/sensors/3"],
-                         capture_output=True, text=True, timeout=15)
+    out = subprocess.run(
+        [client, "-B", "5", "-N", demo_proc.uri + "/sensors/3"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
     assert '"id": "3"' in out.stdout, out
 
 
@@ -195,8 +208,9 @@ def test_aiocoap_client_against_demo_server(hub, demo_proc, aiocoap_mod):
 
 def test_cli(hub, demo_proc):
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "greencoap", *args],
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "greencoap", *args], capture_output=True, text=True, timeout=30
+        )
 
     r = cli("get", demo_proc.uri + "/hello")
     assert r.returncode == 0 and r.stdout == "2.05 Content\nHello, world!\n"
@@ -278,8 +292,12 @@ def test_slow_handler_becomes_a_separate_response(hub, server):
 
 def test_separate_responses_reach_real_clients(hub, demo_proc):
     client = which_or_skip("coap-client-notls")
-    out = subprocess.run([client, "-B", "8", demo_proc.uri + "/slow?ms=1500"],
-                         capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        [client, "-B", "8", demo_proc.uri + "/slow?ms=1500"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert out.stdout.strip() == "slept 1500 ms", out
     with Client(timeout=5) as c:
         r = c.get(demo_proc.uri + "/slow?ms=1200")

@@ -92,14 +92,21 @@ def test_libcoap_client_block_wise_both_ways(hub, demo_proc, tmp_path):
     body = bytes((i * 31 + 7) & 0x7F or 1 for i in range(12_345))
     f = tmp_path / "body.bin"
     f.write_bytes(body)
-    out = subprocess.run([client, "-B", "10", "-b", "64", "-m", "put", "-f", str(f),
-                          demo_proc.uri + "/store"], capture_output=True, timeout=30)
+    out = subprocess.run(
+        [client, "-B", "10", "-b", "64", "-m", "put", "-f", str(f), demo_proc.uri + "/store"],
+        capture_output=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out
-    out = subprocess.run([client, "-B", "10", "-b", "64", demo_proc.uri + "/store"],
-                         capture_output=True, timeout=30)
+    out = subprocess.run(
+        [client, "-B", "10", "-b", "64", demo_proc.uri + "/store"], capture_output=True, timeout=30
+    )
     assert out.stdout[: len(body)] == body and len(out.stdout.rstrip(b"\n")) == len(body)
-    out = subprocess.run([client, "-B", "10", "-b", "64", demo_proc.uri + "/large?size=5000"],
-                         capture_output=True, timeout=30)
+    out = subprocess.run(
+        [client, "-B", "10", "-b", "64", demo_proc.uri + "/large?size=5000"],
+        capture_output=True,
+        timeout=30,
+    )
     assert out.stdout.rstrip(b"\n") == (PATTERN * 313)[:5000]
 
 
@@ -110,12 +117,15 @@ def test_aiocoap_client_block_wise_both_ways(hub, demo_proc, aiocoap_mod):
     async def run():
         ctx = await aiocoap.Context.create_client_context()
         try:
-            put = await ctx.request(aiocoap.Message(code=aiocoap.PUT, payload=body,
-                                                    uri=demo_proc.uri + "/store")).response
-            got = await ctx.request(aiocoap.Message(code=aiocoap.GET,
-                                                    uri=demo_proc.uri + "/store")).response
-            large = await ctx.request(aiocoap.Message(
-                code=aiocoap.GET, uri=demo_proc.uri + "/large?size=100000")).response
+            put = await ctx.request(
+                aiocoap.Message(code=aiocoap.PUT, payload=body, uri=demo_proc.uri + "/store")
+            ).response
+            got = await ctx.request(
+                aiocoap.Message(code=aiocoap.GET, uri=demo_proc.uri + "/store")
+            ).response
+            large = await ctx.request(
+                aiocoap.Message(code=aiocoap.GET, uri=demo_proc.uri + "/large?size=100000")
+            ).response
             return put, got, large
         finally:
             await ctx.shutdown()

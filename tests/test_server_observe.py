@@ -88,9 +88,17 @@ def test_unacked_con_notifications_drop_the_observer(hub):
             n += 1
             greencoap.sleep(0.05)
 
-    srv = Server(router, host="127.0.0.1", port=0, con_every=1, ack_timeout=0.05,
-                 ack_random_factor=1.0, max_retransmit=2).start()
+    srv = Server(
+        router,
+        host="127.0.0.1",
+        port=0,
+        con_every=1,
+        ack_timeout=0.05,
+        ack_random_factor=1.0,
+        max_retransmit=2,
+    ).start()
     try:
+
         def script(s, send):
             send(observe_req(4, b"un", ("fast",)))
             got = []
@@ -169,8 +177,12 @@ def test_new_registration_replaces_the_old(hub, server):
 
 def test_libcoap_client_observes_the_demo_counter(hub, demo_proc):
     client = which_or_skip("coap-client-notls")
-    out = subprocess.run([client, "-B", "5", "-s", "3", demo_proc.uri + "/counter?interval=0.2"],
-                         capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        [client, "-B", "5", "-s", "3", demo_proc.uri + "/counter?interval=0.2"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     values = [int(c) for c in out.stdout if c.isdigit()]  # notifications print back to back
     assert len(values) >= 5 and values[:5] == [0, 1, 2, 3, 4], out
 
@@ -181,8 +193,9 @@ def test_aiocoap_client_observes_and_cancels(hub, demo_proc, aiocoap_mod):
     async def run():
         ctx = await aiocoap.Context.create_client_context()
         try:
-            req = aiocoap.Message(code=aiocoap.GET, uri=demo_proc.uri + "/counter?interval=0.1",
-                                  observe=0)
+            req = aiocoap.Message(
+                code=aiocoap.GET, uri=demo_proc.uri + "/counter?interval=0.1", observe=0
+            )
             pr = ctx.request(req)
             first = await pr.response
             got = [first.payload]

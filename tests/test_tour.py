@@ -12,8 +12,9 @@ TOUR = Path(__file__).resolve().parent.parent / "examples" / "tour.py"
 
 
 def test_tour_runs_1000_concurrent_calls(demo_proc):
-    out = subprocess.run([sys.executable, str(TOUR), demo_proc.uri], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(TOUR), demo_proc.uri], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     m = re.search(r"(\d+)/1000 answered 2.05 in ([\d.]+) s", out.stdout)
     assert m and m.group(1) == "1000", out.stdout

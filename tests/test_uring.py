@@ -26,8 +26,12 @@ def test_addresses_convert_both_ways():
     require_or_skip(uring_usable() is None, "io_uring", "GREENCOAP_REQUIRE_URING")
     from greencoap.uring_hub import sockaddr_to_tuple, tuple_to_sockaddr
 
-    for addr in [("127.0.0.1", 5683), ("::1", 1, 0, 0), ("::ffff:10.0.0.1", 65535, 0, 0),
-                 ("fe80::1", 5683, 7, 2)]:
+    for addr in [
+        ("127.0.0.1", 5683),
+        ("::1", 1, 0, 0),
+        ("::ffff:10.0.0.1", 65535, 0, 0),
+        ("fe80::1", 5683, 7, 2),
+    ]:
         sa = tuple_to_sockaddr(addr)
         assert len(sa) == 28
         assert sockaddr_to_tuple(sa) == addr

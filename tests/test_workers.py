@@ -39,8 +39,13 @@ def start(tmp_path, hub):
     script.write_text(SCRIPT)
     port = free_port()
     env = dict(os.environ, GREENCOAP_HUB=hub.backend)
-    p = subprocess.Popen([sys.executable, str(script), str(port)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        [sys.executable, str(script), str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wait_udp_ready(port)
     return p, port
 

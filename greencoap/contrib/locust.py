@@ -41,8 +41,10 @@ from ..errors import CoapError, RequestTimeoutError, ResetError, UriError
 from ..response import Response
 from ..uri import compose_uri, parse_uri
 
-_METHODS = {c.name: c for c in (Code.GET, Code.POST, Code.PUT, Code.DELETE, Code.FETCH,
-                                 Code.PATCH, Code.IPATCH)}
+_METHODS = {
+    c.name: c
+    for c in (Code.GET, Code.POST, Code.PUT, Code.DELETE, Code.FETCH, Code.PATCH, Code.IPATCH)
+}
 
 
 class CoapRequestError(Exception):

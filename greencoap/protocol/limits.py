@@ -44,8 +44,10 @@ class LoadLevels:
         elif load >= self.throttle_at:
             new = SHEDDING if level == SHEDDING and load > self.shed_at // 2 else THROTTLED
         elif level == SHEDDING:
-            new = SHEDDING if load > self.shed_at // 2 else (
-                THROTTLED if load > self.throttle_at // 2 else NORMAL
+            new = (
+                SHEDDING
+                if load > self.shed_at // 2
+                else (THROTTLED if load > self.throttle_at // 2 else NORMAL)
             )
         elif level == THROTTLED:
             new = THROTTLED if load > self.throttle_at // 2 else NORMAL

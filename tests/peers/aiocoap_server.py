@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING
     if args.log:
-        logging.basicConfig(filename=args.log, level=level,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.basicConfig(
+            filename=args.log, level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
     else:
         logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.debug else logging.ERROR)
     asyncio.run(serve(args.port))
