@@ -30,6 +30,7 @@ from greencoap.protocol.dtls.record import (
     encode_plain,
     parse_records,
 )
+from greencoap.protocol.dtls.session import C_WAIT_FINISHED
 
 PEER = ("192.0.2.1", 40000)
 KEYS = {b"identity": b"secret", b"other": b"another key"}
@@ -665,3 +666,51 @@ def test_a_repeated_flight_is_answered_once_however_it_is_split():
         net.client.receive(datagram, 0.5)
     assert net.client.stats["retransmits"] == 1  # answered once
     assert len(net.client.outbox) == 1
+
+
+@pytest.mark.parametrize("ctype", [APPLICATION_DATA, HANDSHAKE, 21])
+def test_stray_epoch1_record_does_not_kill_a_client_handshake(ctype):
+    """A record the client cannot authenticate (an old association's, a
+    forger's) between the server's CCS and its Finished is dropped and counted."""
+    net = Net(make_client(), make_server())
+    net.client.start(0.0)
+    final = None
+    while final is None:
+        net.collect()
+        for i, (direction, d) in enumerate(net.wire):
+            records, ok = parse_records(d)
+            if direction == "s2c" and any(r[0] == CHANGE_CIPHER_SPEC for r in records):
+                final = records
+                del net.wire[i]
+                break
+        else:
+            assert net.step(), "the server never sent its final flight"
+    kinds = [r[0] for r in final]
+    assert kinds == [CHANGE_CIPHER_SPEC, HANDSHAKE]
+    raw = [encode_plain(*r[:3], r[3]) for r in final]
+    net.deliver("s2c", raw[0])  # the CCS alone: the client now waits for the Finished
+    assert net.client._phase == C_WAIT_FINISHED
+    stray = bytes([ctype, 0xFE, 0xFD, 0, 1, 0, 0, 0, 0, 0, 9, 0, 24]) + bytes(range(24))
+    net.deliver("s2c", stray)
+    assert net.client.stats["auth_failures"] == 1
+    assert net.client.state is HANDSHAKING
+    net.deliver("s2c", raw[1])  # the real Finished
+    assert net.client.state is ESTABLISHED
+
+
+def test_stray_application_record_does_not_kill_a_server_handshake():
+    """Only a handshake record (the Finished) that fails to decrypt is taken for
+    a wrong key on the server; stray application data is dropped."""
+    net = Net(make_client(), make_server())
+    net.client.start(0.0)
+    for _ in range(4):
+        net.collect()
+        net.step()
+    net.collect()
+    session = net.session
+    assert session is not None and session.state is HANDSHAKING
+    stray = bytes([APPLICATION_DATA, 0xFE, 0xFD, 0, 1, 0, 0, 0, 0, 0, 7, 0, 24]) + bytes(24)
+    net.server.receive(stray, PEER, net.now)
+    assert session.state is HANDSHAKING
+    net.handshake()
+    assert net.client.state is ESTABLISHED and net.session.state is ESTABLISHED

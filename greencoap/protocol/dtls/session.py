@@ -422,7 +422,11 @@ class DtlsSession:
             plain = self._read_cipher.open(ctype, version, es, fragment)
             if plain is None:
                 stats["auth_failures"] += 1
-                if self._phase == S_WAIT_FINISHED or self._phase == C_WAIT_FINISHED:
+                # dropped silently (RFC 6347 §4.1.2.7), except the one record that
+                # tells a wrong key: a handshake record (the client's Finished)
+                # while the server waits for it; a stray record (an old
+                # association's, a forger's) never ends a client's handshake
+                if self._phase == S_WAIT_FINISHED and ctype == HANDSHAKE:
                     self._fail_wrong_key()
                 return
             window.update(seq)
@@ -854,13 +858,11 @@ class DtlsSession:
         return "handshake timed out"
 
     def _fail_wrong_key(self) -> None:
-        if self.is_client:
-            message = "handshake failed: the server's Finished did not decrypt — wrong PSK?"
-        else:
-            message = (
-                "handshake failed: the client's Finished did not decrypt — wrong PSK for "
-                f"identity {_show(self._pending_identity or b'')}?"
-            )
+        """Server: the client's Finished did not decrypt (decrypt_error, RFC 4279 §2)."""
+        message = (
+            "handshake failed: the client's Finished did not decrypt — wrong PSK for "
+            f"identity {_show(self._pending_identity or b'')}?"
+        )
         self._fail(DECRYPT_ERROR, message)
 
     def _renegotiation_info_ok(self, ext: dict[int, bytes]) -> bool:
