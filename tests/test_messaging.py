@@ -763,3 +763,22 @@ def test_a_flooding_peer_cannot_evict_other_peers_dedup_entries():
     for mid in (1, 2):
         assert ml.receive(incoming(mid=mid), other, 1.0) is None
     assert ml.stats["duplicates"] == 2
+
+
+def test_a_reused_mid_with_a_new_token_is_a_new_request():
+    """A peer whose MIDs wrapped within EXCHANGE_LIFETIME (over 65,536 requests
+    in 247 s) gets its new request handled, not the old cached response."""
+    ml = layer()
+    _, req, _ = ml.receive(incoming(mid=7, token=b"old"), PEER, 0.0)
+    old = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"old"))
+    drain(ml)
+    ev = ml.receive(incoming(mid=7, token=b"new"), PEER, 1.0)
+    assert ev is not None and ev[0] == REQUEST and ev[1].token == b"new"
+    assert drain(ml) == []  # the old response was not sent for it
+    new = ml.respond(ev[1], PEER, Message(code=Code.CONTENT, payload=b"new"))
+    assert new != old
+    # a real retransmission of the new request is still a duplicate
+    assert ml.receive(incoming(mid=7, token=b"new"), PEER, 2.0) is None
+    assert drain(ml) == [(new, PEER)]
+    assert ml.stats["mid_reused"] == 1 and ml.stats["duplicates"] == 1
+    assert len(ml._dedup) == 1 and ml._dedup_per_peer[PEER] == 1

@@ -157,9 +157,10 @@ class _Dedup:
     response when it is ready.
     """
 
-    __slots__ = ("response", "expires", "running", "dups", "separated")
+    __slots__ = ("response", "expires", "running", "dups", "separated", "token")
 
-    def __init__(self, expires: float) -> None:
+    def __init__(self, expires: float, token: bytes = b"") -> None:
+        self.token = token  # a "duplicate" with another token is a new request (MID reused)
         self.response: bytes | None = None
         self.expires = expires
         self.running = False
@@ -228,6 +229,7 @@ class MessageLayer:
                 "unexpected",
                 "dedup_evicted",
                 "dedup_peer_full",
+                "mid_reused",
                 "notifications",
                 "separate_acks",
                 "notifications_sent",
@@ -626,6 +628,14 @@ class MessageLayer:
         key = (peer, msg.mid)
         dedup = self._dedup
         entry = dedup.get(key)
+        if entry is not None and entry.token != msg.token:
+            # the peer reused the MID for a new request (its MIDs wrapped within
+            # EXCHANGE_LIFETIME): forget the old exchange rather than answer the
+            # new request with the old response
+            self.stats["mid_reused"] += 1
+            del dedup[key]
+            self._forget_peer(peer)
+            entry = None
         if entry is not None:
             self.stats["duplicates"] += 1
             if entry.response is not None:
@@ -636,11 +646,11 @@ class MessageLayer:
             elif entry.dups < 2:
                 entry.dups += 1  # not started yet: it gets the response when ready
             return None
-        self._remember(key, msg.mtype, now)
+        self._remember(key, msg.mtype, now, msg.token)
         self.stats["requests_received"] += 1
         return (REQUEST, msg, peer)
 
-    def _remember(self, key: tuple, mtype: int, now: float) -> _Dedup:
+    def _remember(self, key: tuple, mtype: int, now: float, token: bytes = b"") -> _Dedup:
         """Start deduplicating ``key`` = (peer, mid) for its lifetime (§4.5)."""
         p = self.params
         con = mtype == CON
@@ -653,10 +663,10 @@ class MessageLayer:
             # already may only push out its own entries, never other peers'
             if not self._evict_oldest(peer if held >= self.dedup_peer_cap else None):
                 self.stats["dedup_peer_full"] += 1
-                return _Dedup(expires)  # not remembered
+                return _Dedup(expires, token)  # not remembered
             held = counts.get(peer, 0)
         counts[peer] = held + 1
-        entry = self._dedup[key] = _Dedup(expires)
+        entry = self._dedup[key] = _Dedup(expires, token)
         if expires < self.new_due:
             self.new_due = expires
         self._dedup_order[0 if con else 1].append((expires, key))
