@@ -46,7 +46,7 @@ from .messages import (
     encode_message,
 )
 from .record import DTLS_1_0, HANDSHAKE, HEADER, HEADER_LENGTH, SEQ_MASK, encode_plain
-from .session import CLOSED, FAILED, STAT_NAMES, DtlsSession
+from .session import CLOSED, ESTABLISHED, FAILED, STAT_NAMES, DtlsSession
 
 SERVER_STAT_NAMES = (
     "hello_verify_sent",  # stateless HelloVerifyRequests sent
@@ -167,6 +167,13 @@ class DtlsServer:
         self, datagram: bytes, peer: Any, now: float
     ) -> tuple[DtlsSession | None, list[bytes]]:
         session = self.sessions.get(peer)
+        if session is not None and datagram[:1] == b"\x17":  # application data: the hot path
+            self.sessions.move_to_end(peer)
+            data = session.receive(datagram, now)
+            if session.outbox or session.state is not ESTABLISHED:
+                self._after(session, peer)
+            # else nothing to send and no deadline earlier (only the idle one moved later)
+            return session, data
         # An epoch-0 handshake record first: perhaps a ClientHello for a new association.
         if datagram[:1] == b"\x16" and datagram[3:5] == b"\x00\x00":
             found = self._parse_client_hello(datagram)
