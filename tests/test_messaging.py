@@ -758,11 +758,39 @@ def test_a_flooding_peer_cannot_evict_other_peers_dedup_entries():
         assert ml.receive(incoming(mid=mid), other, 0.0)[0] == REQUEST
     for mid in range(100, 160):  # a flood from one peer
         assert ml.receive(incoming(mid=mid), PEER, 0.0)[0] == REQUEST
-    assert ml.stats["dedup_peer_full"] == 58 and ml.stats["dedup_evicted"] == 0
+    # the flooding peer pushed out its own oldest entries, one per new request
+    assert ml.stats["dedup_evicted"] == 58 and ml.stats["dedup_peer_full"] == 0
     # the other peer's entries survived: its retransmissions are still duplicates
     for mid in (1, 2):
         assert ml.receive(incoming(mid=mid), other, 1.0) is None
     assert ml.stats["duplicates"] == 2
+    # the flooder's most recent requests are remembered, its oldest forgotten
+    assert ml.receive(incoming(mid=159), PEER, 1.0) is None
+    assert ml.receive(incoming(mid=158), PEER, 1.0) is None
+    assert ml.receive(incoming(mid=100), PEER, 1.0)[0] == REQUEST
+    assert ml.stats["duplicates"] == 4
+    assert len(ml._dedup) <= 8 and sum(ml._dedup_per_peer.values()) == len(ml._dedup)
+
+
+def test_dedup_bookkeeping_stays_bounded_under_mixed_traffic():
+    """Per-peer queues follow the cache: expiry, own eviction, global eviction
+    and MID reuse leave no stale bookkeeping behind once entries expire."""
+    ml = MessageLayer(rng=Random(2), dedup_capacity=64)
+    rnd = Random(3)
+    peers = [(f"192.0.2.{i}", 5683) for i in range(6)]
+    now = 0.0
+    for i in range(20_000):
+        now += 0.01
+        peer = rnd.choice(peers[:2]) if i % 3 else rnd.choice(peers)  # two heavy peers
+        mtype = CON if rnd.random() < 0.6 else NON
+        ml.receive(incoming(mtype, mid=rnd.randrange(512), token=bytes([i % 7])), peer, now)
+        ml.outbox.clear()
+        if i % 500 == 0:
+            ml.expire(now)
+        assert len(ml._dedup) <= 64
+        assert sum(ml._dedup_per_peer.values()) == len(ml._dedup)
+    ml.expire(now + 1000)
+    assert ml._dedup == {} and ml._dedup_per_peer == {} and ml._dedup_peer_order == {}
 
 
 def test_a_reused_mid_with_a_new_token_is_a_new_request():

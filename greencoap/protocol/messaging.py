@@ -214,6 +214,9 @@ class MessageLayer:
         #: the most entries one peer may hold: a flooding peer cannot evict others'
         self.dedup_peer_cap = max(1, int(dedup_capacity * dedup_peer_share))
         self._dedup_per_peer: dict[Any, int] = {}
+        # per peer, its entries in expiry order (CON, NON): a peer at its share
+        # pushes out its own oldest entry
+        self._dedup_peer_order: dict[Any, tuple[deque, deque]] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "requests_sent",
@@ -446,43 +449,67 @@ class MessageLayer:
                     b.extend(not_yet)
                 break  # nothing later than this millisecond can be due yet
         dedup = self._dedup
-        for q in self._dedup_order:
+        for kind, q in enumerate(self._dedup_order):
             while q and q[0][0] <= now:
-                expires, key = q.popleft()
+                item = q.popleft()
+                expires, key = item
                 entry = dedup.get(key)
                 if entry is not None and entry.expires == expires:
                     del dedup[key]
-                    self._forget_peer(key[0])
+                    self._forget_peer(key[0], kind, item)
         return events
 
-    def _forget_peer(self, peer: Any) -> None:
+    def _forget_peer(self, peer: Any, kind: int = -1, item: tuple | None = None) -> None:
+        """One entry of ``peer`` left the cache (``item``: the head of its
+        ``kind`` queue, when that is how it left)."""
         counts = self._dedup_per_peer
         n = counts[peer] - 1
         if n:
             counts[peer] = n
+            if item is not None:
+                q = self._dedup_peer_order[peer][kind]
+                if q and q[0] is item:
+                    q.popleft()
         else:
             del counts[peer]
+            del self._dedup_peer_order[peer]
 
-    def _evict_oldest(self, only_peer: Any = None) -> bool:
-        """Drop the dedup entry that would expire first (the cache is full).
+    @staticmethod
+    def _oldest(con: deque, non: deque) -> deque:
+        """The queue whose head expires first (one of them is not empty)."""
+        return con if not non or (con and con[0][0] <= non[0][0]) else non
 
-        With ``only_peer``, only if that entry is the peer's own; returns
-        whether an entry was dropped.
-        """
+    def _evict_oldest(self) -> bool:
+        """Drop the dedup entry that would expire first (the cache is full)."""
         dedup = self._dedup
         con, non = self._dedup_order
         while con or non:
-            q = con if not non or (con and con[0][0] <= non[0][0]) else non
-            expires, key = q[0]
+            q = self._oldest(con, non)
+            item = q.popleft()
+            expires, key = item
             entry = dedup.get(key)
             if entry is None or entry.expires != expires:
-                q.popleft()  # stale: expired or replaced already
-                continue
-            if only_peer is not None and key[0] != only_peer:
-                return False
-            q.popleft()
+                continue  # stale: expired or replaced already
             del dedup[key]
-            self._forget_peer(key[0])
+            self._forget_peer(key[0], 0 if q is con else 1, item)
+            self.stats["dedup_evicted"] += 1
+            return True
+        return False
+
+    def _evict_own_oldest(self, peer: Any) -> bool:
+        """Drop ``peer``'s entry that would expire first (it holds its share)."""
+        order = self._dedup_peer_order.get(peer)
+        if order is None:
+            return False
+        dedup = self._dedup
+        con, non = order
+        while con or non:
+            expires, key = self._oldest(con, non).popleft()
+            entry = dedup.get(key)
+            if entry is None or entry.expires != expires:
+                continue  # stale; the global queues skip this one later too
+            del dedup[key]
+            self._forget_peer(peer)
             self.stats["dedup_evicted"] += 1
             return True
         return False
@@ -658,18 +685,27 @@ class MessageLayer:
         peer = key[0]
         counts = self._dedup_per_peer
         held = counts.get(peer, 0)
-        if held >= self.dedup_peer_cap or len(self._dedup) >= self.dedup_capacity:
-            # full: the oldest entry goes, but a peer holding its fair share
-            # already may only push out its own entries, never other peers'
-            if not self._evict_oldest(peer if held >= self.dedup_peer_cap else None):
+        if held >= self.dedup_peer_cap:
+            # a peer holding its fair share pushes out its own oldest entry,
+            # never other peers'
+            if not self._evict_own_oldest(peer):
                 self.stats["dedup_peer_full"] += 1
                 return _Dedup(expires, token)  # not remembered
+            held = counts.get(peer, 0)
+        elif len(self._dedup) >= self.dedup_capacity:
+            self._evict_oldest()  # full: the entry that would expire first goes
             held = counts.get(peer, 0)
         counts[peer] = held + 1
         entry = self._dedup[key] = _Dedup(expires, token)
         if expires < self.new_due:
             self.new_due = expires
-        self._dedup_order[0 if con else 1].append((expires, key))
+        item = (expires, key)
+        kind = 0 if con else 1
+        self._dedup_order[kind].append(item)
+        order = self._dedup_peer_order.get(peer)
+        if order is None:
+            order = self._dedup_peer_order[peer] = (deque(), deque())
+        order[kind].append(item)
         return entry
 
     def started(self, request: Message, peer: Any) -> None:
