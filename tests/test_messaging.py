@@ -789,8 +789,21 @@ def test_dedup_bookkeeping_stays_bounded_under_mixed_traffic():
             ml.expire(now)
         assert len(ml._dedup) <= 64
         assert sum(ml._dedup_per_peer.values()) == len(ml._dedup)
+        assert sum(len(q) for q in ml._dedup_order) <= 2 * 64 + 1024 + 1
     ml.expire(now + 1000)
     assert ml._dedup == {} and ml._dedup_per_peer == {} and ml._dedup_peer_order == {}
+
+
+def test_a_flood_at_its_share_keeps_the_expiry_queues_bounded():
+    """A peer at its share evicts in batches; what it evicts from the middle of
+    the global expiry queues is compacted away, so memory follows the cache
+    size, not the request rate times EXCHANGE_LIFETIME."""
+    ml = MessageLayer(rng=Random(4), dedup_capacity=4096)  # share 1,024, batch 64
+    for i in range(200_000):
+        ml.receive(incoming(NON, mid=i & 0xFFFF, token=i.to_bytes(3, "big")), PEER, i * 1e-5)
+    assert ml._dedup_per_peer[PEER] <= 1024
+    assert sum(len(q) for q in ml._dedup_order) <= 1024 + 1024 + 64
+    assert ml.stats["dedup_evicted"] >= 200_000 - 1024 and ml.stats["dedup_peer_full"] == 0
 
 
 def test_a_reused_mid_with_a_new_token_is_a_new_request():

@@ -214,9 +214,10 @@ class MessageLayer:
         #: the most entries one peer may hold: a flooding peer cannot evict others'
         self.dedup_peer_cap = max(1, int(dedup_capacity * dedup_peer_share))
         self._dedup_per_peer: dict[Any, int] = {}
-        # per peer, its entries in expiry order (CON, NON): a peer at its share
-        # pushes out its own oldest entry
+        # for peers that reached their share only: their entries in expiry
+        # order (CON, NON), so that they push out their own oldest entries
         self._dedup_peer_order: dict[Any, tuple[deque, deque]] = {}
+        self._stale = 0  # evicted entries still sitting in the global queues
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "requests_sent",
@@ -467,52 +468,93 @@ class MessageLayer:
         if n:
             counts[peer] = n
             if item is not None:
-                q = self._dedup_peer_order[peer][kind]
-                if q and q[0] is item:
-                    q.popleft()
+                order = self._dedup_peer_order.get(peer)
+                if order is not None:
+                    q = order[kind]
+                    if q and q[0] is item:
+                        q.popleft()
         else:
             del counts[peer]
-            del self._dedup_peer_order[peer]
+            self._dedup_peer_order.pop(peer, None)
 
     @staticmethod
     def _oldest(con: deque, non: deque) -> deque:
         """The queue whose head expires first (one of them is not empty)."""
         return con if not non or (con and con[0][0] <= non[0][0]) else non
 
-    def _evict_oldest(self) -> bool:
-        """Drop the dedup entry that would expire first (the cache is full)."""
+    def _evict_oldest(self, only_peer: Any = None) -> bool:
+        """Drop the dedup entry that would expire first (the cache is full);
+        with ``only_peer``, only when that entry is the peer's own."""
         dedup = self._dedup
         con, non = self._dedup_order
         while con or non:
             q = self._oldest(con, non)
-            item = q.popleft()
-            expires, key = item
+            expires, key = item = q[0]
             entry = dedup.get(key)
             if entry is None or entry.expires != expires:
+                q.popleft()
                 continue  # stale: expired or replaced already
+            if only_peer is not None and key[0] != only_peer:
+                return False
+            q.popleft()
             del dedup[key]
             self._forget_peer(key[0], 0 if q is con else 1, item)
             self.stats["dedup_evicted"] += 1
             return True
         return False
 
-    def _evict_own_oldest(self, peer: Any) -> bool:
-        """Drop ``peer``'s entry that would expire first (it holds its share)."""
-        order = self._dedup_peer_order.get(peer)
-        if order is None:
-            return False
+    def _evict_own_oldest(self, peer: Any) -> int:
+        """``peer`` holds its share: drop its entries that would expire first,
+        a batch of them (1/16 of the share) so that the next requests insert
+        without evicting; returns how many went."""
         dedup = self._dedup
+        order = self._dedup_peer_order.get(peer)
+        if order is None:  # it just reached its share: collect its entries once
+            order = self._dedup_peer_order[peer] = (deque(), deque())
+            for kind, q in enumerate(self._dedup_order):
+                mine = order[kind]
+                for item in q:
+                    if item[1][0] == peer:
+                        mine.append(item)
         con, non = order
-        while con or non:
-            expires, key = self._oldest(con, non).popleft()
+        want = max(1, self.dedup_peer_cap >> 4)
+        dropped = 0
+        while (con or non) and dropped < want:
+            q = con if not non or (con and con[0][0] <= non[0][0]) else non
+            expires, key = q.popleft()
             entry = dedup.get(key)
             if entry is None or entry.expires != expires:
                 continue  # stale; the global queues skip this one later too
             del dedup[key]
-            self._forget_peer(peer)
-            self.stats["dedup_evicted"] += 1
-            return True
-        return False
+            dropped += 1
+        if dropped:
+            self._stale += dropped
+            self.stats["dedup_evicted"] += dropped
+            n = self._dedup_per_peer[peer] - dropped
+            if n:
+                self._dedup_per_peer[peer] = n
+            else:
+                del self._dedup_per_peer[peer]
+                del self._dedup_peer_order[peer]
+            if self._stale > len(dedup) + 1024:
+                self._compact()
+        return dropped
+
+    def _compact(self) -> None:
+        """Drop the entries evicted from the middle of the global expiry
+        queues (their count is ``_stale``): the queues stay within about
+        twice the cache's size whatever the traffic."""
+        dedup = self._dedup
+        fresh = []
+        for q in self._dedup_order:
+            live = deque()
+            for item in q:
+                entry = dedup.get(item[1])
+                if entry is not None and entry.expires == item[0]:
+                    live.append(item)
+            fresh.append(live)
+        self._dedup_order = (fresh[0], fresh[1])
+        self._stale = 0
 
     def pending(self) -> int:
         """Number of client exchanges not yet finished (for leak checks)."""
@@ -662,6 +704,7 @@ class MessageLayer:
             self.stats["mid_reused"] += 1
             del dedup[key]
             self._forget_peer(peer)
+            self._stale += 1
             entry = None
         if entry is not None:
             self.stats["duplicates"] += 1
@@ -688,7 +731,8 @@ class MessageLayer:
         if held >= self.dedup_peer_cap:
             # a peer holding its fair share pushes out its own oldest entry,
             # never other peers'
-            if not self._evict_own_oldest(peer):
+            # (cheapest when its entry is the oldest of all: nothing left stale)
+            if not (self._evict_oldest(peer) or self._evict_own_oldest(peer)):
                 self.stats["dedup_peer_full"] += 1
                 return _Dedup(expires, token)  # not remembered
             held = counts.get(peer, 0)
@@ -703,9 +747,8 @@ class MessageLayer:
         kind = 0 if con else 1
         self._dedup_order[kind].append(item)
         order = self._dedup_peer_order.get(peer)
-        if order is None:
-            order = self._dedup_peer_order[peer] = (deque(), deque())
-        order[kind].append(item)
+        if order is not None:  # a peer at its share (see _evict_own_oldest)
+            order[kind].append(item)
         return entry
 
     def started(self, request: Message, peer: Any) -> None:
