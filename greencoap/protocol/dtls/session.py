@@ -49,10 +49,13 @@ The transcript hash covers every message from the ClientHello that got the
 ServerHello, with unfragmented DTLS headers.
 
 Epoch 1 records that arrive before the peer's ChangeCipherSpec are kept (a
-few) and processed once it arrives.  A record at epoch 1 that fails
-authentication while the peer's Finished is due is taken as the sign of a
-wrong PSK and ends the handshake with decrypt_error; at any other time it is
-silently dropped (RFC 6347 §4.1.2.7).
+few) and processed once it arrives.  On the server, a handshake record at
+epoch 1 that fails authentication while the client's Finished is due is
+taken as the sign of a wrong PSK and ends the handshake with decrypt_error;
+every other record that fails authentication is silently dropped and counted
+(RFC 6347 §4.1.2.7), so a stray record never ends a client's handshake.
+Established sessions take single-record application data on a fast path
+(one header unpack, the replay check, one AES-CCM decryption).
 """
 
 from __future__ import annotations
