@@ -30,7 +30,7 @@ from greencoap.protocol.dtls.record import (
     encode_plain,
     parse_records,
 )
-from greencoap.protocol.dtls.session import C_WAIT_FINISHED
+from greencoap.protocol.dtls.states import C_WAIT_FINISHED
 
 PEER = ("192.0.2.1", 40000)
 KEYS = {b"identity": b"secret", b"other": b"another key"}

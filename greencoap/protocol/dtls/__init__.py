@@ -15,7 +15,8 @@ Modules, one concern each: :mod:`.record` (record layer, AEAD, replay window),
 
 from .alerts import ALERT_NAMES, DtlsError, alert_name
 from .server import DtlsServer
-from .session import CLOSED, ESTABLISHED, FAILED, HANDSHAKING, DtlsSession, State
+from .session import DtlsSession
+from .states import CLOSED, ESTABLISHED, FAILED, HANDSHAKING, State
 
 __all__ = [
     "ALERT_NAMES",

@@ -46,7 +46,8 @@ from .messages import (
     encode_message,
 )
 from .record import DTLS_1_0, HANDSHAKE, HEADER, HEADER_LENGTH, SEQ_MASK, encode_plain
-from .session import CLOSED, ESTABLISHED, FAILED, STAT_NAMES, DtlsSession
+from .session import DtlsSession
+from .states import CLOSED, ESTABLISHED, FAILED, STAT_NAMES
 
 SERVER_STAT_NAMES = (
     "hello_verify_sent",  # stateless HelloVerifyRequests sent

@@ -61,52 +61,36 @@ Established sessions take single-record application data on a fast path
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 from collections.abc import Callable
-from enum import IntEnum
 
 from cryptography.exceptions import InvalidTag
 
 from .alerts import (
     CLOSE_NOTIFY,
     DECODE_ERROR,
-    DECRYPT_ERROR,
     FATAL,
     HANDSHAKE_FAILURE,
-    ILLEGAL_PARAMETER,
-    INTERNAL_ERROR,
     NO_RENEGOTIATION,
-    PROTOCOL_VERSION,
     UNEXPECTED_MESSAGE,
-    UNKNOWN_PSK_IDENTITY,
-    UNSUPPORTED_EXTENSION,
     WARNING,
     DtlsError,
     describe_received,
 )
+from .client_flights import ClientFlights
 from .messages import (
     CLIENT_HELLO,
     CLIENT_KEY_EXCHANGE,
     EMPTY_RENEGOTIATION_INFO,
-    EXT_EXTENDED_MASTER_SECRET,
     EXT_RENEGOTIATION_INFO,
     FINISHED,
     HELLO_REQUEST,
     HELLO_VERIFY_REQUEST,
-    NULL_COMPRESSION,
     SERVER_HELLO,
     SERVER_HELLO_DONE,
     SERVER_KEY_EXCHANGE,
-    TLS_EMPTY_RENEGOTIATION_INFO_SCSV,
-    TLS_PSK_WITH_AES_128_CCM_8,
-    ClientHello,
     DecodeError,
-    HelloVerifyRequest,
-    ServerHello,
-    decode_psk_identity,
     encode_message,
-    encode_psk_identity,
     parse_fragments,
 )
 from .prf import (
@@ -114,7 +98,6 @@ from .prf import (
     key_block,
     master_secret,
     psk_premaster,
-    verify_data,
 )
 from .reassembly import ACCEPTED, OLD, FlightItem, HandshakeBuffer, PlainRecord, layout_flight
 from .record import (
@@ -137,67 +120,35 @@ from .record import (
     encode_plain,
     parse_records,
 )
-
-
-class State(IntEnum):
-    """Where a session stands, as the caller sees it."""
-
-    HANDSHAKING = 0  # the handshake is in progress (or, for a client, not started yet)
-    ESTABLISHED = 1  # application data flows both ways
-    CLOSED = 2  # closed in order (close_notify either way, or idle expiry)
-    FAILED = 3  # a fatal alert, a timeout or a protocol error: see ``error``
-
-
-HANDSHAKING = State.HANDSHAKING
-ESTABLISHED = State.ESTABLISHED
-CLOSED = State.CLOSED
-FAILED = State.FAILED
-
-# Handshake phases (internal; which message or record comes next).
-C_IDLE = 0  # client: start() not called yet
-C_WAIT_SERVER_HELLO = 1  # client: sent a ClientHello; HelloVerifyRequest or ServerHello next
-C_WAIT_HELLO_DONE = 2  # client: got ServerHello; ServerKeyExchange* and ServerHelloDone next
-C_WAIT_CCS = 3  # client: sent flight 5; the server's ChangeCipherSpec next
-C_WAIT_FINISHED = 4  # client: reading epoch 1; the server's Finished next
-S_WAIT_CLIENT_HELLO = 5  # server: a ClientHello (the DtlsServer checked its cookie)
-S_WAIT_KEY_EXCHANGE = 6  # server: sent flight 4; ClientKeyExchange next
-S_WAIT_CCS = 7  # server: keys derived; the client's ChangeCipherSpec next
-S_WAIT_FINISHED = 8  # server: reading epoch 1; the client's Finished next
-DONE = 9  # handshake over (established, closed or failed)
-
-EPOCH_1 = 1 << 48
-FLIGHT_ENDS = frozenset((CLIENT_HELLO, SERVER_HELLO_DONE, FINISHED))  # last message of a flight
-CCS_BODY = b"\x01"
-SUITE = TLS_PSK_WITH_AES_128_CCM_8
-
-STAT_NAMES = (
-    "records_in",  # records parsed from datagrams
-    "records_out",  # records sent (handshake, alerts, application data)
-    "bad_records",  # garbage datagrams, malformed records or handshake fragments
-    "auth_failures",  # epoch ≥ 1 records that failed AEAD authentication
-    "replays",  # duplicates or records older than the replay window
-    "wrong_epoch",  # records of an epoch we cannot read (yet)
-    "early_records",  # epoch-1 records kept until the peer's ChangeCipherSpec
-    "unexpected_records",  # well-formed but out of place (dropped)
-    "retransmits",  # flights sent again (timer or peer retransmission)
-    "alerts_in",
-    "alerts_out",
-    "app_records_in",
-    "app_records_out",
-    "internal_errors",  # bugs caught at the public boundary (should stay 0)
+from .server_flights import ServerFlights
+from .states import (
+    C_IDLE,
+    C_WAIT_CCS,
+    C_WAIT_FINISHED,
+    C_WAIT_HELLO_DONE,
+    C_WAIT_SERVER_HELLO,
+    CCS_BODY,
+    CLOSED,
+    DONE,
+    EPOCH_1,
+    ESTABLISHED,
+    FAILED,
+    FLIGHT_ENDS,
+    HANDSHAKING,
+    S_WAIT_CCS,
+    S_WAIT_CLIENT_HELLO,
+    S_WAIT_FINISHED,
+    S_WAIT_KEY_EXCHANGE,
+    STAT_NAMES,
+    State,
 )
-
-
-def _show(identity: bytes) -> str:
-    return "'" + identity.decode("utf-8", "backslashreplace") + "'"
-
 
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 _pack_aad = AAD.pack
 
 
-class DtlsSession:
+class DtlsSession(ClientFlights, ServerFlights):
     """One DTLS association with one peer, either role."""
 
     RTO_INITIAL = 1.0  # RFC 6347 §4.2.4.1
@@ -668,196 +619,6 @@ class DtlsSession:
 
     # client side
 
-    def _send_client_hello(self, now: float) -> None:
-        extensions = {}
-        if self._offer_ems:
-            extensions[EXT_EXTENDED_MASTER_SECRET] = b""
-        extensions[EXT_RENEGOTIATION_INFO] = EMPTY_RENEGOTIATION_INFO
-        body = ClientHello(
-            version=DTLS_1_2,
-            random=self.client_random,
-            cookie=self._cookie,
-            cipher_suites=SUITE.to_bytes(2, "big"),
-            compression=bytes((NULL_COMPRESSION,)),
-            extensions=extensions,
-        ).encode()
-        seq = self._next_msg_seq()
-        self._ch_message = encode_message(CLIENT_HELLO, seq, body)
-        self._new_flight([(HANDSHAKE, 0, (CLIENT_HELLO, seq, body))], now)
-
-    def _on_hello_verify_request(self, seq: int, body: bytes, now: float) -> None:
-        try:
-            hvr = HelloVerifyRequest.decode(body)
-        except DecodeError:
-            self.stats["bad_records"] += 1
-            return
-        if not hvr.cookie or hvr.cookie == self._cookie:
-            return  # a duplicate: our ClientHello with this cookie is on its way
-        self._cookie = hvr.cookie
-        self._hs.reset(seq + 1)
-        # The HelloVerifyRequest came from a stateless server echoing our record
-        # sequence number; the session that answers next numbers its records anew.
-        self._window0 = ReplayWindow()
-        self._send_client_hello(now)
-
-    def _on_server_hello(self, seq: int, body: bytes, raw: bytes, now: float) -> None:
-        hello = ServerHello.decode(body)
-        if hello.version != DTLS_1_2:
-            self._fail(
-                PROTOCOL_VERSION,
-                f"handshake failed: the server chose version {hello.version:#06x}, not DTLS 1.2",
-            )
-            return
-        if hello.cipher_suite != SUITE or hello.compression != NULL_COMPRESSION:
-            self._fail(
-                ILLEGAL_PARAMETER,
-                f"handshake failed: the server chose cipher suite {hello.cipher_suite:#06x} "
-                f"compression {hello.compression}, not TLS_PSK_WITH_AES_128_CCM_8/null",
-            )
-            return
-        ext = hello.extensions
-        if not self._renegotiation_info_ok(ext):
-            return
-        if EXT_EXTENDED_MASTER_SECRET in ext and not self._offer_ems:
-            self._fail(
-                UNSUPPORTED_EXTENSION, "handshake failed: unsolicited extended_master_secret"
-            )
-            return
-        self._ems = EXT_EXTENDED_MASTER_SECRET in ext
-        self.server_random = hello.random
-        self._transcript = hashlib.sha256(self._ch_message)
-        self._transcript.update(raw)
-        self._peer_flight_start = seq
-        self._phase = C_WAIT_HELLO_DONE
-
-    def _on_server_key_exchange(self, seq: int, body: bytes, raw: bytes, now: float) -> None:
-        if self.peer_hint is not None:
-            self._fail(UNEXPECTED_MESSAGE, "handshake failed: second ServerKeyExchange")
-            return
-        self.peer_hint = decode_psk_identity(body)
-        self._transcript.update(raw)
-
-    def _on_server_hello_done(self, seq: int, body: bytes, raw: bytes, now: float) -> None:
-        if body:
-            raise DecodeError("ServerHelloDone is not empty")
-        self._transcript.update(raw)
-        assert self._psk is not None
-        identity, key = self._psk
-        cke = encode_psk_identity(identity)
-        cke_seq = self._next_msg_seq()
-        self._transcript.update(encode_message(CLIENT_KEY_EXCHANGE, cke_seq, cke))
-        self._derive_keys(key)
-        fin_seq = self._next_msg_seq()
-        fin = verify_data(self._master, b"client finished", self._transcript.digest())
-        self._transcript.update(encode_message(FINISHED, fin_seq, fin))
-        self._write_epoch = 1
-        self._phase = C_WAIT_CCS
-        self._new_flight(
-            [
-                (HANDSHAKE, 0, (CLIENT_KEY_EXCHANGE, cke_seq, cke)),
-                (CHANGE_CIPHER_SPEC, 0, CCS_BODY),
-                (HANDSHAKE, 1, (FINISHED, fin_seq, fin)),
-            ],
-            now,
-        )
-
-    def _on_server_finished(self, seq: int, body: bytes, raw: bytes, now: float) -> None:
-        expected = verify_data(self._master, b"server finished", self._transcript.digest())
-        if not hmac.compare_digest(body, expected):
-            self._fail(DECRYPT_ERROR, "handshake failed: the server's Finished did not verify")
-            return
-        self._flight = None
-        assert self._psk is not None
-        self._established(self._psk[0])
-
-    # server side
-
-    def _on_client_hello(self, seq: int, body: bytes, raw: bytes, now: float) -> None:
-        hello = ClientHello.decode(body)
-        if hello.version >> 8 != 0xFE or hello.version > DTLS_1_2:
-            self._fail(
-                PROTOCOL_VERSION,
-                f"handshake failed: the client offers version {hello.version:#06x}, "
-                "DTLS 1.2 is required",
-            )
-            return
-        suites = hello.suites()
-        if SUITE not in suites or NULL_COMPRESSION not in hello.compression:
-            self._fail(
-                HANDSHAKE_FAILURE,
-                "handshake failed: the client does not offer TLS_PSK_WITH_AES_128_CCM_8 "
-                "with null compression",
-            )
-            return
-        ext = hello.extensions
-        if not self._renegotiation_info_ok(ext):
-            return
-        self._ems = EXT_EXTENDED_MASTER_SECRET in ext
-        self.client_random = hello.random
-        self.server_random = self._randbytes(32)
-        self._transcript = hashlib.sha256(raw)
-        self._peer_flight_start = seq
-        self._msg_seq = seq  # number our messages from the ClientHello's, as OpenSSL does
-        reply_ext = {}
-        if EXT_RENEGOTIATION_INFO in ext or TLS_EMPTY_RENEGOTIATION_INFO_SCSV in suites:
-            reply_ext[EXT_RENEGOTIATION_INFO] = EMPTY_RENEGOTIATION_INFO
-        if self._ems:
-            reply_ext[EXT_EXTENDED_MASTER_SECRET] = b""
-        messages = [
-            (
-                SERVER_HELLO,
-                ServerHello(DTLS_1_2, self.server_random, b"", SUITE, 0, reply_ext).encode(),
-            )
-        ]
-        if self._hint:
-            messages.append((SERVER_KEY_EXCHANGE, encode_psk_identity(self._hint)))
-        messages.append((SERVER_HELLO_DONE, b""))
-        items: list[FlightItem] = []
-        for msg_type, msg_body in messages:
-            s = self._next_msg_seq()
-            self._transcript.update(encode_message(msg_type, s, msg_body))
-            items.append((HANDSHAKE, 0, (msg_type, s, msg_body)))
-        self._phase = S_WAIT_KEY_EXCHANGE
-        self._new_flight(items, now)
-
-    def _on_client_key_exchange(self, seq: int, body: bytes, raw: bytes, now: float) -> None:
-        identity = decode_psk_identity(body)
-        self._transcript.update(raw)
-        self._peer_flight_start = seq
-        assert self._psk_lookup is not None
-        try:
-            key = self._psk_lookup(identity)
-        except Exception as e:
-            self._fail(INTERNAL_ERROR, f"handshake failed: psk_lookup raised {e!r}")
-            return
-        if key is None:
-            self._fail(UNKNOWN_PSK_IDENTITY, f"unknown PSK identity {_show(identity)}")
-            return
-        self._pending_identity = identity
-        self._derive_keys(key)
-        self._phase = S_WAIT_CCS
-
-    def _on_client_finished(self, seq: int, body: bytes, raw: bytes, now: float) -> None:
-        expected = verify_data(self._master, b"client finished", self._transcript.digest())
-        if not hmac.compare_digest(body, expected):
-            self._fail(
-                DECRYPT_ERROR,
-                "handshake failed: the client's Finished did not verify — wrong PSK for "
-                f"identity {_show(self._pending_identity or b'')}?",
-            )
-            return
-        self._transcript.update(raw)
-        fin_seq = self._next_msg_seq()
-        fin = verify_data(self._master, b"server finished", self._transcript.digest())
-        self._write_epoch = 1
-        self._new_flight(
-            [(CHANGE_CIPHER_SPEC, 0, CCS_BODY), (HANDSHAKE, 1, (FINISHED, fin_seq, fin))],
-            now,
-            timer=False,
-        )
-        self._retain_until = now + self.FINAL_FLIGHT_RETENTION
-        self._established(self._pending_identity)
-
     # ------------------------------------------------------------------ flights, timers, failure
 
     def _new_flight(self, items: list[FlightItem], now: float, timer: bool = True) -> None:
@@ -901,14 +662,6 @@ class DtlsSession:
             # OpenSSL and GnuTLS servers drop a Finished they cannot decrypt.
             return "handshake timed out waiting for the server's Finished — wrong PSK?"
         return "handshake timed out"
-
-    def _fail_wrong_key(self) -> None:
-        """Server: the client's Finished did not decrypt (decrypt_error, RFC 4279 §2)."""
-        message = (
-            "handshake failed: the client's Finished did not decrypt — wrong PSK for "
-            f"identity {_show(self._pending_identity or b'')}?"
-        )
-        self._fail(DECRYPT_ERROR, message)
 
     def _renegotiation_info_ok(self, ext: dict[int, bytes]) -> bool:
         """RFC 5746 on a first handshake: renegotiation_info, if present, is empty."""
