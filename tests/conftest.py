@@ -141,17 +141,27 @@ class Proc:
         return f"coap://{self.host}:{self.port}"
 
 
+def demo_command(port: int, *extra: str) -> list[str]:
+    """The command line of the demo server on 127.0.0.1:``port`` (plus ``extra`` options)."""
+    return [
+        sys.executable,
+        "-m",
+        "greencoap.demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
+
+
 @pytest.fixture
 def demo_proc(hub):
     """The demo server as a subprocess (``python -m greencoap.demo``) on a free port,
     on the same backend as this test's hub."""
     port = free_port()
     env = dict(os.environ, GREENCOAP_HUB=hub.backend)
-    p = Proc(
-        [sys.executable, "-m", "greencoap.demo", "--host", "127.0.0.1", "--port", str(port)],
-        port,
-        env=env,
-    )
+    p = Proc(demo_command(port), port, env=env)
     yield p
     p.stop()
 

@@ -71,20 +71,11 @@ def test_forbidden_io_uring_is_an_error_when_required(noring):
 
 
 def test_demo_server_serves_on_the_fallback(noring):
-    from .conftest import free_port, wait_udp_ready
+    from .conftest import demo_command, free_port, wait_udp_ready
 
     port = free_port()
     p = subprocess.Popen(
-        [
-            noring,
-            sys.executable,
-            "-m",
-            "greencoap.demo",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [noring, *demo_command(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from greencoap import Client, HandshakeError
-from tests.conftest import Proc, free_port, which_or_skip
+from tests.conftest import Proc, demo_command, free_port, which_or_skip
 
 IDENTITY, KEY = "interop", "s3cr3t-key"
 CLIENTS = ("coap-client-openssl", "coap-client-gnutls")
@@ -29,21 +29,9 @@ def secure_demo(hub):
     dport = free_port()
     env = dict(os.environ, GREENCOAP_HUB=hub.backend)
     p = Proc(
-        [
-            sys.executable,
-            "-m",
-            "greencoap.demo",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dtls-port",
-            str(dport),
-            "--psk",
-            f"{IDENTITY}:{KEY}",
-            "--psk-hint",
-            "greencoap",
-        ],
+        demo_command(
+            port, "--dtls-port", str(dport), "--psk", f"{IDENTITY}:{KEY}", "--psk-hint", "greencoap"
+        ),
         port,
         env=env,
     )

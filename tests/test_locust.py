@@ -247,22 +247,10 @@ def test_observe_reports_each_notification(gevent_hub, env_and_events, libcoap_s
 def test_headless_run_over_dtls_with_psk_options():
     """``--host coaps://… --coap-psk-identity/--coap-psk-key``: every user its own session."""
     port, dport = free_port(), free_port()
-    from .conftest import Proc
+    from .conftest import Proc, demo_command
 
     p = Proc(
-        [
-            sys.executable,
-            "-m",
-            "greencoap.demo",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dtls-port",
-            str(dport),
-            "--psk",
-            "loadtest:k3y",
-        ],
+        demo_command(port, "--dtls-port", str(dport), "--psk", "loadtest:k3y"),
         port,
     )
     try:
