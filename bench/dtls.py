@@ -139,6 +139,28 @@ def _percentiles(lat: list[float]) -> dict:
     }
 
 
+def _measure(
+    worker, n: int, warmup: float, duration: float, counts: dict, server_pid: int | None
+) -> tuple[Window, float]:  # noqa: ANN001 - worker(deadline, record)
+    """Run ``n`` greenlets of ``worker`` for a warm-up, then for ``duration``
+    seconds inside a CPU-accounting window; returns the window and the time taken."""
+    import greencoap
+
+    def phase(seconds: float, record: bool) -> float:
+        counts["ok"] = counts["errors"] = 0
+        t0 = time.monotonic()
+        gs = [greencoap.spawn(worker, t0 + seconds, record) for _ in range(n)]
+        done = greencoap.joinall(gs, timeout=seconds + 30)
+        if len(done) != len(gs):
+            raise RuntimeError(f"{len(gs) - len(done)} greenlets still running after the run")
+        return time.monotonic() - t0
+
+    phase(warmup, False)
+    with Window(server_pid) as w:
+        elapsed = phase(duration, True)
+    return w, elapsed
+
+
 def child_load(
     uri: str, n: int, duration: float, warmup: float, psk: bool, server_pid: int | None
 ) -> dict:
@@ -169,18 +191,7 @@ def child_load(
         counts["ok"] += ok
         counts["errors"] += err
 
-    def phase(seconds: float, record: bool) -> float:
-        counts["ok"] = counts["errors"] = 0
-        t0 = time.monotonic()
-        gs = [greencoap.spawn(worker, t0 + seconds, record) for _ in range(n)]
-        done = greencoap.joinall(gs, timeout=seconds + 30)
-        if len(done) != len(gs):
-            raise RuntimeError(f"{len(gs) - len(done)} greenlets still running after the run")
-        return time.monotonic() - t0
-
-    phase(warmup, False)
-    with Window(server_pid) as w:
-        elapsed = phase(duration, True)
+    w, elapsed = _measure(worker, n, warmup, duration, counts, server_pid)
     stats = {k: v for k, v in client.stats.items() if v}
     client.close()
     return {
@@ -223,18 +234,7 @@ def child_handshakes(
             finally:
                 client.close()
 
-    def phase(seconds: float, record: bool) -> float:
-        counts["ok"] = counts["errors"] = 0
-        t0 = time.monotonic()
-        gs = [greencoap.spawn(worker, t0 + seconds, record) for _ in range(n)]
-        done = greencoap.joinall(gs, timeout=seconds + 30)
-        if len(done) != len(gs):
-            raise RuntimeError(f"{len(gs) - len(done)} greenlets still running after the run")
-        return time.monotonic() - t0
-
-    phase(warmup, False)
-    with Window(server_pid) as w:
-        elapsed = phase(duration, True)
+    w, elapsed = _measure(worker, n, warmup, duration, counts, server_pid)
     return {
         **w.result(),
         "ok": counts["ok"],
