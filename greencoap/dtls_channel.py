@@ -65,6 +65,10 @@ class SecurePeer:
         ident = session.identity or b""
         self.identity = ident.decode("utf-8", "replace")
 
+    def alive(self) -> bool:
+        """False once the session ended (close_notify, idle expiry, eviction, failure)."""
+        return self.session.state is _engine().ESTABLISHED
+
     def __repr__(self) -> str:
         return f"<SecurePeer {self.identity!r}>"
 

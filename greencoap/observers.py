@@ -26,6 +26,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from .codes import Code
+from .dtls_channel import SecurePeer
 from .hub import Greenlet, GreenletExit, getcurrent, spawn
 from .options import OptionNumber
 from .protocol.messaging import RESET, TIMEOUT
@@ -88,6 +89,10 @@ class Observer:
             return
         ep = self.registry.server._ep(self.peer)
         if ep is None:
+            return
+        tag = self.peer[-1]
+        if tag.__class__ is SecurePeer and not tag.alive():
+            self.registry.remove(self, "session_closed")  # its DTLS session is gone
             return
         final = not 64 <= response.code < 96
         response = self.with_observe(response)

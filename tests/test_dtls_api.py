@@ -121,6 +121,16 @@ def test_observe_over_dtls(secure_server):
         assert _wait(lambda: secure_server.stats["observers"] == 0)
 
 
+def test_observer_dropped_when_its_session_closes(secure_server):
+    c = Client(timeout=5, psk=PSK)
+    it = c.observe(secure_server.suri + "/counter?interval=0.05").iter(timeout=5)
+    assert [next(it).text, next(it).text] == ["0", "1"]
+    assert secure_server.stats["observers"] == 1
+    c.close()  # close_notify, no deregistration
+    assert _wait(lambda: secure_server.stats["observers"] == 0)
+    assert secure_server.stats["observers_dropped_session_closed"] == 1
+
+
 def test_separate_response_over_dtls(any_hub):
     srv = _secure_server(separate_delay=0.1)
     try:
