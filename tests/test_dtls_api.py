@@ -449,3 +449,17 @@ def test_non_ping_and_ipv6_over_dtls(any_hub):
             assert c.post(uri + "/echo", "v6").text == "v6"
     finally:
         srv.stop()
+
+
+def test_plain_coap_never_loads_cryptography():
+    """DTLS is imported on first use: plain CoAP scripts start without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, greencoap\n"
+        "from greencoap import Client, Server, Router\n"
+        "print('cryptography' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "False", out
