@@ -215,6 +215,10 @@ class HubBase:
             _local.hub = None
 
 
+#: How long the main thread's hub may block before it looks for signals again.
+SIGNAL_CHECK_INTERVAL = 1.0
+
+
 class Hub(RawGreenlet, HubBase):
     """The native per-thread event loop greenlet.
 
@@ -238,6 +242,12 @@ class Hub(RawGreenlet, HubBase):
 
         self.io = create_backend(self, backend)
         self.backend: str = self.io.name
+        #: the main thread never waits longer than this: a signal that lands
+        #: just before the backend blocks (after Python last checked for one)
+        #: has its handler run within this bound, not at the next far timer
+        self.max_wait: float | None = (
+            SIGNAL_CHECK_INTERVAL if threading.current_thread() is threading.main_thread() else None
+        )
 
     # -- scheduling ----------------------------------------------------
     def run_callback(self, fn: Callable, *args: Any) -> None:
@@ -315,6 +325,9 @@ class Hub(RawGreenlet, HubBase):
                 # Nothing can ever wake the greenlet that switched to us.
                 self.parent.throw(LoopExit("no greenlet, timer or socket can wake this wait"))
                 continue
+            cap = self.max_wait
+            if cap is not None and (timeout is None or timeout > cap):
+                timeout = cap
             io.poll(timeout)
 
 

@@ -690,3 +690,37 @@ def test_get_hub_is_per_thread(hub):
     assert result["fresh_after_destroy"] is True
     assert get_hub() is hub  # the main thread's hub is untouched
     sleep(0.01)
+
+
+def test_main_thread_hub_never_blocks_past_the_signal_check_interval(hub, monkeypatch):
+    """A signal that lands just before the backend blocks must not wait for the
+    next far timer (a SIGTERM'd server would hang): the main thread's waits
+    are capped; other threads' hubs are not."""
+    from greencoap.hub import SIGNAL_CHECK_INTERVAL
+
+    waits = []
+    real = hub.io.poll
+
+    def poll(timeout):
+        waits.append(timeout)
+        real(timeout)
+
+    monkeypatch.setattr(hub.io, "poll", poll)
+    monkeypatch.setattr(hub, "max_wait", 0.05)  # the real interval is 1 s
+    hubmod.sleep(0.3)
+    assert waits and max(waits) <= 0.05 and len(waits) >= 5
+    assert SIGNAL_CHECK_INTERVAL == 1.0
+
+    seen = {}
+
+    def in_thread():
+        from greencoap.hub import Hub
+
+        h = Hub("epoll")
+        seen["cap"] = h.max_wait
+        h.io.close()
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    assert seen["cap"] is None
