@@ -823,3 +823,25 @@ def test_a_reused_mid_with_a_new_token_is_a_new_request():
     assert drain(ml) == [(new, PEER)]
     assert ml.stats["mid_reused"] == 1 and ml.stats["duplicates"] == 1
     assert len(ml._dedup) == 1 and ml._dedup_per_peer[PEER] == 1
+
+
+def test_full_cache_evicts_the_oldest_in_batches():
+    """At capacity a batch of the oldest entries goes at once (cheaper per
+    request); the cache never exceeds its capacity and recent requests stay
+    deduplicated."""
+    ml = MessageLayer(rng=Random(5), dedup_capacity=1024)  # share 256, batch 16
+    assert ml._evict_batch == 16
+    peers = [(f"198.51.100.{i}", 5683) for i in range(5)]
+    n = 0
+    for i in range(1200):
+        for peer in peers:
+            ml.receive(incoming(NON, mid=i, token=i.to_bytes(2, "big")), peer, n * 1e-4)
+            n += 1
+            assert len(ml._dedup) <= 1024
+    ml.outbox.clear()
+    assert ml.stats["dedup_evicted"] == n - len(ml._dedup)
+    assert len(ml._dedup) > 1024 - 16 - 1
+    for peer in peers:  # each peer's latest request is still remembered
+        assert (
+            ml.receive(incoming(NON, mid=1199, token=(1199).to_bytes(2, "big")), peer, 1.0) is None
+        )

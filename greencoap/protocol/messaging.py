@@ -218,6 +218,11 @@ class MessageLayer:
         # order (CON, NON), so that they push out their own oldest entries
         self._dedup_peer_order: dict[Any, tuple[deque, deque]] = {}
         self._stale = 0  # evicted entries still sitting in the global queues
+        p = self.params
+        self._con_lifetime = p.exchange_lifetime  # the parameters are frozen
+        self._non_lifetime = p.non_lifetime
+        #: entries evicted at once when the cache (or a peer's share) is full
+        self._evict_batch = max(1, min(64, self.dedup_peer_cap >> 4))
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "requests_sent",
@@ -477,31 +482,30 @@ class MessageLayer:
             del counts[peer]
             self._dedup_peer_order.pop(peer, None)
 
-    @staticmethod
-    def _oldest(con: deque, non: deque) -> deque:
-        """The queue whose head expires first (one of them is not empty)."""
-        return con if not non or (con and con[0][0] <= non[0][0]) else non
-
-    def _evict_oldest(self, only_peer: Any = None) -> bool:
-        """Drop the dedup entry that would expire first (the cache is full);
-        with ``only_peer``, only when that entry is the peer's own."""
+    def _evict_oldest(self, only_peer: Any = None, want: int = 1) -> int:
+        """Drop up to ``want`` dedup entries, those that would expire first (the
+        cache is full); with ``only_peer``, only while they are the peer's own.
+        Returns how many went."""
         dedup = self._dedup
         con, non = self._dedup_order
-        while con or non:
-            q = self._oldest(con, non)
+        forget = self._forget_peer
+        dropped = 0
+        while (con or non) and dropped < want:
+            q = con if not non or (con and con[0][0] <= non[0][0]) else non
             expires, key = item = q[0]
             entry = dedup.get(key)
             if entry is None or entry.expires != expires:
                 q.popleft()
                 continue  # stale: expired or replaced already
             if only_peer is not None and key[0] != only_peer:
-                return False
+                break
             q.popleft()
             del dedup[key]
-            self._forget_peer(key[0], 0 if q is con else 1, item)
-            self.stats["dedup_evicted"] += 1
-            return True
-        return False
+            forget(key[0], 0 if q is con else 1, item)
+            dropped += 1
+        if dropped:
+            self.stats["dedup_evicted"] += dropped
+        return dropped
 
     def _evict_own_oldest(self, peer: Any) -> int:
         """``peer`` holds its share: drop its entries that would expire first,
@@ -722,9 +726,8 @@ class MessageLayer:
 
     def _remember(self, key: tuple, mtype: int, now: float, token: bytes = b"") -> _Dedup:
         """Start deduplicating ``key`` = (peer, mid) for its lifetime (§4.5)."""
-        p = self.params
         con = mtype == CON
-        expires = now + (p.exchange_lifetime if con else p.non_lifetime)
+        expires = now + (self._con_lifetime if con else self._non_lifetime)
         peer = key[0]
         counts = self._dedup_per_peer
         held = counts.get(peer, 0)
@@ -732,12 +735,15 @@ class MessageLayer:
             # a peer holding its fair share pushes out its own oldest entry,
             # never other peers'
             # (cheapest when its entry is the oldest of all: nothing left stale)
-            if not (self._evict_oldest(peer) or self._evict_own_oldest(peer)):
+            batch = self._evict_batch
+            if not (self._evict_oldest(peer, batch) or self._evict_own_oldest(peer)):
                 self.stats["dedup_peer_full"] += 1
                 return _Dedup(expires, token)  # not remembered
             held = counts.get(peer, 0)
         elif len(self._dedup) >= self.dedup_capacity:
-            self._evict_oldest()  # full: the entry that would expire first goes
+            # full: the entries that would expire first go, a batch at a time
+            # (the next requests then insert without evicting)
+            self._evict_oldest(None, self._evict_batch)
             held = counts.get(peer, 0)
         counts[peer] = held + 1
         entry = self._dedup[key] = _Dedup(expires, token)
