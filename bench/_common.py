@@ -351,6 +351,27 @@ def median_by(items: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return ranked[(len(ranked) - 1) // 2]
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median req/s, carrying every run's req/s as ``all_rps``."""
+    best = median_by(runs, "rps")
+    best["all_rps"] = [r["rps"] for r in runs]
+    return best
+
+
+def rps_range(run: dict[str, Any]) -> str | None:
+    """``"lo–hi"`` req/s over a median run's runs; None for a single run."""
+    rps = run["all_rps"]
+    if len(rps) < 2:
+        return None
+    return f"{min(rps):,.0f}–{max(rps):,.0f}"
+
+
+def heading(title: str) -> None:
+    """Print a table's markdown heading and the machine line under it."""
+    print(f"### {title}\n")
+    print(machine_info() + "\n")
+
+
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 

@@ -261,15 +261,11 @@ def main() -> int:
                 notes.append(f"{key} ×{n} failed: {str(e).strip()[:400]}")
                 print(f"  {key} ×{n} FAILED: {e}", file=sys.stderr, flush=True)
                 continue
-            best = c.median_by(runs_out, "rps")
-            best["all_rps"] = [r["rps"] for r in runs_out]
-            results[key, n] = best
+            results[key, n] = c.median_run(runs_out)
 
-    print(
-        f"### Client throughput — GET /hello against coapecho, {runs} × {duration:g} s, "
-        f"median run\n"
+    c.heading(
+        f"Client throughput — GET /hello against coapecho, {runs} × {duration:g} s, median run"
     )
-    print(c.machine_info() + "\n")
     rows = []
     for key, _, n, env in cases():
         r = results.get((key, n))

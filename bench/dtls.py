@@ -662,13 +662,11 @@ def main() -> int:
             continue
         profile = profile or prof
         for scheme, rs in rows.items():
-            best = c.median_by(rs, "rps")
-            best["all_rps"] = [r["rps"] for r in rs]
+            best = c.median_run(rs)
             best["all_errors"] = sum(r["errors"] for r in rs)
             results[spec.name, scheme] = best
         if hs:
-            best = c.median_by(hs, "rps")
-            best["all_rps"] = [r["rps"] for r in hs]
+            best = c.median_run(hs)
             best["all_errors"] = sum(r["errors"] for r in hs)
             best["all_ok"] = sum(r["ok"] for r in hs)
             kinds: Counter = Counter()
@@ -677,11 +675,10 @@ def main() -> int:
             best["all_error_kinds"] = dict(kinds)
             handshakes[spec.name] = best
 
-    print(
-        f"### DTLS — GET /hello, coap:// vs coaps:// (PSK, AES_128_CCM_8), greencoap Client "
-        f"×{args.conc} greenlets, {runs} × {duration:g} s, median run\n"
+    c.heading(
+        f"DTLS — GET /hello, coap:// vs coaps:// (PSK, AES_128_CCM_8), greencoap Client "
+        f"×{args.conc} greenlets, {runs} × {duration:g} s, median run"
     )
-    print(c.machine_info() + "\n")
     rows_out = []
     for spec in SERVERS:
         for scheme in SCHEMES:
@@ -786,16 +783,8 @@ def main() -> int:
             + ", ".join(busy)
             + " — those rows are client-bound"
         )
-    spread = [
-        f"{n} {s}:// {min(r['all_rps']):,.0f}–{max(r['all_rps']):,.0f}"
-        for (n, s), r in results.items()
-        if len(r["all_rps"]) > 1
-    ]
-    spread += [
-        f"{n} handshakes {min(h['all_rps']):,.0f}–{max(h['all_rps']):,.0f}"
-        for n, h in handshakes.items()
-        if len(h["all_rps"]) > 1
-    ]
+    spread = [f"{n} {s}:// {c.rps_range(r)}" for (n, s), r in results.items() if c.rps_range(r)]
+    spread += [f"{n} handshakes {c.rps_range(h)}" for n, h in handshakes.items() if c.rps_range(h)]
     if spread:
         notes.append("req/s range over runs: " + "; ".join(spread))
     notes.append(f"1-minute load average {load_start} at the start, {loadavg()} at the end")

@@ -184,11 +184,10 @@ def main() -> int:
         res[key] = c.run_json(cmd, c.CLIENT_CPU, timeout=600, env=env)
         print(f"  {key} done ({res[key]['_backend']})", file=sys.stderr, flush=True)
 
-    print(
-        f"### Hub primitives — greencoap (hub {res['greencoap']['_backend']}) vs gevent "
-        f"({res['gevent']['_backend']}), median of {repeat}, ns/op\n"
+    c.heading(
+        f"Hub primitives — greencoap (hub {res['greencoap']['_backend']}) vs gevent "
+        f"({res['gevent']['_backend']}), median of {repeat}, ns/op"
     )
-    print(c.machine_info() + "\n")
     headers = ["operation", "greencoap ns/op", "gevent ns/op", "ratio"]
     if args.uring:
         headers.append("greencoap io_uring hub ns/op")

@@ -144,15 +144,12 @@ def main() -> int:
                 notes.append(f"{key} failed: {str(e).strip()[:400]}")
                 print(f"  {key} FAILED: {e}", file=sys.stderr, flush=True)
                 continue
-            best = c.median_by(outs, "rps")
-            best["all_rps"] = [o["rps"] for o in outs]
-            results[key] = best
+            results[key] = c.median_run(outs)
 
-    print(
-        f"### Locust — {args.users} users, GET /hello against coapecho, one core, "
-        f"{runs} × {duration} s, median run\n"
+    c.heading(
+        f"Locust — {args.users} users, GET /hello against coapecho, one core, "
+        f"{runs} × {duration} s, median run"
     )
-    print(c.machine_info() + "\n")
     raw = results.get("raw", {}).get("rps")
     rows = []
     for key, label, _ in FILES:
@@ -174,8 +171,8 @@ def main() -> int:
         )
     for key, label, _ in FILES:
         r = results.get(key)
-        if r and len(r["all_rps"]) > 1:
-            notes.append(f"{label}: runs {min(r['all_rps']):,.0f}–{max(r['all_rps']):,.0f} req/s")
+        if r and c.rps_range(r):
+            notes.append(f"{label}: runs {c.rps_range(r)} req/s")
         if r and r["exit"] not in (0, None):
             notes.append(f"{label}: locust exited {r['exit']} (1 = some requests failed)")
     c.footer(version, started, notes)

@@ -194,8 +194,7 @@ def measure(spec: ServerSpec, type_: str, runs: int, duration: float) -> dict:
                 file=sys.stderr,
                 flush=True,
             )
-        best = c.median_by(results, "rps")
-        best["all_rps"] = [r["rps"] for r in results]
+        best = c.median_run(results)
         srv.stop()
         said = [ln for ln in srv.output().splitlines() if "stats" in ln or "rror" in ln]
         if said:
@@ -253,11 +252,10 @@ def main() -> int:
                 notes.append(f"{spec.name} {t.upper()} failed: {str(e).strip()[:300]}")
                 print(f"  {spec.name} {t} FAILED: {e}", file=sys.stderr, flush=True)
 
-    print(
-        f"### Server throughput — GET /hello, coapbench --window 64 --sockets 4, "
-        f"{runs} × {duration:g} s, median run\n"
+    c.heading(
+        f"Server throughput — GET /hello, coapbench --window 64 --sockets 4, "
+        f"{runs} × {duration:g} s, median run"
     )
-    print(c.machine_info() + "\n")
     rows = []
     for spec in SERVERS:
         for t in types:
@@ -323,9 +321,7 @@ def main() -> int:
     if unmatched:
         notes.append("unmatched replies (late or dedup-cache answers): " + ", ".join(unmatched))
     spread = [
-        f"{n} {t.upper()} {min(r['all_rps']):,}–{max(r['all_rps']):,}"
-        for (n, t), r in results.items()
-        if len(r["all_rps"]) > 1
+        f"{n} {t.upper()} {c.rps_range(r)}" for (n, t), r in results.items() if c.rps_range(r)
     ]
     if spread:
         notes.append("req/s range over runs: " + "; ".join(spread))
