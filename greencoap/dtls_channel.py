@@ -137,11 +137,9 @@ class DtlsChannel:
         self._log_quiet_until = 0.0
         self._log_suppressed = 0
         self.mtu = mtu
-        self.max_sessions = max_sessions
         self.closed = False
         self._deadline = DeadlineTimer(hub, self._on_timer)
         self._stats = {
-            "dtls_sessions": 0,
             "dtls_send_dropped": 0,
             "dtls_handshake_failures": 0,
             "dtls_unknown_peer": 0,
@@ -155,7 +153,6 @@ class DtlsChannel:
                 idle_timeout=idle_timeout,
                 mtu=mtu,
             )
-            self._peers: dict[tuple, tuple] = {}  # addr -> the tagged peer of its session
             self.raw = hub.io.open_channel(sock, self._on_server_batch)
         else:
             self.server = None
@@ -189,7 +186,6 @@ class DtlsChannel:
     def _on_server_batch(self, batch: list) -> None:
         server = self.server
         receive = server.receive
-        peers = self._peers
         plain = []
         now = monotonic()
         failed = self.FAILED
@@ -198,11 +194,9 @@ class DtlsChannel:
             if session is not None and session.state is failed:
                 self._log_failure(session, addr, now)
             if apps:
-                tagged = peers.get(addr)
-                if tagged is None or tagged[-1].session is not session:
-                    if len(peers) > 2 * self.max_sessions:
-                        peers.clear()
-                    tagged = peers[addr] = addr + (SecurePeer(session, addr),)
+                tagged = session.user_tag  # one tagged peer per session
+                if tagged is None:
+                    tagged = session.user_tag = addr + (SecurePeer(session, addr),)
                 for app in apps:
                     plain.append((app, tagged))
         self._flush_server()

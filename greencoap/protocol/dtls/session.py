@@ -63,6 +63,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
@@ -196,6 +197,8 @@ class DtlsSession(ClientFlights, ServerFlights):
         self.uses_extended_master_secret = False
         self.client_random = b""
         self.server_random = b""
+        #: free for the caller: e.g. the peer handle the I/O layer hands upward
+        self.user_tag: Any = None
 
         self._psk = psk
         self._psk_lookup = psk_lookup
