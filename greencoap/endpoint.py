@@ -31,8 +31,6 @@ from .protocol.messaging import (
     CON,
     DONE,
     NOTIFICATION,
-    OBSERVING,
-    QUEUED,
     REQUEST,
     RESET,
     TIMEOUT,
@@ -391,12 +389,7 @@ class Endpoint:
         """End every exchange with ``peer`` now, raising ``error`` in its caller
         (the secure channel's session with that peer failed)."""
         layer = self.layer
-        now = monotonic()
-        doomed = [e for e in layer._by_token.values() if e.peer == peer]
-        doomed.sort(key=lambda e: e.state != QUEUED)  # queued first: none may start now
-        for ex in doomed:
-            observing = ex.state == OBSERVING
-            layer.cancel(ex, now, error)
+        for ex, observing in layer.cancel_peer(peer, monotonic(), error):
             if observing and ex.sink is not None:
                 ex.sink(error)  # the observation ends with this error
             if ex.waiter is not None:

@@ -323,6 +323,18 @@ class MessageLayer:
         if ex.state != DONE:
             self._finish(ex, reason)
 
+    def cancel_peer(self, peer: Any, now: float, reason: Any) -> list[tuple[Exchange, bool]]:
+        """Cancel every exchange with ``peer`` (its transport failed); returns
+        them with whether each was an active observation.  Queued ones go
+        first, so that none of them starts in a freed NSTART slot."""
+        doomed = [e for e in self._by_token.values() if e.peer == peer]
+        doomed.sort(key=lambda e: e.state != QUEUED)
+        out = []
+        for ex in doomed:
+            out.append((ex, ex.state == OBSERVING))
+            self.cancel(ex, now, reason)
+        return out
+
     def _finish(self, ex: Exchange, result: Any) -> None:
         if ex.reply:  # a confirmable response of ours: only its MID is registered
             ex.state = DONE
