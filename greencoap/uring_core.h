@@ -283,10 +283,20 @@ int gc_remove_socket(gc_ring *r, int slot)
 
 /* Attach the source-address record rec (int32 4, 6 or 0, then 16 bytes of
  * address) to a send as an IP_PKTINFO / IPV6_PKTINFO cmsg. */
+static void gc_put_cmsg(struct gc_send *s, int level, int type, const void *data, size_t len)
+{
+    struct cmsghdr *c;
+    s->msg.msg_controllen = CMSG_SPACE(len);
+    c = CMSG_FIRSTHDR(&s->msg);
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(len);
+    memcpy(CMSG_DATA(c), data, len);
+}
+
 static void gc_set_source(struct gc_send *s, const char *rec)
 {
     int32_t kind;
-    struct cmsghdr *c;
     memcpy(&kind, rec, sizeof(kind));
     if (kind != 4 && kind != 6)
         return;
@@ -296,22 +306,12 @@ static void gc_set_source(struct gc_send *s, const char *rec)
         struct gc_in_pktinfo pi;
         memset(&pi, 0, sizeof(pi));
         memcpy(&pi.spec_dst, rec + 4, 4);
-        s->msg.msg_controllen = CMSG_SPACE(sizeof(pi));
-        c = CMSG_FIRSTHDR(&s->msg);
-        c->cmsg_level = IPPROTO_IP;
-        c->cmsg_type = IP_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof(pi));
-        memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+        gc_put_cmsg(s, IPPROTO_IP, IP_PKTINFO, &pi, sizeof(pi));
     } else {
         struct gc_in6_pktinfo pi;
         memset(&pi, 0, sizeof(pi));
         memcpy(&pi.addr, rec + 4, 16);
-        s->msg.msg_controllen = CMSG_SPACE(sizeof(pi));
-        c = CMSG_FIRSTHDR(&s->msg);
-        c->cmsg_level = IPPROTO_IPV6;
-        c->cmsg_type = IPV6_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof(pi));
-        memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+        gc_put_cmsg(s, IPPROTO_IPV6, IPV6_PKTINFO, &pi, sizeof(pi));
     }
 }
 
