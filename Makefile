@@ -37,5 +37,18 @@ $(STAMP): $(SYSDEPS) pyproject.toml setup.cfg $(wildcard setup.py greencoap/_uri
 bench: $(STAMP)
 	$(PY) bench/server.py
 
+# The project's own C benchmark tools (bench/coapload.c, bench/coapecho.c), built into build/.
+.PHONY: tools
+bench: tools
+tools: build/coapload build/coapecho
+
+build/coapload: bench/coapload.c
+	@mkdir -p build
+	cc -O2 -Wall -Wextra -o $@ bench/coapload.c
+
+build/coapecho: bench/coapecho.c
+	@mkdir -p build
+	cc -O2 -Wall -Wextra -o $@ bench/coapecho.c
+
 clean:
 	rm -rf $(VENV) build *.egg-info greencoap/_uring*.so greencoap/_uring*.c

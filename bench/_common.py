@@ -1,12 +1,14 @@
 """Shared plumbing for the benchmark scripts in ``bench/`` (not a benchmark itself).
 
-* paths to the venv's Python, ``coapbench`` and ``coapecho`` (built on demand
-  into ``build/`` from ``/work/shared/tools/coapbench``);
+* paths to the venv's Python and the project's own C tools ``coapload`` (the
+  load generator) and ``coapecho`` (the reference responder), built on demand
+  into ``build/`` from ``bench/coapload.c`` and ``bench/coapecho.c`` by
+  ``make tools``;
 * :class:`Pinned`: a subprocess pinned to one CPU with ``taskset -c N``,
   always stopped by its PID (terminate, then kill) when the ``with`` block ends;
 * free UDP ports, a CoAP ping (empty CON → RST) and a raw CoAP GET used to wait
   until a server answers;
-* running ``coapbench`` and parsing its ``RESULT`` line;
+* running ``coapload`` and parsing its ``RESULT`` line;
 * running a child process that prints one JSON line as its last line;
 * medians, number formatting and markdown tables; a one-line machine summary.
 
@@ -36,9 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BUILD = ROOT / "build"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-COAPBENCH = BUILD / "coapbench"
+COAPLOAD = BUILD / "coapload"
 COAPECHO = BUILD / "coapecho"
-COAPBENCH_SRC = Path("/work/shared/tools/coapbench")
+COAPBENCH = COAPLOAD  # the load generator's former name
+TOOL_SOURCES = {COAPLOAD: BENCH / "coapload.c", COAPECHO: BENCH / "coapecho.c"}
 
 SERVER_CPU = 1
 CLIENT_CPU = 0
@@ -54,17 +57,33 @@ RESULT_FIELDS_INT = (
     "lost",
     "errors",
     "unmatched",
+    "sent",
+    "p90_us",
+    "separate",
 )
 RESULT_FIELDS_FLOAT = ("client_cpu",)
 
 
 # -- tools ---------------------------------------------------------------------
 def ensure_tools() -> None:
-    """Build coapbench/coapecho into ``build/`` if they are missing (never in shared/)."""
-    if COAPBENCH.exists() and COAPECHO.exists():
+    """Build ``build/coapload`` and ``build/coapecho`` from ``bench/*.c`` when missing or stale.
+
+    ``make -C ROOT tools`` does it; without ``make`` they are compiled with ``cc`` directly.
+    """
+    stale = [
+        exe
+        for exe, src in TOOL_SOURCES.items()
+        if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime
+    ]
+    if not stale:
+        return
+    if have("make"):
+        subprocess.run(["make", "-s", "-C", str(ROOT), "tools"], check=True, timeout=300)
         return
     BUILD.mkdir(exist_ok=True)
-    subprocess.run(["make", "-C", str(COAPBENCH_SRC), f"OUT={BUILD}"], check=True, timeout=300)
+    for exe in stale:
+        cmd = ["cc", "-O2", "-Wall", "-Wextra", "-o", str(exe), str(TOOL_SOURCES[exe])]
+        subprocess.run(cmd, check=True, timeout=300)
 
 
 def have(cmd: str) -> bool:
@@ -248,12 +267,12 @@ def start_coapecho(port: int, body: int = 13) -> Pinned:
     )
 
 
-# -- coapbench -----------------------------------------------------------------
+# -- coapload ------------------------------------------------------------------
 def parse_result(text: str) -> dict[str, Any]:
-    """Parse coapbench's last ``RESULT key=value ...`` line into a dict."""
+    """Parse coapload's last ``RESULT key=value ...`` line into a dict."""
     lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
     if not lines:
-        raise ValueError(f"no RESULT line in coapbench output:\n{text[-2000:]}")
+        raise ValueError(f"no RESULT line in coapload output:\n{text[-2000:]}")
     out: dict[str, Any] = {}
     for field in lines[-1].split()[1:]:
         key, _, value = field.partition("=")
@@ -266,7 +285,7 @@ def parse_result(text: str) -> dict[str, Any]:
     return out
 
 
-def run_coapbench(
+def run_coapload(
     port: int,
     type_: str = "con",
     duration: float = 5.0,
@@ -276,11 +295,11 @@ def run_coapbench(
     sockets: int = 4,
     warmup: float = 1.0,
 ) -> dict[str, Any]:
-    """Run coapbench on CPU 0 against 127.0.0.1:port; return the parsed RESULT."""
+    """Run coapload on CPU 0 against 127.0.0.1:port; return the parsed RESULT."""
     ensure_tools()
     cmd = pinned(
         [
-            COAPBENCH,
+            COAPLOAD,
             "--host",
             HOST,
             "--port",
@@ -304,6 +323,9 @@ def run_coapbench(
     result = parse_result(p.stdout)
     result["exit"] = p.returncode
     return result
+
+
+run_coapbench = run_coapload  # the former name
 
 
 # -- child processes that answer in JSON ---------------------------------------

@@ -1,4 +1,4 @@
-"""Server throughput: coapbench against greencoap's demo server and its peers.
+"""Server throughput: coapload against greencoap's demo server and its peers.
 
     .venv/bin/python bench/server.py [--quick] [--servers a,b,...] [--duration S] [--runs N]
 
@@ -8,7 +8,7 @@ body) served over UDP on 127.0.0.1, for CON and NON requests.
 How: each server is started pinned to CPU 1 (``taskset -c 1``) on a free port,
 afresh for each message type, and is ready when it answers a CoAP ping (empty
 CON → RST); libcoap first gets ``PUT /hello "Hello, world!"`` (it has no
-/hello of its own) and a GET must return it. Then ``coapbench --type con|non
+/hello of its own) and a GET must return it. Then ``coapload --type con|non
 --window 64 --sockets 4 --duration D --warmup 1`` runs pinned to CPU 0, ``--runs``
 times (default 3 × 5 s; ``--quick``: 1 × 2 s), and the run with the median
 req/s is reported with its latency, ``lost`` and ``errors``. The ratios are
@@ -170,7 +170,7 @@ SERVERS = [
 
 
 def measure(spec: ServerSpec, type_: str, runs: int, duration: float) -> dict:
-    """Start the server afresh, set it up, warm it up, run coapbench ``runs`` times."""
+    """Start the server afresh, set it up, warm it up, run coapload ``runs`` times."""
     port = c.free_port()
     cmd, env = spec.command(port)
     with c.Pinned(cmd, c.SERVER_CPU, env=env, name=spec.name) as srv:
@@ -181,7 +181,7 @@ def measure(spec: ServerSpec, type_: str, runs: int, duration: float) -> dict:
         results = []
         for i in range(runs):
             drops = c.udp_rcvbuf_errors()
-            r = c.run_coapbench(port, type_, duration, window=64, sockets=4)
+            r = c.run_coapload(port, type_, duration, window=64, sockets=4)
             r["rcvbuf_errors"] = c.udp_rcvbuf_errors() - drops
             if not srv.alive():
                 raise RuntimeError(f"{spec.name} died during run {i + 1}:\n{srv.output()}")
@@ -253,7 +253,7 @@ def main() -> int:
                 print(f"  {spec.name} {t} FAILED: {e}", file=sys.stderr, flush=True)
 
     c.heading(
-        f"Server throughput — GET /hello, coapbench --window 64 --sockets 4, "
+        f"Server throughput — GET /hello, coapload --window 64 --sockets 4, "
         f"{runs} × {duration:g} s, median run"
     )
     rows = []
@@ -311,7 +311,7 @@ def main() -> int:
     )
     if busy:
         notes.append(
-            "coapbench itself was near one full core (client_cpu ≥ 0.9) for: "
+            "coapload itself was near one full core (client_cpu ≥ 0.9) for: "
             + ", ".join(busy)
             + " — those rows are client-bound"
         )
