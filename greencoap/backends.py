@@ -9,6 +9,8 @@ was wanted but cannot run, one warning names the reason and epoll takes over;
 
 from __future__ import annotations
 
+import errno
+import importlib.util
 import logging
 import os
 import sys
@@ -74,6 +76,54 @@ def require_uring() -> bool:
     return os.environ.get("GREENCOAP_REQUIRE_URING", "") not in ("", "0")
 
 
+def build_status() -> str | None:
+    """What setup.py recorded about the io_uring core when this greencoap was built:
+    ``"built"``, ``"no liburing-dev at build time"``, ``"compile failed: …"``, or
+    None when the install carries no build record (built by an older setup.py)."""
+    try:
+        from . import _build_info
+    except ImportError:
+        return None
+    return getattr(_build_info, "uring_core", None)
+
+
+def uring_unavailable_reason(e: BaseException) -> str:
+    """The real reason io_uring cannot be used, from the exception that said so."""
+    if importlib.util.find_spec(f"{__package__}._uring") is None:
+        status = build_status()
+        if status == "no liburing-dev at build time":
+            return (
+                "this greencoap was built without liburing-dev (liburing.h was missing at "
+                "build time), so it has no compiled io_uring core; install liburing-dev "
+                "and reinstall greencoap"
+            )
+        if status and status.startswith("compile failed"):
+            detail = status.partition(":")[2].strip()
+            return (
+                "this greencoap has no compiled io_uring core: compiling it failed at build "
+                f"time ({detail}); reinstall greencoap with a working C compiler"
+            )
+        if status == "built":
+            return (
+                "the compiled io_uring core (greencoap._uring) was built but is missing "
+                "from this install; reinstall greencoap"
+            )
+        return (
+            "this greencoap was installed without its compiled io_uring core (built "
+            "without liburing-dev or without a C compiler); reinstall with liburing-dev "
+            "and a compiler present"
+        )
+    if isinstance(e, OSError) and e.errno and "io_uring_setup" in str(e.strerror):
+        detail = str(e.strerror).removeprefix("io_uring_setup failed: ")
+        name = errno.errorcode.get(e.errno, f"errno {e.errno}")
+        if not detail.startswith(name):
+            detail = f"{name} ({detail})"
+        return f"the kernel refused io_uring_setup: {detail}"
+    if isinstance(e, ImportError):
+        return f"the compiled io_uring core does not load: {e}"
+    return str(e)
+
+
 def create_backend(hub: Any, name: str | None) -> Any:
     """Build the I/O backend object for ``hub``."""
     global _warned
@@ -83,13 +133,14 @@ def create_backend(hub: Any, name: str | None) -> Any:
 
             return UringBackend(hub)
         except (ImportError, OSError) as e:
+            reason = uring_unavailable_reason(e)
             if name == "uring" or require_uring():
-                raise RuntimeError(f"greencoap: io_uring backend unavailable: {e}") from e
+                raise RuntimeError(f"greencoap: io_uring backend unavailable: {reason}") from e
             if not _warned:
                 _warned = True
                 # one line, through logging (the last-resort handler prints it bare)
                 logging.getLogger("greencoap").warning(
-                    "greencoap: io_uring unavailable (%s); using the epoll backend", e
+                    "greencoap: io_uring unavailable, using the epoll backend: %s", reason
                 )
     from .epoll_hub import EpollBackend
 
