@@ -1,27 +1,28 @@
 # Two commands do all setup on a fresh Debian machine:
-#   make demo   - install everything, run the demo server and the tour against it
-#   make test   - install everything, run ruff and the test suite
+#   make demo   - install greencoap, run the demo server and the tour against it
+#   make test   - install greencoap with its test extras, run ruff and the test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.greencoap-installed
+DEMO_STAMP := $(VENV)/.greencoap-installed-demo
+TEST_STAMP := $(VENV)/.greencoap-installed-test
 SYSDEPS := $(VENV)/.greencoap-sysdeps
 
 .PHONY: demo test lint bench install clean
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	PY=$(PY) scripts/demo.sh
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check greencoap tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check greencoap tests
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
 $(SYSDEPS):
 	PYTHON=$(PYTHON) scripts/sysdeps.sh
@@ -29,12 +30,21 @@ $(SYSDEPS):
 	touch $@
 
 # Reinstall only when the packaging, the cffi build script or the C core changed.
-$(STAMP): $(SYSDEPS) pyproject.toml setup.cfg $(wildcard setup.py greencoap/_uring_build.py greencoap/uring_core.h)
+# The demo needs greencoap alone; the tests and benchmarks also need the test
+# extras (aiocoap, gevent, locust, ruff, build, ...).
+INSTALL_DEPS := $(SYSDEPS) pyproject.toml setup.cfg $(wildcard setup.py greencoap/_uring_build.py greencoap/uring_core.h)
+
+$(DEMO_STAMP): $(INSTALL_DEPS)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(INSTALL_DEPS)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) bench/server.py
 
 # The project's own C benchmark tools (bench/coapload.c, bench/coapecho.c), built into build/.
