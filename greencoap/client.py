@@ -18,7 +18,7 @@ from .codes import Code, Type
 from .dtls_channel import DtlsChannel, client_credentials
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
 from .errors import ClientClosedError, CoapError, RequestTimeoutError, ResetError, UriError
-from .hub import _os_thread_local, get_hub
+from .hub import Timeout, _os_thread_local, get_hub
 from .linkformat import Link, filter_links, parse_link_format
 from .message import Message
 from .observation import Observation
@@ -261,6 +261,10 @@ class Client:
             )
         except socket.gaierror as e:
             raise UriError(f"cannot resolve {host!r}: {e}") from None
+        except Timeout:
+            raise RequestTimeoutError(
+                f"resolving {host!r} took longer than {timeout:.3g} s"
+            ) from None
         infos.sort(key=lambda i: i[0] != socket.AF_INET6)  # prefer IPv6 like getaddrinfo
         addr = peer_key(ep.family, infos[0][4])
         self._dns[key] = (monotonic() + _DNS_TTL, addr)

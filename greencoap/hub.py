@@ -26,6 +26,7 @@ an outer one; ``timeout=None`` costs nothing.
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import sys
 import threading
@@ -55,6 +56,36 @@ __all__ = [
     "LoopExit",
     "BlockingSwitchOutError",
 ]
+
+
+_log = logging.getLogger("greencoap.hub")
+
+#: Exceptions that are not errors but requests to stop: wherever they land
+#: (a worker, an observer's greenlet, a backend's dispatch) they are thrown
+#: into the thread's main greenlet, as gevent does.
+SYSTEM_ERRORS = (KeyboardInterrupt, SystemExit)
+#: :meth:`HubBase.handle_error` logs at most this many tracebacks ...
+ERROR_LOG_BURST = 10
+#: ... per this many seconds (the others are counted, not printed).
+ERROR_LOG_WINDOW = 10.0
+
+
+def _describe(where: Any) -> str:
+    """A short name for the place an error was caught (a function, usually)."""
+    name = getattr(where, "__qualname__", None)
+    if name is None:
+        return repr(where)
+    owner = getattr(where, "__self__", None)
+    return f"{name} of {owner!r}" if owner is not None else name
+
+
+def raise_in_main(hub: Any, exc: BaseException) -> None:
+    """Deliver ``exc`` (a signal's KeyboardInterrupt, a SystemExit) to the main
+    greenlet of ``hub``'s thread, from wherever it was caught."""
+    main = hub.greenlet.parent
+    if main is None or getcurrent() is main:
+        raise exc
+    main.throw(exc)
 
 
 class LoopExit(Exception):
@@ -146,6 +177,12 @@ class HubBase:
         self._executor = None
         self._workers: list = []
         self.closed = False
+        #: exceptions caught by :meth:`handle_error` (each one a bug somewhere)
+        self.errors = 0
+        self.last_error: BaseException | None = None
+        self._error_window_end = 0.0
+        self._errors_logged = 0
+        self._errors_suppressed = 0
 
     now = staticmethod(monotonic)
 
@@ -161,6 +198,8 @@ class HubBase:
 
         Used for things that have no non-blocking form, such as
         ``getaddrinfo``: the hub keeps serving other greenlets meanwhile.
+        Raises :class:`Timeout` when ``timeout`` seconds pass first (the
+        thread's work is not interrupted; its result is dropped).
         """
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
@@ -175,7 +214,7 @@ class HubBase:
         self._executor.submit(fn, *args).add_done_callback(done)
         result = waiter.get(timeout)
         if result is _UNSET:
-            raise _make_timeout(timeout)
+            raise Timeout(timeout)
         exc = result.exception()
         if exc is not None:
             raise exc
@@ -194,14 +233,42 @@ class HubBase:
         w = workers.pop() if workers else RawGreenlet(partial(_worker_loop, self), self.greenlet)
         w.switch(fn, args)
 
-    def handle_error(self, where: Any) -> None:
-        """Report an exception raised by a callback in the hub; never fatal."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-            self.greenlet.parent.throw(exc)
+    def handle_error(self, where: Any, exc: BaseException | None = None) -> None:
+        """Report an exception caught in the hub (a callback, a timer, a
+        backend's dispatch, an endpoint's receive path); never fatal.
+
+        ``KeyboardInterrupt`` and ``SystemExit`` are not errors: they are
+        thrown into the thread's main greenlet, wherever they landed.  Any
+        other exception is counted in :attr:`errors` and logged on the
+        ``greencoap.hub`` logger with its traceback, at most
+        :data:`ERROR_LOG_BURST` tracebacks per :data:`ERROR_LOG_WINDOW`
+        seconds (the rest are counted and summarised in the next message), so
+        that a bug hit by every datagram of a flood cannot flood the log.
+        """
+        if exc is None:
+            exc = sys.exc_info()[1]
+        if isinstance(exc, SYSTEM_ERRORS):
+            raise_in_main(self, exc)
             return
-        sys.stderr.write(f"greencoap hub: error in {where!r}\n")
-        traceback.print_exc()
+        self.errors += 1
+        self.last_error = exc
+        now = monotonic()
+        if now >= self._error_window_end:
+            self._error_window_end = now + ERROR_LOG_WINDOW
+            self._errors_logged = 0
+        if self._errors_logged >= ERROR_LOG_BURST:
+            self._errors_suppressed += 1
+            return
+        self._errors_logged += 1
+        more = self._errors_suppressed
+        self._errors_suppressed = 0
+        note = f" ({more} similar errors not shown)" if more else ""
+        _log.error(
+            "greencoap hub: error in %s%s",
+            _describe(where),
+            note,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
 
     def destroy(self) -> None:
         """Close the backend and forget this hub (the thread may create a new one)."""
@@ -328,7 +395,10 @@ class Hub(RawGreenlet, HubBase):
             cap = self.max_wait
             if cap is not None and (timeout is None or timeout > cap):
                 timeout = cap
-            io.poll(timeout)
+            try:
+                io.poll(timeout)
+            except Exception:  # noqa: BLE001 - report, keep the loop alive
+                self.handle_error(io.poll)
 
 
 def _thread_done(hub: HubBase, waiter: Waiter, fut: Any) -> None:
@@ -396,12 +466,6 @@ def _create_hub(backend: str | None) -> Any:
 
         return GeventHub()
     return Hub(backend)
-
-
-def _make_timeout(timeout: float | None) -> BaseException:
-    from .errors import RequestTimeoutError
-
-    return RequestTimeoutError(f"timed out after {timeout} s")
 
 
 class Waiter:
@@ -491,6 +555,11 @@ class Timeout(BaseException):
         self._timer = None
         self._greenlet = None
 
+    @classmethod
+    def start_new(cls, seconds: float | None = None, exception: Any = None) -> Timeout:
+        """Create a timeout and arm it at once (as gevent's)."""
+        return cls(seconds, exception).start()
+
     def start(self) -> Timeout:
         """Arm the timer for the current greenlet."""
         if self.seconds is not None:
@@ -567,6 +636,12 @@ class Greenlet(RawGreenlet):
             self.value = self._func(*self._args, **self._kwargs)
         except GreenletExit as e:
             self.value = e
+        except SYSTEM_ERRORS as e:
+            # a signal (Ctrl-C) or sys.exit() that landed while this greenlet
+            # ran is the program's, not this greenlet's: it goes on to the
+            # main greenlet (through the hub, which this greenlet returns to)
+            self.exception = e
+            raise
         except BaseException as e:  # noqa: BLE001
             self.exception = e
             if not self._links:
@@ -579,9 +654,14 @@ class Greenlet(RawGreenlet):
             for fn in links:
                 self._hub.run_callback(fn, self)
 
-    @property
     def successful(self) -> bool:
+        """True when the greenlet finished without an exception (as gevent's)."""
         return self._done and self.exception is None
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` was called."""
+        return self._started
 
     def ready(self) -> bool:
         """True once the greenlet has finished (returned, raised or was killed)."""
@@ -611,10 +691,12 @@ class Greenlet(RawGreenlet):
         finally:
             self.unlink(w.switch)
 
-    def get(self, timeout: float | None = None) -> Any:
-        """Return the value, re-raise the exception, or raise a timeout error."""
-        if not self.join(timeout):
-            raise _make_timeout(timeout)
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Return the value or re-raise the exception, waiting at most
+        ``timeout`` seconds (``block=False``: not at all); raises
+        :class:`Timeout` when it is not finished by then (as gevent's)."""
+        if not self.join(timeout if block else 0.0):
+            raise Timeout(timeout if block else 0.0)
         if self.exception is not None:
             raise self.exception
         return self.value

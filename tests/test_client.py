@@ -165,7 +165,7 @@ def test_nothing_leaks_after_10000_requests(hub, server):
 
         gs = [greencoap.spawn(worker) for _ in range(100)]
         assert len(greencoap.joinall(gs, timeout=60)) == 100
-        assert all(g.successful for g in gs)
+        assert all(g.successful() for g in gs)
         assert c.stats["responses_received"] == 10_000
         assert c.endpoint.layer.table_sizes() == dict.fromkeys(
             ("by_token", "by_mid", "inflight", "queued", "deadlines"), 0
@@ -179,7 +179,7 @@ def test_nstart_one_queues_instead_of_failing(hub, server):
         gs = [greencoap.spawn(c.get, server.uri + "/slow?ms=100") for _ in range(5)]
         greencoap.joinall(gs, timeout=10)
         elapsed = time.monotonic() - t0
-        assert all(g.successful and g.value.ok for g in gs)
+        assert all(g.successful() and g.value.ok for g in gs)
         assert elapsed >= 0.48, "nstart=1 must send one request at a time"
 
 

@@ -170,7 +170,7 @@ def test_200_con_requests_through_20_percent_loss(hub, server):
                 for i in range(200)
             ]
             greencoap.joinall(gs, timeout=100)
-            assert all(g.successful for g in gs), [g.exception for g in gs if g.exception][:3]
+            assert all(g.successful() for g in gs), [g.exception for g in gs if g.exception][:3]
             assert [g.value.payload for g in gs] == [str(i).encode() for i in range(200)]
             assert c.stats["retransmissions"] > 20  # the loss was real
         stats = relay.snapshot()

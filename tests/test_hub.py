@@ -42,7 +42,7 @@ def test_spawn_get_returns_value(hub):
     g = spawn(lambda a, b=0: a + b, 2, b=3)
     assert not g.ready()  # scheduled, not run yet
     assert g.get(timeout=1) == 5
-    assert g.ready() and g.successful
+    assert g.ready() and g.successful()
     assert g.value == 5
     assert g.exception is None
     assert g.join(0) is True
@@ -54,8 +54,11 @@ def test_join_timeout_returns_false_while_running(hub):
     assert g.join(0.02) is False
     assert monotonic() - t0 < 0.25
     assert not g.ready()
-    with pytest.raises(RequestTimeoutError):
+    with pytest.raises(Timeout) as info:
         g.get(timeout=0.02)
+    assert info.value.seconds == 0.02  # the hub's Timeout, as gevent raises: no request was made
+    with pytest.raises(Timeout):
+        g.get(block=False)
     g.kill()
 
 
@@ -68,7 +71,7 @@ def test_get_reraises_exception(hub, capsys):
     with pytest.raises(Boom, match="from greenlet"):
         g.get(timeout=1)
     assert isinstance(g.exception, Boom)
-    assert not g.successful and g.ready()
+    assert not g.successful() and g.ready()
     # someone was waiting for it, so it is not also printed
     assert "Boom" not in capsys.readouterr().err
 
@@ -249,7 +252,7 @@ def test_thousand_sleepers_run_concurrently(hub):
     done = joinall(gs, timeout=5)
     elapsed = monotonic() - t0
     assert len(done) == 1000
-    assert all(g.successful for g in gs)
+    assert all(g.successful() for g in gs)
     assert 0.19 <= elapsed < 0.8
 
 
@@ -392,10 +395,14 @@ def test_async_result_set_exception(hub):
 def test_async_result_get_timeout(hub):
     r = AsyncResult()
     t0 = monotonic()
-    with pytest.raises(TimeoutError) as info:
+    with pytest.raises(Timeout) as info:
         r.get(timeout=0.05)
-    assert isinstance(info.value, RequestTimeoutError)
+    assert not isinstance(info.value, RequestTimeoutError)  # no request was made
     assert 0.04 <= monotonic() - t0 < 1
+    with pytest.raises(Timeout):
+        r.get(block=False)
+    r.set(7)
+    assert r.successful() and r.get(block=False) == 7
 
 
 # -- Queue ---------------------------------------------------------------------
@@ -557,8 +564,9 @@ def test_run_in_worker_parks_and_pool_grows(hub):
     assert any(c_worker is w for w in (workers["a"], workers["b"]))  # reused, not new
 
 
-def test_worker_exception_reported_and_worker_kept(hub, capsys):
+def test_worker_exception_reported_and_worker_kept(hub, caplog):
     seen = []
+    errors = hub.errors
 
     def bad_job():
         seen.append(getcurrent())
@@ -573,8 +581,9 @@ def test_worker_exception_reported_and_worker_kept(hub, capsys):
     sleep(0.01)
     assert len(seen) == 2
     assert seen[0] is seen[1]
-    err = capsys.readouterr().err
-    assert "Boom: worker job failed" in err
+    assert hub.errors == errors + 1 and isinstance(hub.last_error, Boom)
+    err = caplog.text
+    assert "bad_job" in err and "Boom: worker job failed" in err
     assert "Traceback" in err
 
 
