@@ -144,6 +144,7 @@ class DtlsChannel:
             "dtls_handshake_failures": 0,
             "dtls_unknown_peer": 0,
             "dtls_sessions_abandoned": 0,
+            "internal_errors": 0,
         }
         if role == "server":
             self.server: Any = dtls.DtlsServer(
@@ -153,8 +154,10 @@ class DtlsChannel:
                 idle_timeout=idle_timeout,
                 mtu=mtu,
             )
+            self._bugs = self.server.bugs
             self.raw = hub.io.open_channel(sock, self._on_server_batch)
         else:
+            self._bugs = dtls.BugLog()
             self.server = None
             #: addr -> (identity, key); a Client fills it per host before sending
             self.credentials: dict[tuple, tuple[bytes, bytes]] = {}
@@ -182,6 +185,12 @@ class DtlsChannel:
             s["dtls_" + k] = v
         return s
 
+    def limit_sources(self, *args: Any, **kwargs: Any) -> None:
+        """Early shedding on the socket underneath (see the backends' channels)."""
+        limit = getattr(self.raw, "limit_sources", None)
+        if limit is not None:
+            limit(*args, **kwargs)
+
     # -- server role -----------------------------------------------------
     def _on_server_batch(self, batch: list) -> None:
         server = self.server
@@ -190,19 +199,39 @@ class DtlsChannel:
         now = monotonic()
         failed = self.FAILED
         for data, addr in batch:
-            session, apps = receive(data, addr, now)
-            if session is not None and session.state is failed:
-                self._log_failure(session, addr, now)
-            if apps:
-                tagged = session.user_tag  # one tagged peer per session
-                if tagged is None:
-                    tagged = session.user_tag = addr + (SecurePeer(session, addr),)
-                for app in apps:
-                    plain.append((app, tagged))
-        self._flush_server()
-        self._arm()
+            try:
+                session, apps = receive(data, addr, now)
+                if session is not None and session.state is failed:
+                    self._log_failure(session, addr, now)
+                if apps:
+                    tagged = session.user_tag  # one tagged peer per session
+                    if tagged is None:
+                        tagged = session.user_tag = addr + (SecurePeer(session, addr),)
+                    for app in apps:
+                        plain.append((app, tagged))
+            except Exception:  # noqa: BLE001 - one record's bug must not cost the rest
+                self._internal_error(receive)
+        self._after_engine()
         if plain and not self.closed:
             self.on_batch(plain)
+
+    def _after_engine(self) -> None:
+        """After the engine ran: send what it queued, re-arm its timer, report
+        the bugs it caught (with their tracebacks, through the hub)."""
+        try:
+            if self.server is not None:
+                self._flush_server()
+            self._arm()
+        except Exception:  # noqa: BLE001
+            self._internal_error(self._after_engine)
+        bugs = self._bugs
+        if bugs.errors:
+            for exc in bugs.take():
+                self.hub.handle_error("the DTLS engine", exc)
+
+    def _internal_error(self, where: Any) -> None:
+        self._stats["internal_errors"] += 1
+        self.hub.handle_error(where)
 
     def _log_failure(self, session: DtlsSession, addr: tuple, now: float) -> None:
         """One warning per second at most: a handshake or session from ``addr`` failed."""
@@ -231,14 +260,17 @@ class DtlsChannel:
             if session is None:
                 self._stats["dtls_unknown_peer"] += 1  # no session with that sender
                 continue
-            before = session.state
-            apps = session.receive(data, now)
-            self._flush_session(session, addr)
-            if session.state != before:
-                self._state_changed(session, addr)
-            for app in apps:
-                plain.append((app, addr))
-        self._arm()
+            try:
+                before = session.state
+                apps = session.receive(data, now)
+                self._flush_session(session, addr)
+                if session.state != before:
+                    self._state_changed(session, addr)
+                for app in apps:
+                    plain.append((app, addr))
+            except Exception:  # noqa: BLE001
+                self._internal_error(session.receive)
+        self._after_engine()
         if plain and not self.closed:
             self.on_batch(plain)
 
@@ -307,7 +339,11 @@ class DtlsChannel:
             return
         if session is None:
             session = self._session_class(
-                "client", psk=self._credentials(peer), mtu=self.mtu, now=monotonic()
+                "client",
+                psk=self._credentials(peer),
+                mtu=self.mtu,
+                now=monotonic(),
+                bugs=self._bugs,
             )
             self.sessions[peer] = session
             session.start(monotonic())
@@ -335,19 +371,21 @@ class DtlsChannel:
         if self.closed:
             return
         now = monotonic()
-        if self.server is not None:
-            self.server.expire(now)
-            self._flush_server()
-        else:
-            for addr, s in list(self.sessions.items()):
-                d = s.next_deadline()
-                if d is not None and d <= now:
-                    before = s.state
-                    s.expire(now)
-                    self._flush_session(s, addr)
-                    if s.state != before:
-                        self._state_changed(s, addr)
-        self._arm()
+        try:
+            if self.server is not None:
+                self.server.expire(now)
+            else:
+                for addr, s in list(self.sessions.items()):
+                    d = s.next_deadline()
+                    if d is not None and d <= now:
+                        before = s.state
+                        s.expire(now)
+                        self._flush_session(s, addr)
+                        if s.state != before:
+                            self._state_changed(s, addr)
+        except Exception:  # noqa: BLE001 - the timer must outlive a bug
+            self._internal_error(self._on_timer)
+        self._after_engine()
 
     def close(self) -> None:
         """close_notify to every peer, then unregister from the backend."""

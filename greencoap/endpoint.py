@@ -25,7 +25,7 @@ from typing import Any
 
 from . import pktinfo
 from .errors import ClientClosedError, RequestTimeoutError, ResetError
-from .hub import DeadlineTimer, get_hub, getcurrent
+from .hub import DeadlineTimer, Waiter, get_hub
 from .message import Message
 from .protocol.messaging import (
     CON,
@@ -151,6 +151,8 @@ class Endpoint:
         self.admit: Callable | None = None
         self.busy = 0  # handlers running (blocked ones included)
         self.closed = False
+        #: exceptions caught on this endpoint's receive and timer paths (bugs)
+        self.internal_errors = 0
         self._deadline = DeadlineTimer(self.hub, self._on_timer)
         # ``channel(sock, on_batch)`` wraps the socket (DTLS); the backend's by default
         self.channel = (channel or self.hub.io.open_channel)(sock, self._on_batch)
@@ -167,40 +169,59 @@ class Endpoint:
         """Counters from the message layer and the socket channel."""
         s = dict(self.layer.stats)
         s.update(self.channel.stats)
+        s["internal_errors"] = self.internal_errors + s.get("internal_errors", 0)
         return s
 
     # -- hub side ------------------------------------------------------
     def _on_batch(self, batch: list) -> None:
+        """The backend's datagrams for this socket (in the hub).
+
+        A bug anywhere below (the message layer, admission, an Observe sink)
+        costs only the datagram that hit it: it is reported through the hub's
+        error handler, counted as ``internal_errors``, and the batch goes on.
+        """
         layer = self.layer
         receive = layer.receive
         requests = self._requests
         now = monotonic()
         admit = self.admit
         if admit is not None:
-            admit = admit(self.busy + len(requests))  # None: serve all (normal load)
+            try:
+                admit = admit(self.busy + len(requests))  # None: serve all (normal load)
+            except Exception:  # noqa: BLE001
+                self._internal_error(admit)
+                admit = None
         for data, addr in batch:
-            ev = receive(data, addr, now)
-            if ev is not None:
-                kind, obj, extra = ev
-                if kind is REQUEST:
-                    if self.on_request is not None and self.accepting:
-                        if admit is None or admit(obj, extra, now):
-                            requests.append((obj, extra))
-                elif kind is NOTIFICATION:
-                    sink = obj.sink
-                    if sink is not None:
-                        sink(extra)
-                else:
-                    w = obj.waiter
-                    if w is not None:
-                        w.switch(obj)
+            try:
+                ev = receive(data, addr, now)
+                if ev is not None:
+                    kind, obj, extra = ev
+                    if kind is REQUEST:
+                        if self.on_request is not None and self.accepting:
+                            if admit is None or admit(obj, extra, now):
+                                requests.append((obj, extra))
+                    elif kind is NOTIFICATION:
+                        sink = obj.sink
+                        if sink is not None:
+                            sink(extra)
+                    else:
+                        w = obj.waiter
+                        if w is not None:
+                            w.switch(obj)
                 if layer.outbox:
                     self._drain()
+            except Exception:  # noqa: BLE001 - one datagram's bug must not cost the rest
+                self._internal_error(receive)
         if layer.outbox:
             self._drain()
         self._arm()
         if requests:
             self._run_requests(requests)
+
+    def _internal_error(self, where: Any) -> None:
+        """A bug caught on the receive path: count it and report it."""
+        self.internal_errors += 1
+        self.hub.handle_error(where)
 
     def _run_requests(self, requests: deque) -> None:
         """Handle queued requests on worker greenlets (in the hub).
@@ -258,11 +279,21 @@ class Endpoint:
                 self._drain()
 
     def _drain(self) -> None:
+        """Hand what the message layer queued to the channel.  A datagram the
+        channel refuses (a DTLS peer with no key, an address it cannot use)
+        does not hold back the others; the first such error is raised after."""
         layer = self.layer
         out, layer.outbox = layer.outbox, []
         send = self.channel.sendto
+        error = None
         for data, peer in out:
-            send(data, peer)
+            try:
+                send(data, peer)
+            except Exception as e:  # noqa: BLE001
+                if error is None:
+                    error = e
+        if error is not None:
+            raise error
 
     def _arm(self) -> None:
         """Re-arm the endpoint's one timer if the engine scheduled something earlier."""
@@ -276,7 +307,11 @@ class Endpoint:
         if self.closed:
             return
         layer = self.layer
-        events = layer.expire(monotonic())
+        try:
+            events = layer.expire(monotonic())
+        except Exception:  # noqa: BLE001 - the timer must outlive a bug
+            self._internal_error(layer.expire)
+            events = ()
         layer.new_due = float("inf")
         d = layer.next_deadline()
         if d is not None:
@@ -284,7 +319,10 @@ class Endpoint:
         for _kind, ex, _ in events:
             w = ex.waiter
             if w is not None:
-                w.switch(ex)
+                try:
+                    w.switch(ex)
+                except Exception:  # noqa: BLE001
+                    self._internal_error(w.switch)
         if layer.outbox:
             self._drain()
         self._arm()
@@ -331,18 +369,17 @@ class Endpoint:
         layer = self.layer
         ex = layer.request(msg, peer, monotonic(), timeout, observe)
         ex.sink = sink
-        # the parked greenlet itself is the exchange's waiter: the hub switches
-        # to it with the finished exchange (no Waiter object per request)
-        ex.waiter = getcurrent()
-        if layer.outbox:
-            self._drain()
-        self._arm()
+        # one Waiter per wait: only this exchange can resume this call, and a
+        # late event for it (after it gave up) wakes nothing
+        w = ex.waiter = Waiter(self.hub)
         try:
-            while ex.state < DONE:  # a stray wake-up must not end the wait early
-                self.hub.switch_out()
+            if layer.outbox:
+                self._drain()  # may raise (a DTLS peer without a key, a bad address)
+            self._arm()
+            w.get()
         finally:
             ex.waiter = None
-            if ex.state < DONE:
+            if ex.state < DONE:  # left early: an exception, a kill, a Timeout
                 layer.cancel(ex, monotonic())
                 if layer.outbox:
                     self._drain()
@@ -409,9 +446,7 @@ class Endpoint:
         self.closed = True
         self._deadline.cancel()
         layer = self.layer
-        now = monotonic()
-        for ex in list(layer._by_token.values()):
-            layer.cancel(ex, now, "closed")
+        for ex in layer.cancel_all(monotonic(), "closed"):
             if ex.waiter is not None:
                 self.hub.run_callback(ex.waiter.switch, ex)  # resumed from the hub
         layer.outbox.clear()

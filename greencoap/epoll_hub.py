@@ -26,12 +26,17 @@ import os
 import select
 import socket
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from . import pktinfo
 from .backends import MAX_DATAGRAM, DatagramBackend
+from .protocol.limits import SHED_HOLD, SHED_TRIGGER, SourceLimiter
 
-RECV_BATCH = 64  # datagrams read per readiness event before yielding to others
+#: datagrams read per readiness event before the other sockets' turn (as many
+#: as the io_uring backend harvests per call: a backlog this deep is what
+#: engages early shedding, see :class:`~greencoap.protocol.limits.SourceLimiter`)
+RECV_BATCH = 1024
 # what a send with a source address that is no longer ours fails with (IPv6:
 # EINVAL; IPv4: ENETUNREACH from the route lookup)
 _SOURCE_REFUSED = (errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH)
@@ -47,7 +52,8 @@ class Channel:
         "backend",
         "_out",
         "closed",
-        "stats",
+        "_stats",
+        "limiter",
         # used by PktinfoChannel (slots here: gevent's channel subclasses both)
         "local",
         "local_old",
@@ -61,7 +67,32 @@ class Channel:
         self.on_batch = on_batch
         self._out: list = []
         self.closed = False
-        self.stats = {"send_errors": 0, "recv_errors": 0, "truncated": 0}
+        self._stats = {"send_errors": 0, "recv_errors": 0, "truncated": 0}
+        self.limiter: SourceLimiter | None = None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Send/receive errors, truncated datagrams and early shedding counters."""
+        s = dict(self._stats)
+        if self.limiter is not None:
+            s.update(self.limiter.statistics(monotonic()))
+        return s
+
+    def limit_sources(
+        self, rate: float, burst: float, trigger: int = SHED_TRIGGER, hold: float = SHED_HOLD
+    ) -> None:
+        """Shed a flooding source's excess as datagrams are read, before any
+        protocol work (:class:`~greencoap.protocol.limits.SourceLimiter`);
+        ``rate <= 0`` turns it off."""
+        self.limiter = SourceLimiter(rate, burst, trigger, hold) if rate > 0 else None
+
+    def _deliver(self, batch: list) -> None:
+        """Hand a harvest to the consumer, through the source limiter if any."""
+        limiter = self.limiter
+        if limiter is not None:
+            batch = limiter.filter(batch, monotonic())
+        if batch and not self.closed:
+            self.on_batch(batch)
 
     def sendto(self, data: bytes, addr: Any) -> None:
         """Queue one datagram; it leaves on this loop turn's flush."""
@@ -91,7 +122,7 @@ class Channel:
                 return False
             except OSError:
                 # unreachable peer, EMSGSIZE, …: the datagram is lost, as on a wire
-                self.stats["send_errors"] += 1
+                self._stats["send_errors"] += 1
             i += 1
         out.clear()
         return True
@@ -107,14 +138,14 @@ class Channel:
             except OSError as e:
                 if e.errno in (errno.EBADF, errno.ENOTSOCK):
                     break
-                self.stats["recv_errors"] += 1  # e.g. ICMP port unreachable
+                self._stats["recv_errors"] += 1  # e.g. ICMP port unreachable
                 continue
             if len(item[0]) > MAX_DATAGRAM:
-                self.stats["truncated"] += 1
+                self._stats["truncated"] += 1
             else:
                 batch.append(item)
-        if batch and not self.closed:
-            self.on_batch(batch)
+        if batch:
+            self._deliver(batch)
 
 
 class PktinfoChannel(Channel):
@@ -180,7 +211,7 @@ class PktinfoChannel(Channel):
                     local.pop(addr, None)
                     old.pop(addr, None)
                     continue
-                self.stats["send_errors"] += 1
+                self._stats["send_errors"] += 1
             i += 1
         out.clear()
         return True
@@ -197,18 +228,18 @@ class PktinfoChannel(Channel):
             except OSError as e:
                 if e.errno in (errno.EBADF, errno.ENOTSOCK):
                     break
-                self.stats["recv_errors"] += 1
+                self._stats["recv_errors"] += 1
                 continue
             if len(data) > MAX_DATAGRAM:
-                self.stats["truncated"] += 1
+                self._stats["truncated"] += 1
             else:
                 if ancdata:  # what self._remember does, inline
                     anc = cache.get(ancdata[-1])
                     local[addr] = self._learn(ancdata) if anc is None else anc
                 batch.append((data, addr))
-        if batch and not self.closed:
+        if batch:
             self._rotate()
-            self.on_batch(batch)
+            self._deliver(batch)
 
 
 def channel_class(sock: socket.socket, plain: type, with_pktinfo: type) -> type:
@@ -270,20 +301,26 @@ class EpollBackend(DatagramBackend):
                     except BlockingIOError:
                         pass
                 continue
-            if ev & select.EPOLLOUT and ch._flush():
-                self._blocked.discard(fd)
-                self._ep.modify(fd, select.EPOLLIN)
-            if ev & (select.EPOLLIN | select.EPOLLERR):
-                ch._read()
+            try:
+                if ev & select.EPOLLOUT and ch._flush():
+                    self._blocked.discard(fd)
+                    self._ep.modify(fd, select.EPOLLIN)
+                if ev & (select.EPOLLIN | select.EPOLLERR):
+                    ch._read()
+            except Exception:  # noqa: BLE001 - one socket's bug must not cost the others
+                self.hub.handle_error(ch.on_batch)
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         for ch in dirty:
             if ch.closed or ch.fileno in self._blocked:
                 continue
-            if not ch._flush():
-                self._blocked.add(ch.fileno)
-                self._ep.modify(ch.fileno, select.EPOLLIN | select.EPOLLOUT)
+            try:
+                if not ch._flush():
+                    self._blocked.add(ch.fileno)
+                    self._ep.modify(ch.fileno, select.EPOLLIN | select.EPOLLOUT)
+            except Exception:  # noqa: BLE001
+                self.hub.handle_error(ch._flush)
 
     def close(self) -> None:
         for ch in list(self._channels.values()):

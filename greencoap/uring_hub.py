@@ -35,23 +35,26 @@ from typing import Any
 
 from . import pktinfo
 from .backends import MAX_DATAGRAM, DatagramBackend
+from .protocol.limits import SHED_HOLD, SHED_TRIGGER
 
 try:
     from ._uring import ffi, lib
 except ImportError as e:  # built at install time; absent when liburing was missing
     raise ImportError(f"greencoap._uring is not built ({e}); install liburing-dev and reinstall")
-if not hasattr(lib, "GC_PKTINFO_FLAG"):  # built from an older uring_core.h
+if not hasattr(lib, "gc_sock_stats"):  # built from an older uring_core.h
     raise ImportError("greencoap._uring is older than uring_core.h; rebuild: pip install -e .")
 
-NAMELEN = 28  # sizeof(struct sockaddr_in6)
+# the C core's constants (defined there only)
+NAMELEN = lib.GC_NAMELEN  # every address record: sizeof(struct sockaddr_in6)
+META = lib.GC_META  # int32 fields per received record (see gc_poll)
+PKTINFO = lib.GC_PKTINFO_FLAG  # in a record's slot: the local address follows the peer's
+if lib.GC_LOCAL_REC != len(pktinfo.NO_RECORD):
+    raise ImportError("greencoap._uring disagrees with greencoap.pktinfo; rebuild")
+
 ENTRIES = 4096  # SQ entries (CQ gets 4x)
 NBUFS = 2048  # provided receive buffers (power of two); $GREENCOAP_URING_BUFFERS overrides
-# io_uring_recvmsg_out + address + control (pktinfo sockets) + datagram
-BUFSIZE = 16 + NAMELEN + lib.GC_CONTROL + MAX_DATAGRAM
 MAX_RECS = 1024  # datagrams harvested per C call
 ARENA = MAX_RECS * 256  # bytes of payload+address harvested per C call
-META = 5  # int32 fields per record (see gc_poll)
-PKTINFO = lib.GC_PKTINFO_FLAG  # in a record's slot: the local address follows the peer's
 
 _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
 _inet_ntop, _inet_pton = socket.inet_ntop, socket.inet_pton
@@ -119,7 +122,7 @@ def _buffer_count() -> int:
 class Channel:
     """One registered UDP socket on the ring: queued sends, batched receives."""
 
-    __slots__ = ("sock", "slot", "on_batch", "backend", "_out", "_addrs", "closed", "stats")
+    __slots__ = ("sock", "slot", "on_batch", "backend", "_out", "_addrs", "closed", "_stats")
     _pktinfo = 0
 
     def __init__(self, backend: UringBackend, sock: socket.socket, on_batch: Callable) -> None:
@@ -129,11 +132,32 @@ class Channel:
         self._out: list = []
         self._addrs: list = []
         self.closed = False
-        self.stats = {"send_errors": 0, "recv_errors": 0}
+        self._stats = {"send_errors": 0, "recv_errors": 0}
         slot = lib.gc_add_socket(backend._ring, sock.fileno(), self._pktinfo)
         if slot < 0:
             raise OSError(-slot, f"io_uring: cannot register socket: {os.strerror(-slot)}")
         self.slot = slot
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Send/receive errors, and the early shedding counters from C
+        (``shed_early``: datagrams dropped by the source limiter;
+        ``shed_engagements``; ``shedding``: 1 while it is engaged)."""
+        s = dict(self._stats)
+        if not self.closed:
+            out = self.backend._slot_stats
+            lib.gc_sock_stats(self.backend._ring, self.slot, out)
+            s["shed_early"], s["shed_engagements"], s["shedding"] = out[1], out[2], out[3]
+        return s
+
+    def limit_sources(
+        self, rate: float, burst: float, trigger: int = SHED_TRIGGER, hold: float = SHED_HOLD
+    ) -> None:
+        """Shed a flooding source's excess in C, before it costs Python time
+        (see ``uring_core.h``); ``rate <= 0`` turns it off."""
+        err = lib.gc_set_limit(self.backend._ring, self.slot, rate, burst, trigger, hold)
+        if err < 0:
+            raise OSError(-err, f"io_uring: cannot limit sources: {os.strerror(-err)}")
 
     def sendto(self, data: bytes, addr: Any) -> None:
         """Queue one datagram; it leaves with this loop turn's submit."""
@@ -208,7 +232,7 @@ class UringBackend(DatagramBackend):
         self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         err = ffi.new("int *")
         self.nbufs = nbufs = _buffer_count()
-        ring = lib.gc_new(ENTRIES, nbufs, BUFSIZE, self._wfd, err)
+        ring = lib.gc_new(ENTRIES, nbufs, MAX_DATAGRAM, self._wfd, err)
         if ring == ffi.NULL:
             os.close(self._wfd)
             code = -err[0]
@@ -227,6 +251,7 @@ class UringBackend(DatagramBackend):
         self._arena_buf = ffi.buffer(self._arena)
         self._used = ffi.new("int *")
         self._more = ffi.new("int *")
+        self._slot_stats = ffi.new("uint64_t[4]")
         self._channels: dict[int, Channel] = {}
         self._dirty: list[Channel] = []
         self._addr_cache: dict[bytes, tuple] = {}
@@ -267,7 +292,7 @@ class UringBackend(DatagramBackend):
             self._ring, ch.slot, blob, ffi.from_buffer("uint32_t[]", lens), sas, n
         )
         if sent < n:
-            ch.stats["send_errors"] += n - sent
+            ch._stats["send_errors"] += n - max(sent, 0)
         out.clear()
         addrs.clear()
 
@@ -277,7 +302,12 @@ class UringBackend(DatagramBackend):
             dirty, self._dirty = self._dirty, []
             for ch in dirty:
                 if ch._out and not ch.closed:
-                    self._flush_channel(ch)
+                    try:
+                        self._flush_channel(ch)
+                    except Exception:  # noqa: BLE001 - the other sockets' sends still leave
+                        ch._out.clear()
+                        ch._addrs.clear()
+                        self.hub.handle_error(self._flush_channel)
         tns = -1 if timeout is None else int(timeout * 1e9)
         ring = self._ring
         while True:
@@ -303,26 +333,34 @@ class UringBackend(DatagramBackend):
             sa = blob[noff : noff + nlen]
             addr = addr_cache.get(sa)
             if addr is None:
-                addr = self._peer(sa)
+                try:
+                    addr = self._peer(sa)
+                except Exception:  # noqa: BLE001 - an address we cannot read: drop it
+                    self.hub.handle_error(self._peer)
+                    continue
             b = batches.get(slot)
             if b is None:
                 b = batches[slot] = []
             b.append((blob[poff : poff + plen], addr))
+        # a bug in one socket's consumer must not cost the other sockets' datagrams
         for slot, batch in batches.items():
             ch = channels.get(slot)
-            if ch is not None:
-                if not ch.closed:
-                    ch.on_batch(batch)
-            elif slot & PKTINFO:
-                ch = channels.get(slot ^ PKTINFO)
-                if ch is not None and not ch.closed:
-                    ch.deliver(batch)
+            try:
+                if ch is not None:
+                    if not ch.closed:
+                        ch.on_batch(batch)
+                elif slot & PKTINFO:
+                    ch = channels.get(slot ^ PKTINFO)
+                    if ch is not None and not ch.closed:
+                        ch.deliver(batch)
+            except Exception:  # noqa: BLE001
+                self.hub.handle_error(ch.on_batch if ch is not None else self._dispatch)
 
     def statistics(self) -> dict[str, int]:
         """Counters kept by the C core (sends, receives, errors, re-arms, …)."""
         r = self._ring
         return {
-            "sends": r.sends,
+            "sends": r.sends_total,
             "recvs": r.recvs,
             "send_errors": r.send_errors,
             "recv_errors": r.recv_errors,
@@ -331,6 +369,8 @@ class UringBackend(DatagramBackend):
             "rearms": r.rearms,
             "inflight_sends": r.inflight_sends,
             "pktinfo_fallbacks": r.pktinfo_fallbacks,
+            "shed_early": r.shed,
+            "sockets": r.nslots - r.nfree,
         }
 
     def close(self) -> None:

@@ -335,6 +335,14 @@ class MessageLayer:
             self.cancel(ex, now, reason)
         return out
 
+    def cancel_all(self, now: float, reason: Any) -> list[Exchange]:
+        """Cancel every client exchange (the endpoint closes); returns them."""
+        doomed = list(self._by_token.values())
+        doomed.sort(key=lambda e: e.state != QUEUED)
+        for ex in doomed:
+            self.cancel(ex, now, reason)
+        return doomed
+
     def _finish(self, ex: Exchange, result: Any) -> None:
         if ex.reply:  # a confirmable response of ours: only its MID is registered
             ex.state = DONE

@@ -16,10 +16,11 @@ Modules, one concern each: :mod:`.record` (record layer, AEAD, replay window),
 from .alerts import ALERT_NAMES, DtlsError, alert_name
 from .server import DtlsServer
 from .session import DtlsSession
-from .states import CLOSED, ESTABLISHED, FAILED, HANDSHAKING, State
+from .states import CLOSED, ESTABLISHED, FAILED, HANDSHAKING, BugLog, State
 
 __all__ = [
     "ALERT_NAMES",
+    "BugLog",
     "CLOSED",
     "ESTABLISHED",
     "FAILED",

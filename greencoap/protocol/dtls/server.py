@@ -47,7 +47,7 @@ from .messages import (
 )
 from .record import DTLS_1_0, HANDSHAKE, HEADER, HEADER_LENGTH, SEQ_MASK, encode_plain
 from .session import DtlsSession
-from .states import CLOSED, ESTABLISHED, FAILED, STAT_NAMES
+from .states import CLOSED, ESTABLISHED, FAILED, STAT_NAMES, BugLog
 
 SERVER_STAT_NAMES = (
     "hello_verify_sent",  # stateless HelloVerifyRequests sent
@@ -92,6 +92,8 @@ class DtlsServer:
         self._retired = dict.fromkeys(STAT_NAMES, 0)  # counters of removed sessions
         self._heap: list[tuple[float, int, Any, DtlsSession]] = []
         self._tiebreak = itertools.count()
+        #: exceptions caught at the boundary (the server's and its sessions')
+        self.bugs = BugLog()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -115,8 +117,9 @@ class DtlsServer:
         the application data it carried.  Replies go to ``outbox``."""
         try:
             return self._receive(datagram, peer, now)
-        except Exception:  # a bug: peer input must never escape the engine
+        except Exception as e:  # a bug: peer input must never escape the engine
             self._counters["internal_errors"] += 1
+            self.bugs.add(e)
             return self.sessions.get(peer), []
 
     def expire(self, now: float) -> None:
@@ -247,6 +250,7 @@ class DtlsServer:
             randbytes=self._randbytes,
             now=now,
             idle_timeout=self.idle_timeout,
+            bugs=self.bugs,
         )
         if record_seq < 1 << 32:  # continue the ClientHello's numbering, as OpenSSL does
             session._seq0 = record_seq

@@ -141,6 +141,7 @@ from .states import (
     S_WAIT_FINISHED,
     S_WAIT_KEY_EXCHANGE,
     STAT_NAMES,
+    BugLog,
     State,
 )
 
@@ -171,10 +172,13 @@ class DtlsSession(ClientFlights, ServerFlights):
         now: float = 0.0,
         idle_timeout: float | None = None,
         extended_master_secret: bool = True,
+        bugs: BugLog | None = None,
     ) -> None:
         """``idle_timeout`` (added): close the session after that long without a
         valid record from the peer (None: never).  ``extended_master_secret``
-        (added): whether a client offers RFC 7627 (tests turn it off)."""
+        (added): whether a client offers RFC 7627 (tests turn it off).
+        ``bugs`` collects the exceptions caught at the public boundary (a
+        server shares one among its sessions)."""
         if role not in ("client", "server"):
             raise ValueError(f"role must be 'client' or 'server', not {role!r}")
         if role == "client" and psk is None:
@@ -187,6 +191,8 @@ class DtlsSession(ClientFlights, ServerFlights):
             raise ValueError("a server session needs psk_lookup")
         self.role = role
         self.is_client = role == "client"
+        #: exceptions caught at the public boundary, for the I/O layer to report
+        self.bugs = bugs if bugs is not None else BugLog()
         self.state: State = HANDSHAKING
         self.identity: bytes | None = None
         self.error: DtlsError | None = None
@@ -267,8 +273,8 @@ class DtlsSession(ClientFlights, ServerFlights):
                 return fast
         try:
             return self._receive(datagram, now)
-        except Exception:  # a bug: peer input must never escape the engine
-            self.stats["internal_errors"] += 1
+        except Exception as e:  # a bug: peer input must never escape the engine
+            self._internal_error(e)
             return []
 
     def send(self, data: bytes) -> bytes:
@@ -302,8 +308,8 @@ class DtlsSession(ClientFlights, ServerFlights):
         if self.state is HANDSHAKING and self._phase != C_IDLE or self.state is ESTABLISHED:
             try:
                 self._send_alert(WARNING, CLOSE_NOTIFY)
-            except Exception:
-                self.stats["internal_errors"] += 1
+            except Exception as e:
+                self._internal_error(e)
         if self.state is not FAILED:
             self.state = CLOSED
         self._stop()
@@ -328,8 +334,13 @@ class DtlsSession(ClientFlights, ServerFlights):
         final flight or close an idle session, as their times have come."""
         try:
             self._expire(now)
-        except Exception:
-            self.stats["internal_errors"] += 1
+        except Exception as e:
+            self._internal_error(e)
+
+    def _internal_error(self, exc: BaseException) -> None:
+        """A bug caught at the boundary: counted, and kept for reporting."""
+        self.stats["internal_errors"] += 1
+        self.bugs.add(exc)
 
     # ------------------------------------------------------------------ records
 

@@ -60,3 +60,29 @@ STAT_NAMES = (
 def show_identity(identity: bytes) -> str:
     """A PSK identity quoted for error messages."""
     return "'" + identity.decode("utf-8", "backslashreplace") + "'"
+
+
+class BugLog:
+    """Exceptions an engine caught at its public boundary (each one a bug:
+    peer input must never escape the engine), kept with their tracebacks
+    for the I/O layer to report.  Bounded: past :attr:`LIMIT` unreported
+    ones, the rest are only counted (``dropped``)."""
+
+    __slots__ = ("errors", "dropped")
+    LIMIT = 32
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+        self.dropped = 0
+
+    def add(self, exc: BaseException) -> None:
+        """Keep ``exc`` for the next :meth:`take`."""
+        if len(self.errors) < self.LIMIT:
+            self.errors.append(exc)
+        else:
+            self.dropped += 1
+
+    def take(self) -> list[BaseException]:
+        """The exceptions kept since the last call (and forget them)."""
+        out, self.errors = self.errors, []
+        return out
