@@ -14,23 +14,29 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CDEF = """
+#define GC_META ...
+#define GC_NAMELEN ...
 #define GC_CONTROL ...
+#define GC_HEADROOM ...
 #define GC_PKTINFO_FLAG ...
 #define GC_LOCAL_REC ...
 typedef struct gc_ring {
-    uint64_t send_errors, recv_errors, truncated, enobufs, rearms, sends, recvs;
-    uint64_t inflight_sends, pktinfo_fallbacks;
+    uint64_t send_errors, recv_errors, truncated, enobufs, rearms, sends_total, recvs;
+    uint64_t inflight_sends, pktinfo_fallbacks, shed;
+    int nslots, nfree;
     ...;
 } gc_ring;
-gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd, int *err);
+gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned max_payload, int wake_fd, int *err);
 void gc_free(gc_ring *r);
 int gc_add_socket(gc_ring *r, int fd, int pktinfo);
 int gc_remove_socket(gc_ring *r, int slot);
+int gc_set_limit(gc_ring *r, int slot, double rate, double burst, unsigned trigger, double hold);
 int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
                   const char *addrs, int n);
 int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char *arena,
             int arena_size, int *arena_used, int *more);
 unsigned gc_setup_flags(gc_ring *r);
+void gc_sock_stats(gc_ring *r, int slot, uint64_t *out);
 """
 
 ffibuilder = FFI()

@@ -7,10 +7,17 @@
  *      provided-buffer ring into a caller-owned arena (payload and peer
  *      address) with a metadata record each, the buffer is handed back to the
  *      ring, send completions free their memory, the eventfd read is re-armed;
- *   3. re-arms a multishot recvmsg that ended (no IORING_CQE_F_MORE, e.g. the
- *      buffers ran dry with ENOBUFS).
+ *   3. re-arms the multishot recvmsgs that ended (no IORING_CQE_F_MORE, e.g.
+ *      the buffers ran dry with ENOBUFS): only those, from a list, so a ring
+ *      with thousands of sockets pays nothing per idle socket.
  * Sends are queued by gc_send_batch(): one call per socket per turn, each
- * datagram becoming one sendmsg SQE whose memory lives until its CQE.
+ * datagram becoming one sendmsg SQE whose memory lives until its CQE.  Every
+ * send in flight is on a list, so gc_free() can reclaim the ones whose CQE
+ * never came.
+ *
+ * Sockets live in slots that grow on demand (no fixed cap; each gc_sock is
+ * allocated once and never moves, as an SQE refers to its msghdr).  A slot
+ * is reused only after the final CQE of its cancelled recv.
  *
  * A socket added with pktinfo=1 (bound to a wildcard address, with IP_PKTINFO
  * / IPV6_RECVPKTINFO on: see greencoap/pktinfo.py) gets a control buffer in
@@ -22,8 +29,21 @@
  * IPv4) is sent again without it.  Other sockets have no control buffer and
  * no cmsg at all.
  *
+ * Early shedding (gc_set_limit): a socket may carry a per-source token bucket
+ * applied here, at harvest, before a datagram costs Python anything.  It
+ * engages only under congestion -- one harvest finding `trigger` or more
+ * datagrams queued for the socket, or its buffers running dry -- and stays
+ * engaged while it sheds (and `hold` seconds after), so a lone fast client on
+ * an idle server is never limited, while a flooding source is held to `rate`
+ * datagrams/s (`burst` at most) and the others keep their latency.  Sources
+ * are (address, port); their table is bounded (the stalest entry is
+ * replaced) and allocated on the first engagement.
+ *
  * liburing 2.3 has io_uring_register_buf_ring but not io_uring_setup_buf_ring,
  * so the buffer ring is mmap()ed here.
+ *
+ * Constants Python needs (GC_META, GC_NAMELEN, GC_CONTROL, GC_PKTINFO_FLAG,
+ * GC_LOCAL_REC, GC_HEADROOM) are defined here only and read from the module.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -34,21 +54,29 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
-#define GC_MAX_SOCKS 256
 #define GC_KIND_SHIFT 56
+#define GC_SLOT_MASK 0x3fffffffULL
 #define GC_RECV 1ULL
 #define GC_SEND 2ULL
 #define GC_WAKE 3ULL
 #define GC_CANCEL 4ULL
 #define GC_META 5 /* int32 fields per received datagram */
-#define GC_NAMELEN ((int)sizeof(struct sockaddr_in6))
+#define GC_NAMELEN 28 /* sizeof(struct sockaddr_in6): every address is padded to it */
 /* receive control room of a pktinfo socket: IPV6_PKTINFO + IP_PKTINFO (the
  * kernel gives an AF_INET6 socket both for an IPv4-mapped datagram) */
 #define GC_CONTROL 72 /* CMSG_SPACE(20) + CMSG_SPACE(12) */
-#define GC_PKTINFO_FLAG 0x10000 /* in a record's slot: a local address follows the peer's */
-#define GC_LOCAL_REC 20         /* per send on a pktinfo socket: int32 4|6|0 + 16 bytes */
+#define GC_PKTINFO_FLAG 0x40000000 /* in a record's slot: a local address follows the peer's */
+#define GC_LOCAL_REC 20            /* per send on a pktinfo socket: int32 4|6|0 + 16 bytes */
+/* bytes of a receive buffer before the payload's room */
+#define GC_HEADROOM ((int)sizeof(struct io_uring_recvmsg_out) + GC_NAMELEN + GC_CONTROL)
+#define GC_MAX_SLOTS (1 << 30) /* slot numbers stay below GC_PKTINFO_FLAG */
+#define GC_LIMIT_TABLE 1024    /* sources tracked per limited socket */
+#define GC_LIMIT_PROBES 8
+
+_Static_assert(GC_NAMELEN == sizeof(struct sockaddr_in6), "GC_NAMELEN");
 
 /* the kernel's struct in_pktinfo / in6_pktinfo (not all libc headers expose them) */
 struct gc_in_pktinfo {
@@ -62,15 +90,38 @@ struct gc_in6_pktinfo {
 
 enum { SLOT_FREE = 0, SLOT_ACTIVE = 1, SLOT_CLOSING = 2 };
 
+/* one source's token bucket (early shedding) */
+struct gc_bucket {
+    uint64_t last_ns; /* 0: unused */
+    double tokens;
+    uint8_t key[18]; /* port (2) + IPv4 (4) or IPv6 (16) address */
+    uint8_t keylen;
+};
+
+struct gc_limit {
+    double rate, burst; /* tokens per second, bucket size */
+    unsigned trigger;   /* datagrams in one harvest that mean congestion */
+    uint64_t hold_ns;   /* how long it stays engaged after the last trigger or shed */
+    uint64_t engaged_until;
+    struct gc_bucket *table; /* GC_LIMIT_TABLE entries, allocated on first engagement */
+};
+
 struct gc_sock {
     int fd;
     int state;
     int armed;
     int pktinfo;
+    int queued_rearm; /* on the ring's re-arm list */
+    unsigned turn;    /* harvest in which turn_recvs was counted */
+    unsigned turn_recvs;
     struct msghdr msg; /* template for multishot recvmsg: namelen (+ controllen) */
+    struct gc_limit *limit;
+    /* counters, read by Python (gc_sock_stats) */
+    uint64_t recvs, shed, engagements;
 };
 
 struct gc_send {
+    struct gc_send *prev, *next; /* the ring's list of sends in flight */
     struct msghdr msg;
     struct iovec iov;
     struct sockaddr_in6 addr;
@@ -94,11 +145,25 @@ typedef struct gc_ring {
     int wake_armed;
     uint64_t wake_val;
     unsigned setup_flags;
-    struct gc_sock socks[GC_MAX_SOCKS];
+    struct gc_sock **socks; /* slots; each gc_sock allocated once, never moved */
+    int nslots, cap;
+    int *free_slots; /* slots free for reuse (a stack) */
+    int nfree;
+    int *rearm; /* ACTIVE slots whose multishot recv ended */
+    int nrearm;
+    unsigned turn;
+    struct gc_send sends; /* sentinel of the in-flight list */
     /* counters, read by Python */
-    uint64_t send_errors, recv_errors, truncated, enobufs, rearms, sends, recvs;
-    uint64_t inflight_sends, pktinfo_fallbacks;
+    uint64_t send_errors, recv_errors, truncated, enobufs, rearms, sends_total, recvs;
+    uint64_t inflight_sends, pktinfo_fallbacks, shed;
 } gc_ring;
+
+static uint64_t gc_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 static struct io_uring_sqe *gc_sqe(gc_ring *r)
 {
@@ -123,7 +188,7 @@ static int gc_arm_wake(gc_ring *r)
 
 static int gc_arm_recv(gc_ring *r, int slot)
 {
-    struct gc_sock *s = &r->socks[slot];
+    struct gc_sock *s = r->socks[slot];
     struct io_uring_sqe *sqe = gc_sqe(r);
     if (!sqe)
         return -EBUSY;
@@ -135,9 +200,25 @@ static int gc_arm_recv(gc_ring *r, int slot)
     return 0;
 }
 
-/* Create a ring; *flags_used tells which setup flags the kernel accepted.
- * Returns NULL with *err = -errno on failure. */
-gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd, int *err)
+static void gc_queue_rearm(gc_ring *r, int slot)
+{
+    struct gc_sock *s = r->socks[slot];
+    if (!s->queued_rearm) {
+        s->queued_rearm = 1;
+        r->rearm[r->nrearm++] = slot; /* room: rearm has cap entries */
+    }
+}
+
+static void gc_release_slot(gc_ring *r, int slot)
+{
+    struct gc_sock *s = r->socks[slot];
+    s->state = SLOT_FREE;
+    r->free_slots[r->nfree++] = slot; /* room: free_slots has cap entries */
+}
+
+/* Create a ring whose receive buffers hold datagrams of up to max_payload
+ * bytes.  Returns NULL with *err = -errno on failure. */
+gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned max_payload, int wake_fd, int *err)
 {
     static const unsigned flag_sets[] = {
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
@@ -151,6 +232,7 @@ gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd,
         *err = -ENOMEM;
         return NULL;
     }
+    r->sends.next = r->sends.prev = &r->sends;
     for (i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof(p));
@@ -170,9 +252,8 @@ gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd,
         return NULL;
     }
     r->nbufs = nbufs;
-    r->bufsize = bufsize;
-    r->max_payload =
-        bufsize - (unsigned)sizeof(struct io_uring_recvmsg_out) - GC_NAMELEN - GC_CONTROL;
+    r->bufsize = GC_HEADROOM + max_payload;
+    r->max_payload = max_payload;
     r->mask = io_uring_buf_ring_mask(nbufs);
     r->bgid = 1;
     r->br_size = (size_t)nbufs * sizeof(struct io_uring_buf);
@@ -181,7 +262,7 @@ gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd,
         ret = -errno;
         goto fail_ring;
     }
-    r->bufs = malloc((size_t)nbufs * bufsize);
+    r->bufs = malloc((size_t)nbufs * r->bufsize);
     if (!r->bufs) {
         ret = -ENOMEM;
         goto fail_map;
@@ -198,7 +279,8 @@ gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned bufsize, int wake_fd,
             goto fail_bufs;
         io_uring_buf_ring_init(r->br);
         for (b = 0; b < nbufs; b++)
-            io_uring_buf_ring_add(r->br, r->bufs + (size_t)b * bufsize, bufsize, b, r->mask, b);
+            io_uring_buf_ring_add(r->br, r->bufs + (size_t)b * r->bufsize, r->bufsize, b,
+                                  r->mask, b);
         io_uring_buf_ring_advance(r->br, nbufs);
     }
     r->wake_fd = wake_fd;
@@ -217,42 +299,123 @@ fail_ring:
     return NULL;
 }
 
+static void gc_unlink_send(gc_ring *r, struct gc_send *s)
+{
+    s->prev->next = s->next;
+    s->next->prev = s->prev;
+    r->inflight_sends--;
+}
+
 void gc_free(gc_ring *r)
 {
     struct io_uring_cqe *cqe;
-    unsigned head, n = 0;
-    /* release send memory still owned by the kernel's view; the ring goes away */
-    io_uring_for_each_cqe(&r->ring, head, cqe) {
-        uint64_t ud = io_uring_cqe_get_data64(cqe);
-        if ((ud >> GC_KIND_SHIFT) == GC_SEND)
-            free((void *)(uintptr_t)(ud & ((1ULL << GC_KIND_SHIFT) - 1)));
-        n++;
+    struct gc_send *s, *next;
+    int i;
+    /* sends still in flight: ask the kernel to cancel them, give it a moment
+     * to post their CQEs (each frees its memory), then free what is left */
+    if (r->inflight_sends) {
+        struct io_uring_sqe *sqe = gc_sqe(r);
+        uint64_t deadline = gc_now_ns() + 200000000ULL;
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+            io_uring_sqe_set_data64(sqe, GC_CANCEL << GC_KIND_SHIFT);
+        }
+        io_uring_submit(&r->ring);
+        while (r->inflight_sends && gc_now_ns() < deadline) {
+            struct __kernel_timespec ts = {0, 10000000};
+            unsigned head, n = 0;
+            io_uring_wait_cqe_timeout(&r->ring, &cqe, &ts);
+            io_uring_for_each_cqe(&r->ring, head, cqe) {
+                uint64_t ud = io_uring_cqe_get_data64(cqe);
+                if ((ud >> GC_KIND_SHIFT) == GC_SEND) {
+                    s = (struct gc_send *)(uintptr_t)(ud & ((1ULL << GC_KIND_SHIFT) - 1));
+                    gc_unlink_send(r, s);
+                    free(s);
+                }
+                n++;
+            }
+            io_uring_cq_advance(&r->ring, n);
+        }
     }
-    io_uring_cq_advance(&r->ring, n);
     io_uring_queue_exit(&r->ring);
+    for (s = r->sends.next; s != &r->sends; s = next) {
+        next = s->next;
+        free(s);
+    }
+    for (i = 0; i < r->nslots; i++) {
+        if (r->socks[i]->limit) {
+            free(r->socks[i]->limit->table);
+            free(r->socks[i]->limit);
+        }
+        free(r->socks[i]);
+    }
+    free(r->socks);
+    free(r->free_slots);
+    free(r->rearm);
     munmap(r->br, r->br_size);
     free(r->bufs);
     free(r);
 }
 
-/* Register a socket; returns its slot (>= 0) or -errno.  pktinfo: the socket
- * has IP_PKTINFO / IPV6_RECVPKTINFO on (wildcard-bound); see the top. */
+/* Room for one more slot: grow the slot tables (doubling). */
+static int gc_grow(gc_ring *r)
+{
+    int cap = r->cap ? r->cap * 2 : 64;
+    struct gc_sock **socks;
+    int *free_slots, *rearm;
+    if (cap > GC_MAX_SLOTS)
+        return -EMFILE;
+    socks = realloc(r->socks, (size_t)cap * sizeof(*socks));
+    if (!socks)
+        return -ENOMEM;
+    r->socks = socks;
+    free_slots = realloc(r->free_slots, (size_t)cap * sizeof(int));
+    if (!free_slots)
+        return -ENOMEM;
+    r->free_slots = free_slots;
+    rearm = realloc(r->rearm, (size_t)cap * sizeof(int));
+    if (!rearm)
+        return -ENOMEM;
+    r->rearm = rearm;
+    r->cap = cap;
+    return 0;
+}
+
+/* Register a socket; returns its slot (>= 0) or -errno, in which case
+ * nothing is left registered.  pktinfo: the socket has IP_PKTINFO /
+ * IPV6_RECVPKTINFO on (wildcard-bound); see the top. */
 int gc_add_socket(gc_ring *r, int fd, int pktinfo)
 {
-    int slot;
-    for (slot = 0; slot < GC_MAX_SOCKS; slot++)
-        if (r->socks[slot].state == SLOT_FREE)
-            break;
-    if (slot == GC_MAX_SOCKS)
-        return -EMFILE;
-    memset(&r->socks[slot], 0, sizeof(r->socks[slot]));
-    r->socks[slot].fd = fd;
-    r->socks[slot].state = SLOT_ACTIVE;
-    r->socks[slot].msg.msg_namelen = GC_NAMELEN;
-    r->socks[slot].pktinfo = pktinfo != 0;
-    r->socks[slot].msg.msg_controllen = pktinfo ? GC_CONTROL : 0;
-    if (gc_arm_recv(r, slot) < 0)
-        return -EBUSY;
+    struct gc_sock *s;
+    int slot, ret;
+    if (r->nfree) {
+        slot = r->free_slots[--r->nfree];
+    } else {
+        if (r->nslots == r->cap && (ret = gc_grow(r)) < 0)
+            return ret;
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            return -ENOMEM;
+        slot = r->nslots++;
+        r->socks[slot] = s;
+    }
+    s = r->socks[slot];
+    if (s->limit) {
+        free(s->limit->table);
+        free(s->limit);
+    }
+    ret = s->queued_rearm; /* a stale entry may still sit on the re-arm list */
+    memset(s, 0, sizeof(*s));
+    s->queued_rearm = ret;
+    s->fd = fd;
+    s->state = SLOT_ACTIVE;
+    s->msg.msg_namelen = GC_NAMELEN;
+    s->pktinfo = pktinfo != 0;
+    s->msg.msg_controllen = pktinfo ? GC_CONTROL : 0;
+    if ((ret = gc_arm_recv(r, slot)) < 0) {
+        gc_release_slot(r, slot);
+        return ret;
+    }
     return slot;
 }
 
@@ -261,23 +424,114 @@ int gc_add_socket(gc_ring *r, int fd, int pktinfo)
 int gc_remove_socket(gc_ring *r, int slot)
 {
     struct io_uring_sqe *sqe;
-    if (slot < 0 || slot >= GC_MAX_SOCKS || r->socks[slot].state != SLOT_ACTIVE)
+    struct gc_sock *s;
+    if (slot < 0 || slot >= r->nslots || r->socks[slot]->state != SLOT_ACTIVE)
         return -EINVAL;
-    if (!r->socks[slot].armed) {
-        r->socks[slot].state = SLOT_FREE;
+    s = r->socks[slot];
+    if (!s->armed) {
+        gc_release_slot(r, slot); /* a queued re-arm skips it: it is not ACTIVE */
         io_uring_submit(&r->ring); /* queued sends leave before the fd is closed */
         return 0;
     }
-    r->socks[slot].state = SLOT_CLOSING;
+    s->state = SLOT_CLOSING;
     sqe = gc_sqe(r);
-    if (!sqe)
-        return -EBUSY;
-    io_uring_prep_cancel64(sqe, (GC_RECV << GC_KIND_SHIFT) | (uint64_t)slot, 0);
-    io_uring_sqe_set_data64(sqe, GC_CANCEL << GC_KIND_SHIFT);
+    if (sqe) {
+        io_uring_prep_cancel64(sqe, (GC_RECV << GC_KIND_SHIFT) | (uint64_t)slot, 0);
+        io_uring_sqe_set_data64(sqe, GC_CANCEL << GC_KIND_SHIFT);
+    }
     io_uring_submit(&r->ring);
     /* run the deferred task work now, so the cancelled recv drops its file
      * reference before the caller closes the socket (the port is free at once) */
     io_uring_get_events(&r->ring);
+    return sqe ? 0 : -EBUSY;
+}
+
+/* Early shedding for a slot (see the top); rate <= 0 turns it off. */
+int gc_set_limit(gc_ring *r, int slot, double rate, double burst, unsigned trigger, double hold)
+{
+    struct gc_sock *s;
+    if (slot < 0 || slot >= r->nslots || r->socks[slot]->state != SLOT_ACTIVE)
+        return -EINVAL;
+    s = r->socks[slot];
+    if (rate <= 0) {
+        if (s->limit) {
+            free(s->limit->table);
+            free(s->limit);
+            s->limit = NULL;
+        }
+        return 0;
+    }
+    if (!s->limit) {
+        s->limit = calloc(1, sizeof(*s->limit));
+        if (!s->limit)
+            return -ENOMEM;
+    }
+    s->limit->rate = rate;
+    s->limit->burst = burst < 1 ? 1 : burst;
+    s->limit->trigger = trigger ? trigger : 1;
+    s->limit->hold_ns = (uint64_t)(hold * 1e9);
+    return 0;
+}
+
+static uint32_t gc_hash(const uint8_t *key, int n)
+{
+    uint32_t h = 2166136261u;
+    int i;
+    for (i = 0; i < n; i++)
+        h = (h ^ key[i]) * 16777619u;
+    return h;
+}
+
+/* Does the limiter of a congested socket let this datagram through?  Takes
+ * one token from its source's bucket (creating a full one for a new source,
+ * in place of the stalest entry among its probes when the table is full). */
+static int gc_admit(struct gc_limit *l, const struct sockaddr *sa, uint64_t now)
+{
+    uint8_t key[18];
+    int n, i;
+    uint32_t h;
+    struct gc_bucket *b = NULL, *stalest = NULL;
+    if (!l->table) {
+        l->table = calloc(GC_LIMIT_TABLE, sizeof(*l->table));
+        if (!l->table)
+            return 1; /* no memory to limit with: let it through */
+    }
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        memcpy(key, &a->sin_port, 2);
+        memcpy(key + 2, &a->sin_addr, 4);
+        n = 6;
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        memcpy(key, &a->sin6_port, 2);
+        memcpy(key + 2, &a->sin6_addr, 16);
+        n = 18;
+    }
+    h = gc_hash(key, n);
+    for (i = 0; i < GC_LIMIT_PROBES; i++) {
+        struct gc_bucket *e = &l->table[(h + (uint32_t)i) & (GC_LIMIT_TABLE - 1)];
+        if (e->last_ns && e->keylen == n && memcmp(e->key, key, (size_t)n) == 0) {
+            b = e;
+            break;
+        }
+        if (!stalest || e->last_ns < stalest->last_ns)
+            stalest = e;
+    }
+    if (!b) {
+        b = stalest;
+        memcpy(b->key, key, (size_t)n);
+        b->keylen = (uint8_t)n;
+        b->tokens = l->burst;
+    } else {
+        b->tokens += (double)(now - b->last_ns) * 1e-9 * l->rate;
+        if (b->tokens > l->burst)
+            b->tokens = l->burst;
+    }
+    b->last_ns = now ? now : 1;
+    if (b->tokens >= 1.0) {
+        b->tokens -= 1.0;
+        return 1;
+    }
     return 0;
 }
 
@@ -316,30 +570,33 @@ static void gc_set_source(struct gc_send *s, const char *rec)
 }
 
 /* Queue n datagrams on a slot's socket as sendmsg SQEs.  blob holds the
- * payloads back to back (lens[i] bytes each); addrs holds n records of 28
- * bytes each (sockaddr_in padded, or sockaddr_in6), followed on a pktinfo
- * socket by a GC_LOCAL_REC source-address record.  Returns the number
- * queued. */
+ * payloads back to back (lens[i] bytes each); addrs holds n records of
+ * GC_NAMELEN bytes each (sockaddr_in padded, or sockaddr_in6), followed on a
+ * pktinfo socket by a GC_LOCAL_REC source-address record.  Returns the number
+ * queued (the rest were not: no memory or no SQE), or -EINVAL for a slot
+ * that is not active. */
 int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
                   const char *addrs, int n)
 {
-    int i;
-    size_t off = 0;
-    int fd = r->socks[slot].fd;
-    int pktinfo = r->socks[slot].pktinfo;
-    size_t stride = GC_NAMELEN + (pktinfo ? GC_LOCAL_REC : 0);
+    int i, fd, pktinfo;
+    size_t off = 0, stride;
+    if (slot < 0 || slot >= r->nslots || r->socks[slot]->state != SLOT_ACTIVE)
+        return -EINVAL;
+    fd = r->socks[slot]->fd;
+    pktinfo = r->socks[slot]->pktinfo;
+    stride = GC_NAMELEN + (pktinfo ? GC_LOCAL_REC : 0);
     for (i = 0; i < n; i++) {
         uint32_t len = lens[i];
-        struct gc_send *s = malloc(sizeof(*s) + len);
-        struct io_uring_sqe *sqe;
         const char *rec = addrs + (size_t)i * stride;
         const struct sockaddr *sa = (const struct sockaddr *)rec;
+        struct gc_send *s = malloc(sizeof(*s) + len);
+        struct io_uring_sqe *sqe;
         if (!s)
-            return i;
-        sqe = gc_sqe(r);
+            break;
+        sqe = gc_sqe(r); /* taken last: a taken SQE must be filled */
         if (!sqe) {
             free(s);
-            return i;
+            break;
         }
         memcpy(s->data, blob + off, len);
         off += len;
@@ -358,17 +615,21 @@ int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
             gc_set_source(s, rec + GC_NAMELEN);
         io_uring_prep_sendmsg(sqe, fd, &s->msg, 0);
         io_uring_sqe_set_data64(sqe, (GC_SEND << GC_KIND_SHIFT) | (uint64_t)(uintptr_t)s);
+        s->next = &r->sends;
+        s->prev = r->sends.prev;
+        r->sends.prev->next = s;
+        r->sends.prev = s;
         r->inflight_sends++;
+        r->sends_total++;
     }
-    r->sends += n;
-    return n;
+    return i;
 }
 
 /* A send with a source address was refused (see the top): send it
  * again without one (the kernel picks).  1 when resubmitted (s lives on). */
 static int gc_resend_plain(gc_ring *r, struct gc_send *s)
 {
-    struct gc_sock *k = &r->socks[s->slot];
+    struct gc_sock *k = r->socks[s->slot];
     struct io_uring_sqe *sqe;
     if (k->state != SLOT_ACTIVE || k->fd != s->fd)
         return 0;
@@ -426,6 +687,15 @@ static int gc_local_addr(struct io_uring_recvmsg_out *o, struct msghdr *m, unsig
     return n;
 }
 
+/* Congestion seen on a limited socket: engage (or extend) its limiter. */
+static void gc_congested(struct gc_sock *s, uint64_t now)
+{
+    struct gc_limit *l = s->limit;
+    if (now >= l->engaged_until)
+        s->engagements++;
+    l->engaged_until = now + l->hold_ns;
+}
+
 /* Submit everything queued and wait for a completion or the timeout
  * (timeout_ns < 0: no timeout; 0: don't block), then harvest up to max_recs
  * received datagrams into meta/arena.  Each record is GC_META int32s:
@@ -441,7 +711,8 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts;
     unsigned head, seen = 0, returned = 0;
-    int nrec = 0, used = 0, slot, ret;
+    int nrec = 0, used = 0, slot, ret, i, left;
+    uint64_t now = 0;
 
     if (timeout_ns >= 0) {
         ts.tv_sec = timeout_ns / 1000000000LL;
@@ -458,6 +729,7 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
     }
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
         return ret;
+    r->turn++;
 
     io_uring_for_each_cqe(&r->ring, head, cqe) {
         uint64_t ud = io_uring_cqe_get_data64(cqe);
@@ -466,8 +738,8 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
         unsigned flags = cqe->flags;
         if (kind == GC_RECV) {
             struct gc_sock *s;
-            slot = (int)(ud & 0xffff);
-            s = &r->socks[slot];
+            slot = (int)(ud & GC_SLOT_MASK);
+            s = r->socks[slot];
             if (flags & IORING_CQE_F_BUFFER) {
                 unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
                 char *buf = r->bufs + (size_t)bid * r->bufsize;
@@ -482,6 +754,23 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
                         if (nrec >= max_recs || used + (int)plen + GC_NAMELEN + 16 > arena_size) {
                             *more = 1;
                             break; /* leave this CQE (and its buffer) for the next call */
+                        }
+                        if (s->limit) {
+                            if (!now)
+                                now = gc_now_ns();
+                            if (s->turn != r->turn) {
+                                s->turn = r->turn;
+                                s->turn_recvs = 0;
+                            }
+                            if (++s->turn_recvs >= s->limit->trigger)
+                                gc_congested(s, now);
+                            if (now < s->limit->engaged_until &&
+                                !gc_admit(s->limit, io_uring_recvmsg_name(o), now)) {
+                                s->shed++;
+                                r->shed++;
+                                s->limit->engaged_until = now + s->limit->hold_ns;
+                                goto recycle;
+                            }
                         }
                         memcpy(arena + used, io_uring_recvmsg_payload(o, &s->msg), plen);
                         memcpy(arena + used + plen, io_uring_recvmsg_name(o), nlen);
@@ -503,19 +792,26 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
                         used += (int)plen + (int)nlen;
                         nrec++;
                         r->recvs++;
+                        s->recvs++;
                     }
                 }
+            recycle:
                 io_uring_buf_ring_add(r->br, buf, r->bufsize, bid, r->mask, returned++);
             } else if (res < 0) {
-                if (res == -ENOBUFS)
+                if (res == -ENOBUFS) {
                     r->enobufs++;
-                else if (res != -ECANCELED)
+                    if (s->limit && s->state == SLOT_ACTIVE) /* the buffers ran dry */
+                        gc_congested(s, now ? now : (now = gc_now_ns()));
+                } else if (res != -ECANCELED) {
                     r->recv_errors++;
+                }
             }
             if (!(flags & IORING_CQE_F_MORE)) {
                 s->armed = 0;
                 if (s->state == SLOT_CLOSING)
-                    s->state = SLOT_FREE;
+                    gc_release_slot(r, slot);
+                else if (s->state == SLOT_ACTIVE)
+                    gc_queue_rearm(r, slot);
             }
         } else if (kind == GC_SEND) {
             struct gc_send *snd = (struct gc_send *)(uintptr_t)(ud & ((1ULL << GC_KIND_SHIFT) - 1));
@@ -523,8 +819,8 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
                 snd->msg.msg_controllen && gc_resend_plain(r, snd)) {
                 /* resent without its source address; its memory lives on */
             } else {
+                gc_unlink_send(r, snd);
                 free(snd);
-                r->inflight_sends--;
                 if (res < 0)
                     r->send_errors++;
             }
@@ -536,13 +832,21 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
     if (returned)
         io_uring_buf_ring_advance(r->br, returned);
     io_uring_cq_advance(&r->ring, seen);
-    /* re-arm what ended: multishot receives and the wake-up read */
-    for (slot = 0; slot < GC_MAX_SOCKS; slot++) {
-        if (r->socks[slot].state == SLOT_ACTIVE && !r->socks[slot].armed) {
-            gc_arm_recv(r, slot);
+    /* re-arm what ended: multishot receives (from the list) and the wake-up read */
+    left = 0;
+    for (i = 0; i < r->nrearm; i++) {
+        int sl = r->rearm[i];
+        struct gc_sock *s = r->socks[sl];
+        if (s->state != SLOT_ACTIVE || s->armed) {
+            s->queued_rearm = 0;
+        } else if (gc_arm_recv(r, sl) == 0) {
+            s->queued_rearm = 0;
             r->rearms++;
+        } else {
+            r->rearm[left++] = sl; /* no SQE now: next turn */
         }
     }
+    r->nrearm = left;
     if (!r->wake_armed)
         gc_arm_wake(r);
     *arena_used = used;
@@ -550,3 +854,18 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
 }
 
 unsigned gc_setup_flags(gc_ring *r) { return r->setup_flags; }
+
+/* A slot's counters: received, shed early, limiter engagements, and whether
+ * the limiter is engaged now (0/1). */
+void gc_sock_stats(gc_ring *r, int slot, uint64_t *out)
+{
+    struct gc_sock *s;
+    out[0] = out[1] = out[2] = out[3] = 0;
+    if (slot < 0 || slot >= r->nslots)
+        return;
+    s = r->socks[slot];
+    out[0] = s->recvs;
+    out[1] = s->shed;
+    out[2] = s->engagements;
+    out[3] = s->limit && gc_now_ns() < s->limit->engaged_until;
+}
