@@ -185,6 +185,15 @@ class DtlsChannel:
             s["dtls_" + k] = v
         return s
 
+    def table_sizes(self) -> dict[str, int]:
+        """Sessions (and, client role, datagrams waiting for a handshake)."""
+        if self.server is not None:
+            return {"dtls_" + k: v for k, v in self.server.table_sizes().items()}
+        return {
+            "dtls_sessions": len(self.sessions),
+            "dtls_pending": sum(len(v) for v in self._pending.values()),
+        }
+
     def limit_sources(self, *args: Any, **kwargs: Any) -> None:
         """Early shedding on the socket underneath (see the backends' channels)."""
         limit = getattr(self.raw, "limit_sources", None)

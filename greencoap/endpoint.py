@@ -172,6 +172,17 @@ class Endpoint:
         s["internal_errors"] = self.internal_errors + s.get("internal_errors", 0)
         return s
 
+    def table_sizes(self) -> dict[str, int]:
+        """Sizes of the message layer's tables and of this endpoint's own
+        (requests queued, separate-response timers; DTLS sessions)."""
+        out = self.layer.table_sizes()
+        out["requests_queued"] = len(self._requests)
+        out["separate_timers"] = len(self._separate)
+        sizes = getattr(self.channel, "table_sizes", None)
+        if sizes is not None:
+            out.update(sizes())
+        return out
+
     # -- hub side ------------------------------------------------------
     def _on_batch(self, batch: list) -> None:
         """The backend's datagrams for this socket (in the hub).

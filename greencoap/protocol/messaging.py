@@ -585,7 +585,8 @@ class MessageLayer:
         return len(self._by_token)
 
     def table_sizes(self) -> dict[str, int]:
-        """Sizes of every internal table (all 0 for an idle client: no leaks)."""
+        """Sizes of every internal table (all 0 for an idle endpoint whose
+        deduplication entries expired: no leaks)."""
         return {
             "by_token": len(self._by_token),
             "by_mid": len(self._by_mid),
@@ -597,6 +598,11 @@ class MessageLayer:
                 for ex in b
                 if ex.state != DONE and ex.due_key == k
             ),
+            "timer_buckets": len(self._buckets),
+            "dedup": len(self._dedup),
+            "dedup_peers": len(self._dedup_per_peer),
+            "dedup_queued": len(self._dedup_order[0]) + len(self._dedup_order[1]),
+            "dedup_peer_orders": len(self._dedup_peer_order),
         }
 
     # -- receiving ----------------------------------------------------

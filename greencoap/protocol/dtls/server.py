@@ -108,6 +108,10 @@ class DtlsServer:
         out["sessions"] = len(self.sessions)
         return out
 
+    def table_sizes(self) -> dict[str, int]:
+        """Sessions and scheduled timer entries (superseded ones included)."""
+        return {"sessions": len(self.sessions), "timers": len(self._heap)}
+
     # ------------------------------------------------------------------ public API
 
     def receive(
