@@ -47,6 +47,15 @@ $(TEST_STAMP): $(INSTALL_DEPS)
 bench: $(TEST_STAMP)
 	$(PY) bench/server.py
 
+# Hostile input at scale: 1,000,000 mutated datagrams at a live demo server on
+# each hub, with a good client alongside (scripts/fuzz.py; tests/test_fuzz.py is
+# the short version).  Server on CPU 1, fuzzer on CPU 0 when there are two.
+# Findings are saved in tests/fuzz_corpus; FUZZ_ARGS adds options (--seed N, ...).
+.PHONY: fuzz
+fuzz: $(TEST_STAMP)
+	$(PY) scripts/fuzz.py --count 1000000 --hub uring --pin $(FUZZ_ARGS)
+	$(PY) scripts/fuzz.py --count 1000000 --hub epoll --pin $(FUZZ_ARGS)
+
 # The project's own C benchmark tools (bench/coapload.c, bench/coapecho.c), built into build/.
 .PHONY: tools
 bench: tools
