@@ -786,8 +786,10 @@ class ErrorCapture:
 
 def serve_role(args: argparse.Namespace) -> int:
     """The demo server, with a stats/stop control channel on stdin/stdout."""
+    import faulthandler
     import logging
 
+    faulthandler.enable()  # a crash in C still leaves a Python traceback in the log
     pin(args.cpu)
     logging.basicConfig(
         level=logging.WARNING,
@@ -929,6 +931,21 @@ class ServerProc:
         self.backend = hello["backend"]
         self.package = hello.get("greencoap")
         self.final: dict | None = None
+        self._so = self._so_mtimes()
+
+    def _so_mtimes(self) -> dict[str, int]:
+        out = {}
+        if self.package:
+            for f in Path(self.package).glob("*.so"):
+                with contextlib.suppress(OSError):
+                    out[str(f)] = f.stat().st_mtime_ns
+        return out
+
+    def rebuilt(self) -> list[str]:
+        """The server's compiled modules that changed on disk since it started
+        (an editable install rebuilt in place under a running process crashes it)."""
+        now = self._so_mtimes()
+        return [f for f, t in self._so.items() if now.get(f) != t]
 
     def _read(self, timeout: float) -> dict | None:
         out = self.p.stdout
@@ -943,11 +960,22 @@ class ServerProc:
     def alive(self) -> bool:
         return self.p.poll() is None
 
+    def exit_status(self) -> str:
+        """How the process ended (None while it runs)."""
+        rc = self.p.poll()
+        if rc is None:
+            return "running"
+        if rc < 0:
+            import signal
+
+            return f"killed by signal {signal.Signals(-rc).name}"
+        return f"exit status {rc}"
+
     def stats(self, timeout: float = 30.0) -> dict:
         """The server's counters after the datagrams queued so far were read."""
         with self._lock:
             if not self.alive():
-                raise RuntimeError("the server process is dead")
+                raise RuntimeError(f"the server process is dead ({self.exit_status()})")
             self.p.stdin.write("stats\n")
             self.p.stdin.flush()
             r = self._read(timeout)
@@ -1195,6 +1223,7 @@ class Ctx:
         self.addr = (cfg.host, server.port)
         self.family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         self.sent = 0  # every datagram sent to the server port by this process
+        self.recent: collections.deque = collections.deque(maxlen=500)
         self.empty_sent = 0  # Empty ACK/RST among them
         self.oversize_sent = 0
         self.send_errors = 0
@@ -1231,6 +1260,7 @@ class Ctx:
                 self.send_errors += 1  # not sent: not counted
                 return
         self.sent += 1
+        self.recent.append(data)
         if len(data) == 4 and (data[0] == 0x60 or data[0] == 0x70) and data[1] == 0:
             self.empty_sent += 1
         elif len(data) > MAX_DATAGRAM:
@@ -1867,21 +1897,34 @@ def seq_observe_storm(ctx: Ctx, scale: float) -> dict:
     p = Peer(ctx, ctx.socket(rcvbuf=8 << 20))
     n = max(20, int(1000 * scale))
     before = after = ctx.server.stats()["tables"].get("observers", 0)
+    retransmitted = 0
     tokens = [struct.pack("!I", i) + os.urandom(2) for i in range(n)]
     unanswered = []
     codes = collections.Counter()
     try:
-        pending = {}
+        pending = {}  # mid -> [datagram, next retransmission, interval, left]
         for tok in tokens:  # a burst of registrations, no waiting
             mid = p.next_mid()
             data = make_request(
                 CON, GET, mid, tok, "/counter", ("interval=0.2",), [(O.OBSERVE, b"")]
             )
             p.send(data)
-            pending[mid] = data
-        deadline = time.monotonic() + 5 + n / 500
+            iv = 2.0 * (1 + p.rng.random() * 0.5)
+            pending[mid] = [data, time.monotonic() + iv, iv, 4]
+        # a burst this size from one source may engage early shedding (by
+        # design): like any RFC 7252 client, retransmit what got no answer
+        deadline = time.monotonic() + 20
+        retransmitted = 0
         while pending and time.monotonic() < deadline:
-            m = p.recv(0.2)
+            now = time.monotonic()
+            for e in pending.values():
+                if now >= e[1] and e[3]:
+                    p.send(e[0])
+                    retransmitted += 1
+                    e[2] *= 2
+                    e[1] = now + e[2]
+                    e[3] -= 1
+            m = p.recv(0.05)
             if m is None:
                 continue
             if m.mtype == ACK and m.mid in pending:
@@ -1889,6 +1932,7 @@ def seq_observe_storm(ctx: Ctx, scale: float) -> dict:
                 del pending[m.mid]
             elif m.mtype == CON:
                 p.send(bytes((0x60, 0, m.mid >> 8, m.mid & 0xFF)))  # ACK notifications
+        pending = {mid: e[0] for mid, e in pending.items()}
         unanswered += list(pending.values())
         third = n // 3
         for tok in tokens[:third]:  # deregister
@@ -1922,6 +1966,7 @@ def seq_observe_storm(ctx: Ctx, scale: float) -> dict:
         p.close()
     return {
         "registrations": n,
+        "retransmitted": retransmitted,
         "codes": dict(codes),
         "unanswered": unanswered,
         "observers_left": after - before,
@@ -2514,14 +2559,20 @@ def run(cfg: FuzzConfig) -> dict:
     except Exception as e:  # noqa: BLE001
         if ctx is not None:
             ctx.fail(f"the run broke off: {e!r}")
-        report.setdefault("failures", []).append(f"the run broke off: {e!r}")
+        else:
+            report.setdefault("failures", []).append(f"the run broke off: {e!r}")
         report["exception"] = traceback.format_exc()
     finally:
         if client is not None:
             client.kill()
         if server is not None:
+            if not server.alive():
+                died(ctx, report, server)
             server.stop()
             log = server.log_text()
+            if "Fatal Python error" in log:
+                i = log.find("Fatal Python error")
+                report["fatal_error"] = log[i : i + 3000]
             report["log_tracebacks"] = log.count("Traceback")
             i = log.find("Traceback")
             if i >= 0:
@@ -2536,6 +2587,31 @@ def run(cfg: FuzzConfig) -> dict:
         report["sent_total"] = ctx.sent
     report["ok"] = not report.get("failures")
     return report
+
+
+def died(ctx: Ctx | None, report: dict, server: ServerProc) -> None:
+    """The server process is gone: say how, keep what was sent last."""
+    status = server.exit_status()
+    report["server_exit"] = status
+    rebuilt = server.rebuilt()
+    if ctx is None:
+        report.setdefault("failures", []).append(f"the server process died: {status}")
+        return
+    if rebuilt:
+        ctx.fail(
+            f"the server process died ({status}) after {', '.join(rebuilt)} was rebuilt on "
+            "disk while it ran: most likely that, not the input (nothing saved)"
+        )
+        return
+    ctx.fail(f"the server process died: {status}")
+    record_finding(
+        ctx,
+        "crash",
+        f"server died ({status})",
+        list(ctx.recent)[-200:],
+        "the last 200 datagrams sent to the server before it died (replay them in order)",
+        server.log_text()[-2000:],
+    )
 
 
 def accounting(
@@ -2694,6 +2770,10 @@ def print_summary(report: dict) -> None:
         w("exceptions caught by the server:\n")
         for sig, n in report["error_signatures"].items():
             w(f"  {n:>8,} x {sig}\n")
+    if report.get("server_exit"):
+        w(f"the server process died: {report['server_exit']}\n")
+    if report.get("fatal_error"):
+        w("  " + report["fatal_error"].strip().replace("\n", "\n  ")[:3000] + "\n")
     if report.get("first_traceback"):
         w("first traceback in the server log:\n")
         w("  " + report["first_traceback"].strip().replace("\n", "\n  ")[:3000] + "\n")
