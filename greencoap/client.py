@@ -30,7 +30,9 @@ from .uri import URI, compose_uri, is_ip_literal, parse_uri
 
 _URI_CACHE_SIZE = 512
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
-_BLOCK_OPTIONS = frozenset((OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.SIZE1))
+_BLOCK_OPTIONS = frozenset(
+    (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.SIZE1, OptionNumber.ECHO)
+)
 
 
 def _send(ep: Endpoint, msg: Message, peer: tuple, timeout: float) -> Message:
@@ -414,9 +416,8 @@ class Client:
         nxt = asm.feed(first)
         base = [o for o in opts if o[0] not in _BLOCK_OPTIONS]
         while nxt is not None:
-            msg = Message(
-                mtype, method, 0, b"", base + [(OptionNumber.BLOCK2, encode_uint(nxt.encode()))]
-            )
+            extra = [(OptionNumber.BLOCK2, encode_uint(nxt.encode()))]
+            msg = Message(mtype, method, 0, b"", base + extra)
             reply = _send(ep, msg, peer, _left(deadline))
             if not 64 <= reply.code < 96:
                 raise BlockwiseError(f"block {nxt.num} of the response failed: {reply.code}")

@@ -8,8 +8,8 @@ Resources:
 * ``POST /echo`` → 2.05 with the request's payload and content format
 * ``GET /slow?ms=N`` → parks N ms on the hub (other requests go on), then 2.05
 * ``GET /sensors/:id`` → 2.05 JSON ``{"id": id, "celsius": …}``
-* ``GET /large?size=N`` → N bytes (default 4096) of ``0123456789abcdef…``,
-  served block-wise
+* ``GET /large?size=N`` → N bytes (default 4096, at most 1 MiB) of
+  ``0123456789abcdef…``, served block-wise
 * ``PUT /store`` stores the (block-wise) body → 2.04; ``GET /store`` returns
   it; ``DELETE /store`` → 2.02
 * ``GET /counter?interval=S`` → observable: ``0``, ``1``, ``2``, … every S s
@@ -26,6 +26,7 @@ given several times, the key is the text libcoap's ``-k`` takes.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -34,6 +35,7 @@ import zlib
 from .codes import Code
 from .errors import CoapError
 from .hub import sleep, spawn
+from .protocol.echo import DEFAULT_FACTOR
 from .response import Request, Response
 from .router import Router
 from .server import Server
@@ -53,6 +55,20 @@ def query_number(request: Request, name: str, default, lo, hi, kind=int):  # noq
     if not lo <= value <= hi:
         raise CoapError(Code.BAD_REQUEST, f"{name} must be within {lo}..{hi}")
     return value
+
+
+#: the largest ``/large?size=`` (1 MiB, the server's default max body size)
+LARGE_MAX = 1 << 20
+
+
+@functools.lru_cache(maxsize=8)
+def large_body(size: int) -> bytes:
+    """``size`` bytes of the repeating pattern (the few sizes in use are kept)."""
+    return (PATTERN * (size // 16 + 1))[:size]
+
+
+def _large_etag(size: int) -> bytes:
+    return b"L" + size.to_bytes(4, "big")
 
 
 def build_router() -> Router:
@@ -80,8 +96,10 @@ def build_router() -> Router:
 
     @router.get("/large", ct=0, title="N bytes of 0123456789abcdef (?size=N)")
     def large(request: Request) -> Response:
-        size = query_number(request, "size", 4096, 0, 16 << 20)
-        return Response(Code.CONTENT, (PATTERN * (size // 16 + 1))[:size], content_format=0)
+        size = query_number(request, "size", 4096, 0, LARGE_MAX)
+        # bodies are built once per size and carry their own ETag (no hashing
+        # per request): a one-datagram request costs a bounded, small amount
+        return Response(Code.CONTENT, large_body(size), content_format=0, etag=_large_etag(size))
 
     store = {"body": b"", "ct": None}
 
@@ -151,8 +169,18 @@ def main(argv: list[str] | None = None) -> int:
         help="a pre-shared key for DTLS (repeatable)",
     )
     ap.add_argument("--psk-hint", default="", help="PSK identity hint sent to DTLS clients")
+    ap.add_argument(
+        "--echo-factor",
+        type=float,
+        default=DEFAULT_FACTOR,
+        metavar="F",
+        help="answer 4.01 + Echo before sending an address not yet verified more than "
+        f"F times its request (RFC 9175 §2.4; default {DEFAULT_FACTOR:g}, 0 = off)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     args = ap.parse_args(argv)
+    if args.echo_factor and args.echo_factor < 1:
+        ap.error("--echo-factor must be 0 (off) or at least 1")
     if args.dtls_port is not None and not args.psk:
         ap.error("--dtls-port needs at least one --psk IDENTITY:KEY")
     logging.basicConfig(
@@ -162,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     dtls = {}
     if args.dtls_port is not None:
         dtls = {"dtls_port": args.dtls_port, "psk": dict(args.psk), "psk_hint": args.psk_hint}
-    server = make_server(args.host, args.port, workers=args.workers, **dtls)
+    echo = args.echo_factor or None
+    server = make_server(args.host, args.port, workers=args.workers, echo_factor=echo, **dtls)
     secure = f", coaps on port {args.dtls_port}" if dtls else ""
     if args.workers > 1:
         print(

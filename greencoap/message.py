@@ -135,8 +135,16 @@ class Message:
 
     # -- option access -----------------------------------------------------
 
+    # The accessors below read received options as RFC 7252 §5.4.3 says to:
+    # an option listed in ``bad_options`` (its value length is out of
+    # bounds) is treated as unrecognised, i.e. as absent here (a critical one
+    # makes the whole request a 4.02 before any accessor is used).
+    # ``options`` itself keeps everything, for ``encode(decode(x)) == x``.
+
     def opt(self, number: int) -> bytes | None:
         """Raw value of the first option ``number``, or None if absent."""
+        if self.bad_options and number in self.bad_options:
+            return None
         for n, value in self.options:
             if n == number:
                 return value
@@ -144,10 +152,14 @@ class Message:
 
     def opts(self, number: int) -> list[bytes]:
         """Raw values of every option ``number``, in order."""
+        if self.bad_options and number in self.bad_options:
+            return []
         return [value for n, value in self.options if n == number]
 
     def has_option(self, number: int) -> bool:
         """True if at least one option ``number`` is present."""
+        if self.bad_options and number in self.bad_options:
+            return False
         for n, _ in self.options:
             if n == number:
                 return True
@@ -155,6 +167,8 @@ class Message:
 
     def uint_opt(self, number: int) -> int | None:
         """First option ``number`` read as a uint, or None if absent."""
+        if self.bad_options and number in self.bad_options:
+            return None
         for n, value in self.options:
             if n == number:
                 return _from_bytes(value, "big")
@@ -166,6 +180,8 @@ class Message:
         Invalid UTF-8 raises :class:`MessageFormatError` (upper layers answer
         4.00 Bad Request to that).
         """
+        if self.bad_options and number in self.bad_options:
+            return []
         try:
             return [value.decode("utf-8") for n, value in self.options if n == number]
         except UnicodeDecodeError:

@@ -77,6 +77,13 @@ class Observation:
         )
         self._ex = ex = ep.observe(msg, peer, self.timeout, self._on_notification)
         first: Message = ex.result
+        echo = first.opt(OptionNumber.ECHO) if first.code == Code.UNAUTHORIZED else None
+        if echo is not None:
+            # RFC 9175 §2.4: the server wants to know we are at this address
+            # before it sends notifications; register again with its Echo value
+            msg = Message(msg.mtype, Code.GET, 0, b"", msg.options + [(OptionNumber.ECHO, echo)])
+            self._ex = ex = ep.observe(msg, peer, self.timeout, self._on_notification)
+            first = ex.result
         if ex.state == OBSERVING:
             self.freshness.accept(first.observe, monotonic())
         self._started = True

@@ -28,37 +28,16 @@ from .options import Block
 from .options import OptionNumber as O
 from .protocol.blockwise import szx_for
 from .protocol.blockwise_server import Block1Assembler, Block2Cache, block_of
+from .protocol.echo import DEFAULT_FACTOR, EchoVerifier
 from .protocol.limits import NORMAL, SHED_TRIGGER, THROTTLED, LoadLevels, TokenBuckets
 from .protocol.messaging import TransmissionParameters
+from .protocol.validation import UNDERSTOOD_OPTIONS, inspect_request
 from .response import Request, Response, _uint, as_response
 from .router import Router
 
 log = logging.getLogger("greencoap.server")
 
-#: Options this server understands in requests (RFC 7252 §5.4.1: any other
-#: critical option is answered 4.02 Bad Option).
-UNDERSTOOD_OPTIONS = frozenset(
-    {
-        O.IF_MATCH,
-        O.URI_HOST,
-        O.ETAG,
-        O.IF_NONE_MATCH,
-        O.OBSERVE,
-        O.URI_PORT,
-        O.URI_PATH,
-        O.CONTENT_FORMAT,
-        O.URI_QUERY,
-        O.ACCEPT,
-        O.BLOCK2,
-        O.BLOCK1,
-        O.SIZE2,
-        O.SIZE1,
-        O.NO_RESPONSE,
-        O.REQUEST_TAG,
-        O.ECHO,
-        O.HOP_LIMIT,
-    }
-)
+__all__ = ["Server", "UNDERSTOOD_OPTIONS"]
 
 
 class Server:
@@ -128,6 +107,7 @@ class Server:
         rate: float = 100.0,
         burst: float = 200.0,
         shed_trigger: int | None = SHED_TRIGGER,
+        echo_factor: float | None = DEFAULT_FACTOR,
         max_body_size: int = 1 << 20,
         block_size: int = 1024,
         upload_timeout: float = 60.0,
@@ -189,6 +169,8 @@ class Server:
         self.load = LoadLevels(throttle_at, shed_at)
         self.buckets = TokenBuckets(rate, burst)
         self.shed_trigger = shed_trigger
+        #: amplification mitigation (RFC 9175 §2.4); None when turned off
+        self.echo = EchoVerifier(echo_factor) if echo_factor is not None else None
         self.block_szx = szx_for(block_size)
         self._block_bytes = block_size
         self.block1 = Block1Assembler(max_body_size, blockwise_memory, upload_timeout)
@@ -214,6 +196,8 @@ class Server:
         handshakes, bad records, authentication failures, replays, alerts).
         """
         s = dict(self._stats)
+        if self.echo is not None:
+            s.update(self.echo.stats)
         if self.endpoint is None:
             s.update(self._last_stats)
             return s
@@ -238,6 +222,8 @@ class Server:
             "block2_bytes": self.block2.memory,
             "rate_buckets": len(self.buckets),
         }
+        if self.echo is not None:
+            out.update(self.echo.table_sizes())
         for prefix, ep in (("", self.endpoint), ("dtls_", self.secure_endpoint)):
             if ep is None:
                 continue
@@ -403,31 +389,56 @@ class Server:
 
     # -- request handling (on worker greenlets) ------------------------
     def _handle(self, msg: Message, peer: tuple) -> None:
-        ep = self.endpoint if peer[-1].__class__ is not SecurePeer else self.secure_endpoint
+        tag = peer[-1]
+        if tag.__class__ is SecurePeer:  # DTLS proved the address (its cookie)
+            ep = self.secure_endpoint
+            if ep is not None:
+                ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
+            return
+        ep = self.endpoint
         if ep is None:
             return
-        ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
+        echo = self.echo
+        if echo is None:
+            ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
+            return
+        now = monotonic()
+        if echo.check(msg, peer, now):
+            if msg.has_option(O.ECHO):  # the repetition of a challenged request
+                held = echo.release(self._held_key(msg, peer), now)
+                if held is not None:
+                    ep.respond(msg, peer, held)
+                    return
+            ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
+            return
+        # an address not verified: nothing much larger than the request goes to it
+        reply = self.handle_request(msg, peer).to_message()
+        if echo.amplifies(msg, reply):
+            if reply.has_option(O.OBSERVE):
+                # an Observe registration is undone (no notifications go to an
+                # unverified address); its repetition registers again
+                self.observers.drop((peer, msg.token), "unverified")
+            else:  # the response waits for the repetition: the handler runs once
+                echo.hold(self._held_key(msg, peer), reply, now)
+            value = echo.challenge(peer, now)
+            reply = Response(Code.UNAUTHORIZED, options=[(O.ECHO, value)], max_age=0).to_message()
+        ep.respond(msg, peer, reply)
+
+    @staticmethod
+    def _held_key(msg: Message, peer: tuple) -> tuple:
+        """What identifies a request and its repetition with an Echo value."""
+        opts = tuple(o for o in msg.options if o[0] != O.ECHO)
+        return (peer, msg.code, opts, msg.payload)
 
     def handle_request(self, msg: Message, peer: tuple) -> Response:
         """Run the router for one request message and return the response."""
         stats = self._stats
-        raw_path = []
-        blockwise = False
-        for number, value in msg.options:
-            if number == 11:
-                raw_path.append(value)
-            elif number == 27 or number == 23:
-                blockwise = True
-            elif number & 1 and number not in UNDERSTOOD_OPTIONS:
-                stats["bad_option"] += 1
-                return Response(Code.BAD_OPTION, f"unrecognised critical option {number}")
-        if msg.bad_options:
-            for number in msg.bad_options:
-                if number & 1:
-                    stats["bad_option"] += 1
-                    return Response(Code.BAD_OPTION, f"option {number} has an invalid length")
+        raw_key, blockwise, refusal = inspect_request(msg)
+        if refusal is not None:
+            code, why = refusal
+            stats["bad_option" if code == Code.BAD_OPTION else "bad_request"] += 1
+            return Response(code, why)
         method = msg.code
-        raw_key = tuple(raw_path)
         try:
             route, params = self.router.resolve_raw(method, raw_key)
         except LookupError as e:
@@ -484,7 +495,8 @@ class Server:
             )
         b2 = msg.block2
         szx = self.block_szx if b2 is None else min(b2.szx, self.block_szx)
-        num = 0 if b2 is None else b2.num
+        # a smaller block than asked for keeps the offset asked for (RFC 7959 §2.4)
+        num = 0 if b2 is None else b2.num << (b2.szx - szx)
         cache_key = self._block2_key(peer, msg, raw_key)
         cached = self.block2.get(cache_key, now) if num > 0 else None
         if cached is not None:
@@ -501,8 +513,7 @@ class Server:
                 return response
             options = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2, O.ETAG)]
             own = response.etag  # the handler's ETag, when it gave one, else the cache's
-            etag = self.block2.put(cache_key, body, (response.code, options, own), now)
-            etag = own or etag
+            etag = self.block2.put(cache_key, body, (response.code, options, own), now, own)
         piece = block_of(body, num, szx)
         if piece is None:
             return Response(Code.BAD_OPTION, "Block2 past the end of the body")
@@ -530,7 +541,7 @@ class Server:
         options = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2, O.ETAG)]
         own = response.etag
         key = self._block2_key(peer, request)
-        etag = own or self.block2.put(key, body, (response.code, options, own), monotonic())
+        etag = self.block2.put(key, body, (response.code, options, own), monotonic(), own)
         payload, block = block_of(body, 0, self.block_szx)
         options += [(O.ETAG, etag), (O.BLOCK2, _uint(block.encode())), (O.SIZE2, _uint(len(body)))]
         self._stats["block2_served"] += 1
@@ -543,9 +554,9 @@ class Server:
         try:
             if msg.code == 1 and (route.observable or route.attrs.get("observable")):
                 observe = msg.uint_opt(6)
-                if observe is not None:
-                    if observe == 0:
-                        return self.observers.register(Request(msg, peer, params), route, params)
+                if observe == 0:
+                    return self.observers.register(Request(msg, peer, params), route, params)
+                if observe == 1:  # other values mean nothing in a request (RFC 7641 §2)
                     self.observers.drop((peer, msg.token), "deregistered")
             result = route.handler(Request(msg, peer, params), **params)
             if result.__class__ is Response:

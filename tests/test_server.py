@@ -181,7 +181,8 @@ def test_libcoap_client_against_demo_server(hub, demo_proc):
     assert '"id": "3"' in out.stdout, out
 
 
-def test_aiocoap_client_against_demo_server(hub, demo_proc, aiocoap_mod):
+def test_aiocoap_client_against_demo_server(hub, demo_proc_no_echo, aiocoap_mod):
+    demo_proc = demo_proc_no_echo
     aiocoap = aiocoap_mod
 
     async def run():

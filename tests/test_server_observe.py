@@ -187,7 +187,8 @@ def test_libcoap_client_observes_the_demo_counter(hub, demo_proc):
     assert len(values) >= 5 and values[:5] == [0, 1, 2, 3, 4], out
 
 
-def test_aiocoap_client_observes_and_cancels(hub, demo_proc, aiocoap_mod):
+def test_aiocoap_client_observes_and_cancels(hub, demo_proc_no_echo, aiocoap_mod):
+    demo_proc = demo_proc_no_echo
     aiocoap = aiocoap_mod
 
     async def run():

@@ -317,13 +317,19 @@ class Block2Cache:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    def put(self, key: tuple, body: bytes, extra: object, now: float) -> bytes:
+    def put(
+        self, key: tuple, body: bytes, extra: object, now: float, etag: bytes | None = None
+    ) -> bytes:
         """Store ``body`` (and the caller's ``extra``, e.g. content format) under ``key``.
 
-        Replaces an older entry for ``key``. Returns the body's ETag (8 bytes).
+        Replaces an older entry for ``key``. Returns the body's ETag: ``etag``
+        when the caller has one (the handler's own: then the body is not
+        hashed), else the 8-byte hash described above.
         """
-        body = bytes(body)
-        etag = _etag_of(body)
+        if body.__class__ is not bytes:
+            body = bytes(body)
+        if etag is None:
+            etag = _etag_of(body)
         old = self._entries.pop(key, None)
         if old is not None:
             self.memory -= len(old.body)
