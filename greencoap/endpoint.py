@@ -203,6 +203,7 @@ class Endpoint:
                 self._internal_error(admit)
                 admit = None
         for data, addr in batch:
+            ev = None
             try:
                 ev = receive(data, addr, now)
                 if ev is not None:
@@ -211,6 +212,7 @@ class Endpoint:
                         if self.on_request is not None and self.accepting:
                             if admit is None or admit(obj, extra, now):
                                 requests.append((obj, extra))
+                        ev = None
                     elif kind is NOTIFICATION:
                         sink = obj.sink
                         if sink is not None:
@@ -223,6 +225,9 @@ class Endpoint:
                     self._drain()
             except Exception:  # noqa: BLE001 - one datagram's bug must not cost the rest
                 self._internal_error(receive)
+                if ev is not None and ev[0] is REQUEST:
+                    # accepted but never queued: its retransmission must count as new
+                    layer.forget_request(ev[1], ev[2])
         if layer.outbox:
             self._drain()
         self._arm()

@@ -112,6 +112,7 @@ struct gc_sock {
     int armed;
     int pktinfo;
     int queued_rearm; /* on the ring's re-arm list */
+    int dead;         /* its recv failed for good (not a socket, closed): never re-armed */
     unsigned turn;    /* harvest in which turn_recvs was counted */
     unsigned turn_recvs;
     struct msghdr msg; /* template for multishot recvmsg: namelen (+ controllen) */
@@ -804,13 +805,16 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
                         gc_congested(s, now ? now : (now = gc_now_ns()));
                 } else if (res != -ECANCELED) {
                     r->recv_errors++;
+                    if (res == -EBADF || res == -ENOTSOCK || res == -EINVAL || res == -EOPNOTSUPP ||
+                        res == -EFAULT)
+                        s->dead = 1; /* re-arming would fail the same way, every turn */
                 }
             }
             if (!(flags & IORING_CQE_F_MORE)) {
                 s->armed = 0;
                 if (s->state == SLOT_CLOSING)
                     gc_release_slot(r, slot);
-                else if (s->state == SLOT_ACTIVE)
+                else if (s->state == SLOT_ACTIVE && !s->dead)
                     gc_queue_rearm(r, slot);
             }
         } else if (kind == GC_SEND) {
@@ -855,12 +859,12 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
 
 unsigned gc_setup_flags(gc_ring *r) { return r->setup_flags; }
 
-/* A slot's counters: received, shed early, limiter engagements, and whether
- * the limiter is engaged now (0/1). */
+/* A slot's counters: received, shed early, limiter engagements, whether
+ * the limiter is engaged now (0/1), and whether its recv died (0/1). */
 void gc_sock_stats(gc_ring *r, int slot, uint64_t *out)
 {
     struct gc_sock *s;
-    out[0] = out[1] = out[2] = out[3] = 0;
+    out[0] = out[1] = out[2] = out[3] = out[4] = 0;
     if (slot < 0 || slot >= r->nslots)
         return;
     s = r->socks[slot];
@@ -868,4 +872,5 @@ void gc_sock_stats(gc_ring *r, int slot, uint64_t *out)
     out[1] = s->shed;
     out[2] = s->engagements;
     out[3] = s->limit && gc_now_ns() < s->limit->engaged_until;
+    out[4] = (uint64_t)s->dead;
 }

@@ -140,14 +140,16 @@ class Channel:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Send/receive errors, and the early shedding counters from C
-        (``shed_early``: datagrams dropped by the source limiter;
-        ``shed_engagements``; ``shedding``: 1 while it is engaged)."""
+        """Send/receive errors, and counters from C: ``shed_early`` (datagrams
+        dropped by the source limiter), ``shed_engagements``, ``shedding`` (1
+        while it is engaged), ``recv_dead`` (1 once receiving failed for good,
+        e.g. the file descriptor is no socket)."""
         s = dict(self._stats)
         if not self.closed:
             out = self.backend._slot_stats
             lib.gc_sock_stats(self.backend._ring, self.slot, out)
             s["shed_early"], s["shed_engagements"], s["shedding"] = out[1], out[2], out[3]
+            s["recv_dead"] = out[4]
         return s
 
     def limit_sources(
@@ -251,7 +253,7 @@ class UringBackend(DatagramBackend):
         self._arena_buf = ffi.buffer(self._arena)
         self._used = ffi.new("int *")
         self._more = ffi.new("int *")
-        self._slot_stats = ffi.new("uint64_t[4]")
+        self._slot_stats = ffi.new("uint64_t[5]")
         self._channels: dict[int, Channel] = {}
         self._dirty: list[Channel] = []
         self._addr_cache: dict[bytes, tuple] = {}
@@ -270,6 +272,8 @@ class UringBackend(DatagramBackend):
     # -- backend interface ------------------------------------------------
     def open_channel(self, sock: socket.socket, on_batch: Callable) -> Channel:
         """Register a UDP socket; datagrams go to ``on_batch([(data, addr), ...])``."""
+        if sock.type != socket.SOCK_DGRAM:
+            raise ValueError(f"only datagram sockets can be registered, not {sock!r}")
         sock.setblocking(False)
         cls = PktinfoChannel if pktinfo.wanted(sock) else Channel
         ch = cls(self, sock, on_batch)

@@ -69,7 +69,8 @@ def piggybacked(ex, payload: bytes = b"ok", token: bytes | None = None) -> bytes
 
 
 def idle(ml: MessageLayer) -> bool:
-    return all(v == 0 for v in ml.table_sizes().values())
+    sizes = ml.table_sizes()
+    return all(sizes[k] == 0 for k in ("by_token", "by_mid", "inflight", "queued", "deadlines"))
 
 
 # -- TransmissionParameters ------------------------------------------------------

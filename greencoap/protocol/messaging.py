@@ -40,6 +40,7 @@ from ..codes import Type
 from ..errors import MessageFormatError
 from ..message import Message
 from ..message import encode as encode_message
+from .limits import TokenBuckets
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
 INF = float("inf")
@@ -185,6 +186,8 @@ class MessageLayer:
         token_length: int = 4,
         dedup_capacity: int = 65536,
         dedup_peer_share: float = 0.25,
+        rst_rate: float = 100.0,
+        rst_burst: float = 200.0,
     ) -> None:
         self.params = params or TransmissionParameters()
         self.rng = rng or Random()
@@ -194,6 +197,7 @@ class MessageLayer:
         self.token_length = token_length
         self._next_mid = self.rng.randrange(0x10000)
         self.outbox: list[tuple[bytes, Any]] = []
+        self._rst_buckets = TokenBuckets(rst_rate, rst_burst, max_peers=4096)
         # client role
         self._by_token: dict[tuple, Exchange] = {}
         self._by_mid: dict[tuple, Exchange] = {}
@@ -234,6 +238,7 @@ class MessageLayer:
                 "duplicates",
                 "malformed",
                 "rst_sent",
+                "rst_suppressed",
                 "pings",
                 "unexpected",
                 "dedup_evicted",
@@ -598,7 +603,6 @@ class MessageLayer:
                 for ex in b
                 if ex.state != DONE and ex.due_key == k
             ),
-            "timer_buckets": len(self._buckets),
             "dedup": len(self._dedup),
             "dedup_peers": len(self._dedup_per_peer),
             "dedup_queued": len(self._dedup_order[0]) + len(self._dedup_order[1]),
@@ -783,6 +787,16 @@ class MessageLayer:
             order[kind].append(item)
         return entry
 
+    def forget_request(self, request: Message, peer: Any) -> None:
+        """Stop deduplicating ``request`` (it was never handled: a bug above
+        dropped it), so that its retransmission is taken as new."""
+        key = (peer, request.mid)
+        entry = self._dedup.get(key)
+        if entry is not None and entry.response is None and not entry.running:
+            del self._dedup[key]
+            self._forget_peer(peer)
+            self._stale += 1
+
     def started(self, request: Message, peer: Any) -> None:
         """The request is now being handled: a duplicate of it gets an empty ACK."""
         entry = self._dedup.get((peer, request.mid))
@@ -865,6 +879,14 @@ class MessageLayer:
         self.outbox.append((empty_ack(mid), peer))
 
     def _rst(self, mid: int, peer: Any) -> None:
+        """Queue an RST for ``mid`` to ``peer``, unless that peer used up its
+        RST budget: a reflector (a UDP echo service, a spoofed source) must not
+        be able to ping-pong with us, so RSTs to one peer are held to
+        ``rst_rate`` per second (``rst_burst`` at most); the rest are counted
+        as ``rst_suppressed``."""
+        if not self._rst_buckets.allow(peer, self._now):
+            self.stats["rst_suppressed"] += 1
+            return
         self.stats["rst_sent"] += 1
         self.outbox.append((bytes((0x70, 0, mid >> 8, mid & 0xFF)), peer))
 
