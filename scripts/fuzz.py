@@ -224,14 +224,32 @@ def udp_socket_info(host: str, port: int) -> dict[str, int] | None:
     return None
 
 
-class RxQueueReader:
-    """Cheap repeated reads of one socket's rx_queue from /proc/net/udp."""
+SO_MEMINFO = 55  # linux/sock_diag.h: u32 sk_meminfo[SK_MEMINFO_VARS]
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+
+def sock_meminfo(sock: socket.socket) -> dict[str, int]:
+    """rmem_alloc (bytes queued, what /proc/net/udp calls rx_queue) and drops
+    of a socket, with one getsockopt (reading /proc/net/udp costs milliseconds
+    when the namespace has thousands of sockets)."""
+    v = struct.unpack("9I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))
+    return {"rx_queue": v[0], "drops": v[8]}
+
+
+class RxQueueReader:
+    """Repeated reads of the server socket's receive queue: SO_MEMINFO on a
+    duplicate of its descriptor (never read from), else /proc/net/udp."""
+
+    def __init__(self, host: str, port: int, dup: socket.socket | None = None) -> None:
+        self.host, self.port, self.dup = host, port, dup
+
+    def info(self) -> dict[str, int] | None:
+        if self.dup is not None:
+            with contextlib.suppress(OSError):
+                return sock_meminfo(self.dup)
+        return udp_socket_info(self.host, self.port)
 
     def rx_queue(self) -> int:
-        info = udp_socket_info(self.host, self.port)
+        info = self.info()
         return 0 if info is None else info["rx_queue"]
 
 
@@ -869,6 +887,11 @@ def serve_role(args: argparse.Namespace) -> int:
                 break
         hub.run_callback_threadsafe(srv.stop)
 
+    if args.fd_channel is not None:  # a duplicate of the socket, for SO_MEMINFO
+        with contextlib.suppress(OSError):
+            chan = socket.socket(fileno=args.fd_channel)
+            socket.send_fds(chan, [b"fd"], [srv.endpoint.sock.fileno()])
+            chan.close()
     reply(
         {
             "port": srv.port,
@@ -905,7 +928,9 @@ class ServerProc:
                 env["GREENCOAP_REQUIRE_URING"] = "1"
         if server_path:
             env["PYTHONPATH"] = server_path + os.pathsep + env.get("PYTHONPATH", "")
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         cmd = [sys.executable, str(HERE), "--role", "server", "--host", host, "--port", "0"]
+        cmd += ["--fd-channel", str(theirs.fileno())]
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
         self.host = host
@@ -920,13 +945,26 @@ class ServerProc:
             bufsize=1,
             env=env,
             cwd=str(REPO) if not server_path else server_path,
+            pass_fds=(theirs.fileno(),),
         )
+        theirs.close()
         self.pid = self.p.pid
+        self.sock_dup: socket.socket | None = None
         self._lock = threading.Lock()
         hello = self._read(30)
         if hello is None or "port" not in hello:
             self.stop()
             raise RuntimeError(f"the server did not start: {self.log_text()[-3000:]}")
+        mine.settimeout(5)
+        try:
+            _, fds, _, _ = socket.recv_fds(mine, 16, 1)
+            if fds:
+                self.sock_dup = socket.socket(fileno=fds[0])
+                sock_meminfo(self.sock_dup)
+        except OSError:
+            self.sock_dup = None
+        finally:
+            mine.close()
         self.port = hello["port"]
         self.backend = hello["backend"]
         self.package = hello.get("greencoap")
@@ -1014,7 +1052,7 @@ class ServerProc:
                         obj = json.loads(line)
                         if obj.get("stopped"):
                             self.final = obj
-            for f in (self.p.stdin, self.p.stdout):
+            for f in (self.p.stdin, self.p.stdout, self.sock_dup):
                 with contextlib.suppress(Exception):
                     f.close()
             self._log.close()
@@ -1232,7 +1270,7 @@ class Ctx:
         self.notes: list[str] = []
         self.gap_empty_ackrst = True  # Empty ACK/RST matching nothing land in no counter
         self.extra_counters: list[str] = []
-        self.rxq = RxQueueReader(cfg.host, server.port)
+        self.rxq = RxQueueReader(cfg.host, server.port, server.sock_dup)
         self.client: GoodClientProc | None = None
         self.known_sigs: set[str] = set()
         self.seq_results: dict[str, dict] = {}
@@ -2255,7 +2293,8 @@ def phase_flood(ctx: Ctx, mut: Mutator) -> dict:
     limit = cfg.queue_limit
     rate = cfg.rate
     sent = 0
-    waits = 0
+    waits = polls = 0
+    t_wait = t_drain = t_rpc = 0.0
     replies = 0
     max_rxq = 0
     send = ctx.send
@@ -2273,6 +2312,7 @@ def phase_flood(ctx: Ctx, mut: Mutator) -> dict:
             if not ctx.server.alive():
                 raise RuntimeError("the server died during the flood")
             # pacing: the server's receive queue, then the optional rate
+            tw = time.monotonic()
             q = rxq()
             if q > max_rxq:
                 max_rxq = q
@@ -2282,8 +2322,11 @@ def phase_flood(ctx: Ctx, mut: Mutator) -> dict:
                     replies += drain(s)
                 time.sleep(0.0003)
                 q = rxq()
+            td = time.monotonic()
+            t_wait += td - tw
             for s in socks:  # the replies: else their buffers fill and the kernel drops
                 replies += drain(s)
+            t_drain += time.monotonic() - td
             if rate:
                 ahead = sent / rate - (time.monotonic() - t0)
                 if ahead > 0:
@@ -2291,6 +2334,8 @@ def phase_flood(ctx: Ctx, mut: Mutator) -> dict:
             now = time.monotonic()
             if now - last_poll >= cfg.poll_interval:
                 st = ctx.server.stats()
+                polls += 1
+                t_rpc += time.monotonic() - now
                 err = _errors_total(st)
                 if err != prev_err:
                     grew = {
@@ -2325,6 +2370,10 @@ def phase_flood(ctx: Ctx, mut: Mutator) -> dict:
         "rate": round(sent / elapsed) if elapsed else 0,
         "truncations_of_every_position": truncations,
         "flow_control_waits": waits,
+        "seconds_pacing": round(t_wait, 2),  # reading rx_queue and waiting for it
+        "seconds_draining_replies": round(t_drain, 2),
+        "seconds_in_stats_polls": round(t_rpc, 2),
+        "stats_polls": polls,
         "max_rx_queue_bytes": max_rxq,
         "replies_drained": replies,
         "kinds": dict(kinds.most_common()),
@@ -2454,11 +2503,11 @@ class FuzzConfig:
     def quick_version(self) -> FuzzConfig:
         return dataclasses.replace(
             self,
-            count=min(self.count, 30_000),
+            count=min(self.count, 50_000),
             truncate_all_seeds=20,
             probes_per_kind=6,
             scale=0.15,
-            ports=1000,
+            ports=2000,
             slow_sequences=False,
             settle=1.0,
             good_giveup=10.0,
@@ -2505,7 +2554,7 @@ def run(cfg: FuzzConfig) -> dict:
             raise RuntimeError(f"asked for the {cfg.hub} hub, the server runs {server.backend}")
         ctx = Ctx(cfg, server)
         first = server.stats()
-        sock0 = udp_socket_info(cfg.host, server.port)
+        sock0 = ctx.rxq.info()
         client = GoodClientProc(
             cfg.host, server.port, cfg.good_interval, cfg.good_giveup, cfg.fuzzer_cpu
         )
@@ -2547,7 +2596,7 @@ def run(cfg: FuzzConfig) -> dict:
         if r is None or r.code != CONTENT:
             ctx.fail(f"the server does not answer GET /hello after the run ({r})")
         last = ctx.sync_stats()
-        sock1 = udp_socket_info(cfg.host, server.port)
+        sock1 = ctx.rxq.info()
         snmp1 = snmp_counters()
         report["tables"] = last["tables"]
         report["stats"] = last["stats"]
@@ -2655,6 +2704,7 @@ def accounting(
         "server_counters": dict(rows),
         "server_counted": server_counted,
         "socket_drops": drops,
+        "drops_from": "SO_MEMINFO" if ctx.rxq.dup is not None else "/proc/net/udp",
         "uncounted_empty_ack_rst": uncounted_empty,
         "unexplained": unexplained,
         "snmp_delta": {k: snmp1.get(k, 0) - snmp0.get(k, 0) for k in snmp1},
@@ -2803,6 +2853,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1", help="127.0.0.1 or ::1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--fd-channel", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--interval", type=float, default=0.02, help=argparse.SUPPRESS)
     ap.add_argument("--giveup", type=float, default=93.0, help=argparse.SUPPRESS)
     ap.add_argument("--sockets", type=int, default=8, help="fuzzer source sockets")
