@@ -76,6 +76,8 @@ class Channel:
         s = dict(self._stats)
         if self.limiter is not None:
             s.update(self.limiter.statistics(monotonic()))
+        else:
+            s.update(shed_early=0, shed_engagements=0, shedding=0)
         return s
 
     def limit_sources(

@@ -31,13 +31,17 @@
  *
  * Early shedding (gc_set_limit): a socket may carry a per-source token bucket
  * applied here, at harvest, before a datagram costs Python anything.  It
- * engages only under congestion -- one harvest finding `trigger` or more
- * datagrams queued for the socket, or its buffers running dry -- and stays
- * engaged while it sheds (and `hold` seconds after), so a lone fast client on
- * an idle server is never limited, while a flooding source is held to `rate`
- * datagrams/s (`burst` at most) and the others keep their latency.  Sources
- * are (address, port); their table is bounded (the stalest entry is
- * replaced) and allocated on the first engagement.
+ * engages only under congestion -- the socket's receive queue holding
+ * `trigger` datagrams' worth of bytes (GC_TRUESIZE each, read with
+ * SO_MEMINFO, and only after a harvest that took a full multishot round of
+ * GC_BUSY_ROUND datagrams from it: the kernel hands out at most 32 per round,
+ * so the queue itself is the measure), or its provided buffers running dry --
+ * and stays engaged while it sheds (and `hold` seconds after).  So a lone
+ * fast client on an idle server, or a benchmark with a bounded window, is
+ * never limited, while a flooding source is held to `rate` datagrams/s
+ * (`burst` at most) and the others keep their latency.  Sources are
+ * (address, port); their table is bounded (the stalest entry is replaced)
+ * and allocated on the first engagement.
  *
  * liburing 2.3 has io_uring_register_buf_ring but not io_uring_setup_buf_ring,
  * so the buffer ring is mmap()ed here.
@@ -46,6 +50,7 @@
  * GC_LOCAL_REC, GC_HEADROOM) are defined here only and read from the module.
  */
 #include <errno.h>
+#include <linux/sock_diag.h>
 #include <liburing.h>
 #include <netinet/in.h>
 #include <stddef.h>
@@ -75,6 +80,8 @@
 #define GC_MAX_SLOTS (1 << 30) /* slot numbers stay below GC_PKTINFO_FLAG */
 #define GC_LIMIT_TABLE 1024    /* sources tracked per limited socket */
 #define GC_LIMIT_PROBES 8
+#define GC_TRUESIZE 1024 /* bytes a small datagram takes in a receive queue (loopback: 832) */
+#define GC_BUSY_ROUND 16 /* datagrams from one socket in one harvest that make us look at its queue */
 
 _Static_assert(GC_NAMELEN == sizeof(struct sockaddr_in6), "GC_NAMELEN");
 
@@ -152,6 +159,8 @@ typedef struct gc_ring {
     int nfree;
     int *rearm; /* ACTIVE slots whose multishot recv ended */
     int nrearm;
+    int *busy; /* limited slots that had GC_BUSY_ROUND datagrams in this harvest */
+    int nbusy;
     unsigned turn;
     struct gc_send sends; /* sentinel of the in-flight list */
     /* counters, read by Python */
@@ -353,6 +362,7 @@ void gc_free(gc_ring *r)
     free(r->socks);
     free(r->free_slots);
     free(r->rearm);
+    free(r->busy);
     munmap(r->br, r->br_size);
     free(r->bufs);
     free(r);
@@ -378,6 +388,10 @@ static int gc_grow(gc_ring *r)
     if (!rearm)
         return -ENOMEM;
     r->rearm = rearm;
+    rearm = realloc(r->busy, (size_t)cap * sizeof(int));
+    if (!rearm)
+        return -ENOMEM;
+    r->busy = rearm;
     r->cap = cap;
     return 0;
 }
@@ -763,8 +777,8 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
                                 s->turn = r->turn;
                                 s->turn_recvs = 0;
                             }
-                            if (++s->turn_recvs >= s->limit->trigger)
-                                gc_congested(s, now);
+                            if (++s->turn_recvs == GC_BUSY_ROUND)
+                                r->busy[r->nbusy++] = slot; /* look at its queue below */
                             if (now < s->limit->engaged_until &&
                                 !gc_admit(s->limit, io_uring_recvmsg_name(o), now)) {
                                 s->shed++;
@@ -836,6 +850,17 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
     if (returned)
         io_uring_buf_ring_advance(r->br, returned);
     io_uring_cq_advance(&r->ring, seen);
+    /* limited sockets that were busy: is their receive queue deep (congestion)? */
+    for (i = 0; i < r->nbusy; i++) {
+        struct gc_sock *s = r->socks[r->busy[i]];
+        uint32_t mem[SK_MEMINFO_VARS];
+        socklen_t len = sizeof(mem);
+        if (s->state == SLOT_ACTIVE && s->limit &&
+            getsockopt(s->fd, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 &&
+            mem[SK_MEMINFO_RMEM_ALLOC] >= (uint64_t)s->limit->trigger * GC_TRUESIZE)
+            gc_congested(s, now);
+    }
+    r->nbusy = 0;
     /* re-arm what ended: multishot receives (from the list) and the wake-up read */
     left = 0;
     for (i = 0; i < r->nrearm; i++) {
