@@ -16,8 +16,8 @@ Scenarios per hub: the good client alone (idle); under the flood with early
 shedding (the default, ``Server(shed_trigger=512, rate=100, burst=200)``);
 under the flood with it off (``shed_trigger=None``); and, right after the
 flood, one request in flight as fast as the server answers (recovery: no
-source is limited any more, the rate is the idle one).  The table gives the good client's latency and
-losses, what the flooder got answered per second (its held rate) and sent,
+source is limited any more, the rate is the idle one).  The table gives the
+good client's latency and losses, what the flooder got answered per second (its held rate) and sent,
 what the server shed early, and the kernel's UDP RcvbufErrors for the run.
 Figures are ratios against the idle row of the same run.
 """
