@@ -39,6 +39,9 @@ log = logging.getLogger("greencoap.server")
 
 __all__ = ["Server", "UNDERSTOOD_OPTIONS"]
 
+#: How often a running server lets abandoned state go (see ``_housekeeping``).
+HOUSEKEEPING_INTERVAL = 1.0
+
 
 class Server:
     """Serve ``router`` on ``host``:``port`` (``"::"`` is dual-stack IPv6+IPv4).
@@ -165,7 +168,7 @@ class Server:
             "shed": 0,
         }
         self.observers = ObserverRegistry(self, con_every)
-        self._blockwise_due = 0.0
+        self._housekeeper: Any = None
         self.load = LoadLevels(throttle_at, shed_at)
         self.buckets = TokenBuckets(rate, burst)
         self.shed_trigger = shed_trigger
@@ -282,7 +285,25 @@ class Server:
             self._limit_sources(ep)
             self._dtls_port = ep.address[1]
         self._stopped = Event()
+        self._housekeeper = self.hub.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
         return self
+
+    def _housekeeping(self) -> None:
+        """Timer (every :data:`HOUSEKEEPING_INTERVAL` s): let the tables of
+        abandoned state go -- Block1 uploads and Block2 bodies past their
+        lifetime, rate buckets that are full again, Echo verifications past
+        theirs -- whether or not more requests come."""
+        if self.endpoint is None:
+            return
+        now = monotonic()
+        try:
+            self.block1.expire(now)
+            self.block2.expire(now)
+            self.buckets.expire(now)
+            if self.echo is not None:
+                self.echo.expire(now)
+        finally:
+            self._housekeeper = self.hub.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
 
     def _limit_sources(self, ep: Endpoint) -> None:
         """Early shedding on ``ep``'s socket (see the class docstring)."""
@@ -362,6 +383,9 @@ class Server:
 
     def stop(self) -> None:
         """End observations (a final 5.03 each), stop serving, close the socket."""
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            self._housekeeper = None
         if self.endpoint is not None:
             self.observers.close()
             self._last_stats = self.stats
@@ -465,11 +489,6 @@ class Server:
     ) -> Response:
         """RFC 7959 on the server: assemble Block1 uploads, serve Block2 blocks."""
         now = monotonic()
-        if now >= self._blockwise_due:
-            self.block1.expire(now)
-            self.block2.expire(now)
-            d1, d2 = self.block1.next_deadline(), self.block2.next_deadline()
-            self._blockwise_due = min(d for d in (d1, d2, now + 5.0) if d is not None)
         b1 = msg.block1
         if b1 is not None:
             key = (peer, msg.code, raw_key, msg.opt(O.REQUEST_TAG))

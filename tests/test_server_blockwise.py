@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
+from time import monotonic
 
+import greencoap
 from greencoap import Client, Code, Router, Server, Type
+from greencoap.demo import build_router
 from greencoap.message import Message
 from greencoap.options import Block
 
@@ -155,5 +158,38 @@ def test_handler_etag_is_kept_across_blocks(hub):
         with Client(timeout=5) as c:
             r = c.get(f"coap://127.0.0.1:{srv.port}/tagged")
             assert r.payload == PATTERN * 100 and r.etag == b"v1"
+    finally:
+        srv.stop()
+
+
+def test_abandoned_block_wise_state_goes_without_more_traffic(hub):
+    """An upload left half-way and a Block2 body never fetched are dropped
+    after ``upload_timeout`` by the server's housekeeping timer, even when no
+    block-wise request ever comes again; so are the rate buckets of peers
+    that went quiet."""
+    srv = Server(build_router(), host="127.0.0.1", port=0, upload_timeout=0.5, echo_factor=None)
+    srv.start()
+    try:
+        part = Message(
+            Type.CON,
+            Code.PUT,
+            1,
+            b"u",
+            [(11, b"store"), (27, Block(0, True, 2).to_bytes())],
+            b"x" * 64,
+        )
+        first = Message(Type.CON, Code.GET, 2, b"g", [(11, b"large"), (15, b"size=5000")])
+        exchange(hub, srv.port, [part.encode(), first.encode()], expect=2)
+        sizes = srv.table_sizes()
+        assert sizes["block1_uploads"] == 1 and sizes["block2_bodies"] == 1
+        srv.buckets.allow(("198.51.100.1", 1), monotonic() - 10)  # a peer long quiet
+        deadline = monotonic() + 5
+        while monotonic() < deadline:
+            sizes = srv.table_sizes()
+            if sizes["block1_uploads"] == sizes["block2_bodies"] == sizes["rate_buckets"] == 0:
+                break
+            greencoap.sleep(0.1)
+        assert sizes["block1_uploads"] == 0 and sizes["block2_bodies"] == 0
+        assert sizes["rate_buckets"] == 0 and sizes["block1_bytes"] == 0
     finally:
         srv.stop()

@@ -137,7 +137,21 @@ class EchoVerifier:
         if len(table) >= self.capacity:
             self._old = table
             table = self._verified = {}
+        table.pop(peer, None)  # kept in expiry order
         table[peer] = now + self.lifetime
+
+    def expire(self, now: float) -> None:
+        """Forget verifications past their lifetime and held responses past
+        their freshness (both tables are in expiry order)."""
+        for table in (self._old, self._verified):
+            while table:
+                peer, until = next(iter(table.items()))
+                if until > now:
+                    break
+                del table[peer]
+        held = self._held
+        while held and next(iter(held.values()))[0] <= now:
+            held.popitem(last=False)
 
     def hold(self, key: Any, response: Any, now: float) -> None:
         """Keep the ``response`` a challenge held back, for the request's

@@ -103,6 +103,21 @@ class TokenBuckets:
             return True
         return False
 
+    def expire(self, now: float) -> int:
+        """Forget the peers whose buckets are full again (idle for
+        ``burst / rate`` seconds: they would start full anyway); returns how
+        many went.  Cheap: the buckets are kept least recently used first."""
+        idle = self.burst / self.rate
+        buckets = self._buckets
+        n = 0
+        while buckets:
+            peer, b = next(iter(buckets.items()))
+            if b[1] + idle > now:
+                break
+            del buckets[peer]
+            n += 1
+        return n
+
     def __len__(self) -> int:
         return len(self._buckets)
 
