@@ -792,15 +792,15 @@ def mib(n: float) -> float:
     return n / (1 << 20)
 
 
-def header() -> str:
-    cols = ["     t", " phase", "RSS MiB", " fds", " req/s"] + [f"{h:>6}" for h, _ in COLUMNS]
+def header(columns: list[tuple[str, str]]) -> str:
+    cols = ["     t", " phase", "RSS MiB", " fds", " req/s"] + [f"{h:>6}" for h, _ in columns]
     return " ".join(cols)
 
 
-def row(s: dict, t: float, phase: str, rps: float) -> str:
+def row(s: dict, t: float, phase: str, rps: float, columns: list[tuple[str, str]]) -> str:
     tables = s["tables"]
     cells = [f"{t:6.0f}", f"{phase:>6}", f"{mib(s['rss']):7.1f}", f"{s['fds']:4d}", f"{rps:6.0f}"]
-    for _h, key in COLUMNS:
+    for _h, key in columns:
         v = tables.get(key, 0)
         if key.endswith("_bytes"):
             v = v // 1024
@@ -924,8 +924,9 @@ def drive(args: argparse.Namespace, child: Child, pinned: bool) -> int:
     t0 = time.monotonic()
     samples.append((0.0, "idle", idle))
     print()
-    print(header())
-    print(row(idle, 0.0, "idle", 0.0), flush=True)
+    columns = [c for c in COLUMNS if c[1] in idle["tables"]]  # those this server has
+    print(header(columns))
+    print(row(idle, 0.0, "idle", 0.0, columns), flush=True)
     load.start_threads()
     load.start_greenlets()
     prev = idle
@@ -954,7 +955,7 @@ def drive(args: argparse.Namespace, child: Child, pinned: bool) -> int:
         dt = s["now"] - prev["now"]
         rps = (s["stats"]["requests_received"] - prev["stats"]["requests_received"]) / dt
         samples.append((t, phase, s))
-        print(row(s, t, phase, rps), flush=True)
+        print(row(s, t, phase, rps, columns), flush=True)
         prev = s
     if args.json:
         with open(args.json, "w") as f:

@@ -20,6 +20,7 @@ CDEF = """
 #define GC_HEADROOM ...
 #define GC_PKTINFO_FLAG ...
 #define GC_LOCAL_REC ...
+#define GC_SLOT_STATS ...
 typedef struct gc_ring {
     uint64_t send_errors, recv_errors, truncated, enobufs, rearms, sends_total, recvs;
     uint64_t inflight_sends, pktinfo_fallbacks, shed;
@@ -30,7 +31,8 @@ gc_ring *gc_new(unsigned entries, unsigned nbufs, unsigned max_payload, int wake
 void gc_free(gc_ring *r);
 int gc_add_socket(gc_ring *r, int fd, int pktinfo);
 int gc_remove_socket(gc_ring *r, int slot);
-int gc_set_limit(gc_ring *r, int slot, double rate, double burst, unsigned trigger, double hold);
+int gc_set_limit(gc_ring *r, int slot, double rate, double burst, unsigned trigger, double persist,
+                 double hold);
 int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
                   const char *addrs, int n);
 int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char *arena,

@@ -1,4 +1,4 @@
-"""The demo server used by the README, the examples, the benchmarks and the interop tests.
+"""The demo server used by the README, the examples, the benchmarks and the interop tests (layer 4).
 
     python -m greencoap.demo --host 127.0.0.1 --port 5683
 

@@ -139,7 +139,7 @@ class Endpoint:
         self.hub = hub or get_hub()
         self.sock = sock
         self.family = sock.family
-        self.layer = MessageLayer(params, rng=rng, token_length=token_length)
+        self.layer = MessageLayer(params, rng=rng or Random(), token_length=token_length)
         self.on_request = on_request
         self.separate_delay = separate_delay
         self._requests: deque = deque()

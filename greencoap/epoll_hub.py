@@ -31,7 +31,7 @@ from typing import Any
 
 from . import pktinfo
 from .backends import MAX_DATAGRAM, DatagramBackend
-from .protocol.limits import SHED_HOLD, SHED_TRIGGER, SourceLimiter
+from .protocol.limits import SHED_HOLD, SHED_PERSIST, SHED_TRIGGER, SourceLimiter
 
 #: datagrams read per readiness event before the other sockets' turn (as many
 #: as the io_uring backend harvests per call: a backlog this deep is what
@@ -81,18 +81,23 @@ class Channel:
         return s
 
     def limit_sources(
-        self, rate: float, burst: float, trigger: int = SHED_TRIGGER, hold: float = SHED_HOLD
+        self,
+        rate: float,
+        burst: float,
+        trigger: int = SHED_TRIGGER,
+        persist: float = SHED_PERSIST,
+        hold: float = SHED_HOLD,
     ) -> None:
         """Shed a flooding source's excess as datagrams are read, before any
         protocol work (:class:`~greencoap.protocol.limits.SourceLimiter`);
         ``rate <= 0`` turns it off."""
-        self.limiter = SourceLimiter(rate, burst, trigger, hold) if rate > 0 else None
+        self.limiter = SourceLimiter(rate, burst, trigger, persist, hold) if rate > 0 else None
 
     def _deliver(self, batch: list) -> None:
         """Hand a harvest to the consumer, through the source limiter if any."""
         limiter = self.limiter
         if limiter is not None:
-            batch = limiter.filter(batch, monotonic())
+            batch = limiter.filter(batch, monotonic(), len(batch) >= RECV_BATCH)
         if batch and not self.closed:
             self.on_batch(batch)
 

@@ -70,6 +70,35 @@ ERROR_LOG_BURST = 10
 ERROR_LOG_WINDOW = 10.0
 
 
+class LogThrottle:
+    """At most ``burst`` log records per ``window`` seconds; the others are
+    counted and mentioned by the next record let through.  For errors that
+    input can trigger at will (a handler failing on every request of a
+    flood): the log stays readable and cheap."""
+
+    __slots__ = ("burst", "window", "_window_end", "_logged", "_suppressed")
+
+    def __init__(self, burst: int = ERROR_LOG_BURST, window: float = ERROR_LOG_WINDOW) -> None:
+        self.burst = burst
+        self.window = window
+        self._window_end = 0.0
+        self._logged = 0
+        self._suppressed = 0
+
+    def allow(self, now: float) -> str | None:
+        """None when this record is to be dropped; else a note to append to
+        it (``""``, or how many were dropped before it)."""
+        if now >= self._window_end:
+            self._window_end = now + self.window
+            self._logged = 0
+        if self._logged >= self.burst:
+            self._suppressed += 1
+            return None
+        self._logged += 1
+        more, self._suppressed = self._suppressed, 0
+        return f" ({more} similar errors not shown)" if more else ""
+
+
 def _describe(where: Any) -> str:
     """A short name for the place an error was caught (a function, usually)."""
     name = getattr(where, "__qualname__", None)
@@ -180,9 +209,7 @@ class HubBase:
         #: exceptions caught by :meth:`handle_error` (each one a bug somewhere)
         self.errors = 0
         self.last_error: BaseException | None = None
-        self._error_window_end = 0.0
-        self._errors_logged = 0
-        self._errors_suppressed = 0
+        self._error_log = LogThrottle()
 
     now = staticmethod(monotonic)
 
@@ -252,17 +279,9 @@ class HubBase:
             return
         self.errors += 1
         self.last_error = exc
-        now = monotonic()
-        if now >= self._error_window_end:
-            self._error_window_end = now + ERROR_LOG_WINDOW
-            self._errors_logged = 0
-        if self._errors_logged >= ERROR_LOG_BURST:
-            self._errors_suppressed += 1
+        note = self._error_log.allow(monotonic())
+        if note is None:
             return
-        self._errors_logged += 1
-        more = self._errors_suppressed
-        self._errors_suppressed = 0
-        note = f" ({more} similar errors not shown)" if more else ""
         _log.error(
             "greencoap hub: error in %s%s",
             _describe(where),

@@ -21,7 +21,6 @@ observation with a final 5.03 notification.
 
 from __future__ import annotations
 
-import logging
 import types
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +34,6 @@ from .response import Request, Response, as_response
 if TYPE_CHECKING:
     from .router import Route
     from .server import Server
-
-log = logging.getLogger("greencoap.server")
 
 
 class Observer:
@@ -129,7 +126,7 @@ class Observer:
             pass
         except Exception:  # noqa: BLE001 - an observable handler failed
             self.registry.server._stats["handler_errors"] += 1
-            log.exception("observable handler for %s failed", self.path)
+            self.registry.server.log_handler_error("observable handler for %s failed", self.path)
             self.send(Response(Code.INTERNAL_SERVER_ERROR))
         finally:
             gen.close()
@@ -223,7 +220,7 @@ class ObserverRegistry:
             response = as_response(result, req.message.code)
         except Exception:  # noqa: BLE001
             self.server._stats["handler_errors"] += 1
-            log.exception("observable handler for %s failed", obs.path)
+            self.server.log_handler_error("observable handler for %s failed", obs.path)
             response = Response(Code.INTERNAL_SERVER_ERROR)
         obs.send(response)
 

@@ -20,7 +20,7 @@ from .codes import Code, Type
 from .dtls_channel import DtlsChannel, SecurePeer, psk_lookup_from
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket
 from .errors import CoapError, MessageFormatError
-from .hub import get_hub, sleep
+from .hub import LogThrottle, get_hub, sleep
 from .linkformat import filter_links, format_link_format
 from .message import Message
 from .observers import ObserverRegistry
@@ -169,6 +169,7 @@ class Server:
         }
         self.observers = ObserverRegistry(self, con_every)
         self._housekeeper: Any = None
+        self._handler_log = LogThrottle()
         self.load = LoadLevels(throttle_at, shed_at)
         self.buckets = TokenBuckets(rate, burst)
         self.shed_trigger = shed_trigger
@@ -597,5 +598,13 @@ class Server:
             return Response(Code.BAD_REQUEST, str(e))
         except Exception:
             stats["handler_errors"] += 1
-            log.exception("handler for %s %s failed", Code(method), route.path)
+            self.log_handler_error("handler for %s %s failed", Code(method), route.path)
             return Response(Code.INTERNAL_SERVER_ERROR)
+
+    def log_handler_error(self, text: str, *args: Any) -> None:
+        """Log the exception being handled with its traceback (a handler
+        failed: the client got 5.00), at most :data:`~greencoap.hub.ERROR_LOG_BURST`
+        per :data:`~greencoap.hub.ERROR_LOG_WINDOW` seconds."""
+        note = self._handler_log.allow(monotonic())
+        if note is not None:
+            log.exception(text + "%s", *args, note)

@@ -31,14 +31,16 @@
  *
  * Early shedding (gc_set_limit): a socket may carry a per-source token bucket
  * applied here, at harvest, before a datagram costs Python anything.  It
- * engages only under congestion -- the socket's receive queue holding
- * `trigger` datagrams' worth of bytes (GC_TRUESIZE each, read with
+ * engages only under lasting congestion -- the socket's receive queue
+ * holding `trigger` datagrams' worth of bytes (GC_TRUESIZE each, read with
  * SO_MEMINFO, and only after a harvest that took a full multishot round of
  * GC_BUSY_ROUND datagrams from it: the kernel hands out at most 32 per round,
- * so the queue itself is the measure), or its provided buffers running dry --
- * and stays engaged while it sheds (and `hold` seconds after).  So a lone
- * fast client on an idle server, or a benchmark with a bounded window, is
- * never limited, while a flooding source is held to `rate` datagrams/s
+ * so the queue itself is the measure) for `persist` seconds at least without
+ * draining to half its depth, or its provided buffers running dry -- and
+ * stays engaged while it sheds (and `hold` seconds after).  So a lone fast client on an idle server, a
+ * benchmark with a bounded window or a client's burst of a thousand
+ * concurrent requests (it drains in milliseconds) is never limited, while a
+ * flooding source is held to `rate` datagrams/s
  * (`burst` at most) and the others keep their latency.  Sources are
  * (address, port); their table is bounded (the stalest entry is replaced)
  * and allocated on the first engagement.
@@ -47,7 +49,8 @@
  * so the buffer ring is mmap()ed here.
  *
  * Constants Python needs (GC_META, GC_NAMELEN, GC_CONTROL, GC_PKTINFO_FLAG,
- * GC_LOCAL_REC, GC_HEADROOM) are defined here only and read from the module.
+ * GC_LOCAL_REC, GC_HEADROOM, GC_SLOT_STATS) are defined here only and read
+ * from the module.
  */
 #include <errno.h>
 #include <linux/sock_diag.h>
@@ -75,6 +78,7 @@
 #define GC_CONTROL 72 /* CMSG_SPACE(20) + CMSG_SPACE(12) */
 #define GC_PKTINFO_FLAG 0x40000000 /* in a record's slot: a local address follows the peer's */
 #define GC_LOCAL_REC 20            /* per send on a pktinfo socket: int32 4|6|0 + 16 bytes */
+#define GC_SLOT_STATS 6            /* counters gc_sock_stats() writes */
 /* bytes of a receive buffer before the payload's room */
 #define GC_HEADROOM ((int)sizeof(struct io_uring_recvmsg_out) + GC_NAMELEN + GC_CONTROL)
 #define GC_MAX_SLOTS (1 << 30) /* slot numbers stay below GC_PKTINFO_FLAG */
@@ -82,6 +86,7 @@
 #define GC_LIMIT_PROBES 8
 #define GC_TRUESIZE 1024 /* bytes a small datagram takes in a receive queue (loopback: 832) */
 #define GC_BUSY_ROUND 16 /* datagrams from one socket in one harvest that make us look at its queue */
+#define GC_CHECK_GAP 20000000ULL /* ns: looks further apart than this start a new congestion */
 
 _Static_assert(GC_NAMELEN == sizeof(struct sockaddr_in6), "GC_NAMELEN");
 
@@ -107,8 +112,11 @@ struct gc_bucket {
 
 struct gc_limit {
     double rate, burst; /* tokens per second, bucket size */
-    unsigned trigger;   /* datagrams in one harvest that mean congestion */
+    unsigned trigger;   /* datagrams' worth of queued bytes (GC_TRUESIZE each): congestion */
+    uint64_t persist_ns; /* how long congestion must last before it engages */
     uint64_t hold_ns;   /* how long it stays engaged after the last trigger or shed */
+    uint64_t congested_since, last_check; /* 0: not congested at the last look */
+    uint32_t congested_depth; /* queued bytes when this congestion began */
     uint64_t engaged_until;
     struct gc_bucket *table; /* GC_LIMIT_TABLE entries, allocated on first engagement */
 };
@@ -125,7 +133,7 @@ struct gc_sock {
     struct msghdr msg; /* template for multishot recvmsg: namelen (+ controllen) */
     struct gc_limit *limit;
     /* counters, read by Python (gc_sock_stats) */
-    uint64_t recvs, shed, engagements;
+    uint64_t recvs, shed, engagements, truncated;
 };
 
 struct gc_send {
@@ -462,7 +470,8 @@ int gc_remove_socket(gc_ring *r, int slot)
 }
 
 /* Early shedding for a slot (see the top); rate <= 0 turns it off. */
-int gc_set_limit(gc_ring *r, int slot, double rate, double burst, unsigned trigger, double hold)
+int gc_set_limit(gc_ring *r, int slot, double rate, double burst, unsigned trigger, double persist,
+                 double hold)
 {
     struct gc_sock *s;
     if (slot < 0 || slot >= r->nslots || r->socks[slot]->state != SLOT_ACTIVE)
@@ -485,6 +494,7 @@ int gc_set_limit(gc_ring *r, int slot, double rate, double burst, unsigned trigg
     s->limit->burst = burst < 1 ? 1 : burst;
     s->limit->trigger = trigger ? trigger : 1;
     s->limit->hold_ns = (uint64_t)(hold * 1e9);
+    s->limit->persist_ns = (uint64_t)(persist * 1e9);
     return 0;
 }
 
@@ -703,7 +713,7 @@ static int gc_local_addr(struct io_uring_recvmsg_out *o, struct msghdr *m, unsig
 }
 
 /* Congestion seen on a limited socket: engage (or extend) its limiter. */
-static void gc_congested(struct gc_sock *s, uint64_t now)
+static void gc_engage(struct gc_sock *s, uint64_t now)
 {
     struct gc_limit *l = s->limit;
     if (now >= l->engaged_until)
@@ -763,6 +773,7 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
                     unsigned plen = o ? io_uring_recvmsg_payload_length(o, res, &s->msg) : 0;
                     if (!o || (o->flags & MSG_TRUNC) || plen > r->max_payload) {
                         r->truncated++;
+                        s->truncated++;
                     } else {
                         unsigned nlen = o->namelen > (unsigned)GC_NAMELEN ? GC_NAMELEN : o->namelen;
                         int rslot = slot;
@@ -816,7 +827,7 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
                 if (res == -ENOBUFS) {
                     r->enobufs++;
                     if (s->limit && s->state == SLOT_ACTIVE) /* the buffers ran dry */
-                        gc_congested(s, now ? now : (now = gc_now_ns()));
+                        gc_engage(s, now ? now : (now = gc_now_ns()));
                 } else if (res != -ECANCELED) {
                     r->recv_errors++;
                     if (res == -EBADF || res == -ENOTSOCK || res == -EINVAL || res == -EOPNOTSUPP ||
@@ -855,10 +866,23 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
         struct gc_sock *s = r->socks[r->busy[i]];
         uint32_t mem[SK_MEMINFO_VARS];
         socklen_t len = sizeof(mem);
-        if (s->state == SLOT_ACTIVE && s->limit &&
-            getsockopt(s->fd, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 &&
-            mem[SK_MEMINFO_RMEM_ALLOC] >= (uint64_t)s->limit->trigger * GC_TRUESIZE)
-            gc_congested(s, now);
+        struct gc_limit *l = s->limit;
+        if (s->state != SLOT_ACTIVE || !l || getsockopt(s->fd, SOL_SOCKET, SO_MEMINFO, mem, &len))
+            continue;
+        if (mem[SK_MEMINFO_RMEM_ALLOC] < (uint64_t)l->trigger * GC_TRUESIZE) {
+            l->congested_since = 0;
+            continue;
+        }
+        /* deep: a burst drains (each look finds it shallower), a flood keeps
+         * it deep; a queue down to half its depth starts a new episode */
+        if (!l->congested_since || now - l->last_check > GC_CHECK_GAP ||
+            mem[SK_MEMINFO_RMEM_ALLOC] < l->congested_depth / 2) {
+            l->congested_since = now;
+            l->congested_depth = mem[SK_MEMINFO_RMEM_ALLOC];
+        }
+        l->last_check = now;
+        if (now - l->congested_since >= l->persist_ns)
+            gc_engage(s, now);
     }
     r->nbusy = 0;
     /* re-arm what ended: multishot receives (from the list) and the wake-up read */
@@ -884,12 +908,13 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
 
 unsigned gc_setup_flags(gc_ring *r) { return r->setup_flags; }
 
-/* A slot's counters: received, shed early, limiter engagements, whether
- * the limiter is engaged now (0/1), and whether its recv died (0/1). */
+/* A slot's counters (GC_SLOT_STATS of them): received, shed early, limiter
+ * engagements, whether the limiter is engaged now (0/1), whether its recv
+ * died (0/1), datagrams too large (truncated). */
 void gc_sock_stats(gc_ring *r, int slot, uint64_t *out)
 {
     struct gc_sock *s;
-    out[0] = out[1] = out[2] = out[3] = out[4] = 0;
+    memset(out, 0, GC_SLOT_STATS * sizeof(*out));
     if (slot < 0 || slot >= r->nslots)
         return;
     s = r->socks[slot];
@@ -898,4 +923,5 @@ void gc_sock_stats(gc_ring *r, int slot, uint64_t *out)
     out[2] = s->engagements;
     out[3] = s->limit && gc_now_ns() < s->limit->engaged_until;
     out[4] = (uint64_t)s->dead;
+    out[5] = s->truncated;
 }

@@ -35,7 +35,7 @@ from typing import Any
 
 from . import pktinfo
 from .backends import MAX_DATAGRAM, DatagramBackend
-from .protocol.limits import SHED_HOLD, SHED_TRIGGER
+from .protocol.limits import SHED_HOLD, SHED_PERSIST, SHED_TRIGGER
 
 try:
     from ._uring import ffi, lib
@@ -143,21 +143,28 @@ class Channel:
         """Send/receive errors, and counters from C: ``shed_early`` (datagrams
         dropped by the source limiter), ``shed_engagements``, ``shedding`` (1
         while it is engaged), ``recv_dead`` (1 once receiving failed for good,
-        e.g. the file descriptor is no socket)."""
+        e.g. the file descriptor is no socket), ``truncated`` (datagrams over
+        the size limit, dropped)."""
         s = dict(self._stats)
         if not self.closed:
             out = self.backend._slot_stats
             lib.gc_sock_stats(self.backend._ring, self.slot, out)
             s["shed_early"], s["shed_engagements"], s["shedding"] = out[1], out[2], out[3]
-            s["recv_dead"] = out[4]
+            s["recv_dead"], s["truncated"] = out[4], out[5]
         return s
 
     def limit_sources(
-        self, rate: float, burst: float, trigger: int = SHED_TRIGGER, hold: float = SHED_HOLD
+        self,
+        rate: float,
+        burst: float,
+        trigger: int = SHED_TRIGGER,
+        persist: float = SHED_PERSIST,
+        hold: float = SHED_HOLD,
     ) -> None:
         """Shed a flooding source's excess in C, before it costs Python time
         (see ``uring_core.h``); ``rate <= 0`` turns it off."""
-        err = lib.gc_set_limit(self.backend._ring, self.slot, rate, burst, trigger, hold)
+        ring = self.backend._ring
+        err = lib.gc_set_limit(ring, self.slot, rate, burst, trigger, persist, hold)
         if err < 0:
             raise OSError(-err, f"io_uring: cannot limit sources: {os.strerror(-err)}")
 
@@ -253,7 +260,7 @@ class UringBackend(DatagramBackend):
         self._arena_buf = ffi.buffer(self._arena)
         self._used = ffi.new("int *")
         self._more = ffi.new("int *")
-        self._slot_stats = ffi.new("uint64_t[5]")
+        self._slot_stats = ffi.new("uint64_t[]", lib.GC_SLOT_STATS)
         self._channels: dict[int, Channel] = {}
         self._dirty: list[Channel] = []
         self._addr_cache: dict[bytes, tuple] = {}

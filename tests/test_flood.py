@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,8 @@ def coapload(tmp_path_factory):
     return str(out)
 
 
-def _load(coapload: str, port: int, *args: str) -> dict:
-    cmd = [coapload, "--port", str(port), "--path", "hello", "--warmup", "0", *args]
+def _load(coapload: str, port: int, *args: str, warmup: str = "0") -> dict:
+    cmd = [coapload, "--port", str(port), "--path", "hello", "--warmup", warmup, *args]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     out = {}
@@ -53,7 +54,7 @@ def _load(coapload: str, port: int, *args: str) -> dict:
 def _flood_and_measure(hub, port: int, coapload: str) -> tuple[dict, dict]:
     flood = greencoap.spawn(
         hub.run_in_thread,
-        _load,
+        partial(_load, warmup="0.5"),  # its rate once shedding engaged (50 ms of congestion)
         coapload,
         port,
         "--window",

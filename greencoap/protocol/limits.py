@@ -14,9 +14,9 @@ lone fast client on an idle server is never limited:
 
 * :class:`SourceLimiter` sheds a flooding source's excess where a backend
   harvests its datagrams, before they cost any protocol work.  It engages
-  only on congestion (one harvest finding ``trigger`` or more datagrams
-  queued for the socket) and stays engaged while it sheds and ``hold``
-  seconds after; while engaged, each source (address and port) is held to
+  only on lasting congestion (harvests finding ``trigger`` or more datagrams
+  queued for the socket for ``persist`` seconds) and stays engaged while it
+  sheds and ``hold`` seconds after; while engaged, each source (address and port) is held to
   its token bucket.  The io_uring backend has the same logic in C
   (``uring_core.h``); this one serves the epoll and gevent backends.
 
@@ -32,9 +32,13 @@ from typing import Any
 NORMAL, THROTTLED, SHEDDING = 0, 1, 2
 LEVEL_NAMES = ("normal", "throttled", "shedding")
 
-#: Datagrams found queued for one socket in one harvest that mean congestion
-#: (a benchmark's 4 × 64 requests in flight stay below it; a flood does not).
+#: Datagrams found queued for one socket that mean congestion (a benchmark's
+#: 4 × 64 requests in flight stay below it; a flood does not) ...
 SHED_TRIGGER = 512
+#: ... when it lasts this many seconds (a client's burst of a thousand
+#: concurrent requests drains within a few harvests; a flood keeps the queue
+#: deep).
+SHED_PERSIST = 0.1
 #: Seconds early shedding stays engaged after its last trigger or shed.
 SHED_HOLD = 1.0
 #: Sources an engaged :class:`SourceLimiter` tracks (the stalest go first).
@@ -129,20 +133,32 @@ class SourceLimiter:
     returns those to process; ``shed`` counts the others.
     """
 
-    __slots__ = ("buckets", "trigger", "hold", "engaged_until", "shed", "engagements")
+    __slots__ = (
+        "buckets",
+        "trigger",
+        "persist",
+        "hold",
+        "engaged_until",
+        "congested_since",
+        "shed",
+        "engagements",
+    )
 
     def __init__(
         self,
         rate: float,
         burst: float,
         trigger: int = SHED_TRIGGER,
+        persist: float = SHED_PERSIST,
         hold: float = SHED_HOLD,
         max_sources: int = SHED_SOURCES,
     ) -> None:
         self.buckets = TokenBuckets(rate, max(1.0, burst), max_sources)
         self.trigger = max(1, trigger)
+        self.persist = persist
         self.hold = hold
         self.engaged_until = float("-inf")
+        self.congested_since: float | None = None
         self.shed = 0
         self.engagements = 0
 
@@ -150,13 +166,26 @@ class SourceLimiter:
         """True while it sheds."""
         return now < self.engaged_until
 
-    def filter(self, batch: list, now: float) -> list:
-        """The datagrams of ``batch`` to process (all of them unless congested)."""
+    def filter(self, batch: list, now: float, more: bool = True) -> list:
+        """The datagrams of ``batch`` to process (all of them unless congested).
+
+        ``more``: the harvest stopped at its size limit, datagrams were left
+        queued.  Congestion is harvests of ``trigger`` or more, one after the
+        other, for ``persist`` seconds; a harvest that emptied the socket ends
+        it (a burst drains, a flood refills the queue faster than it is read).
+        """
         if len(batch) >= self.trigger:
-            if now >= self.engaged_until:
-                self.engagements += 1
-            self.engaged_until = now + self.hold
-        elif now >= self.engaged_until:
+            if self.congested_since is None:
+                self.congested_since = now
+            if now - self.congested_since >= self.persist:
+                if now >= self.engaged_until:
+                    self.engagements += 1
+                self.engaged_until = now + self.hold
+            if not more:
+                self.congested_since = None
+        else:
+            self.congested_since = None
+        if now >= self.engaged_until:
             return batch
         allow = self.buckets.allow
         out = [item for item in batch if allow(item[1], now)]

@@ -33,13 +33,15 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass
-from random import Random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..codes import Type
 from ..errors import MessageFormatError
 from ..message import Message
 from ..message import encode as encode_message
+
+if TYPE_CHECKING:
+    from random import Random
 from .limits import TokenBuckets
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
@@ -48,7 +50,10 @@ INF = float("inf")
 
 @dataclass(frozen=True)
 class TransmissionParameters:
-    """RFC 7252 §4.8 transmission parameters (defaults are the RFC's)."""
+    """RFC 7252 §4.8 transmission parameters (the RFC's defaults, except
+    ``nstart``: 1024 requests in flight per peer rather than 1, so that many
+    greenlets sharing a client are not serialised; ``nstart=1`` is strict
+    §4.7)."""
 
     ack_timeout: float = 2.0
     ack_random_factor: float = 1.5
@@ -182,7 +187,8 @@ class MessageLayer:
     def __init__(
         self,
         params: TransmissionParameters | None = None,
-        rng: Random | None = None,
+        *,
+        rng: Random,
         token_length: int = 4,
         dedup_capacity: int = 65536,
         dedup_peer_share: float = 0.25,
@@ -190,7 +196,7 @@ class MessageLayer:
         rst_burst: float = 200.0,
     ) -> None:
         self.params = params or TransmissionParameters()
-        self.rng = rng or Random()
+        self.rng = rng  # MIDs, tokens and jitter: injected, never made here
         self._random = self.rng.random
         if not 0 <= token_length <= 8:
             raise ValueError("token_length must be 0..8")
@@ -646,6 +652,7 @@ class MessageLayer:
                 return None
             ex = self._by_mid.get((peer, msg.mid))
             if ex is None or ex.state == DONE:
+                self.stats["unexpected"] += 1  # an ACK or RST for nothing of ours
                 return None
             if mtype == RST:
                 self.stats["resets_received"] += 1
