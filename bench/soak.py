@@ -1,6 +1,6 @@
 """Soak: hostile-but-legal clients against one greencoap demo server, watching for leaks.
 
-    .venv/bin/python bench/soak.py --idle-tail 215      # 10 minutes on io_uring (RESULTS.md)
+    .venv/bin/python bench/soak.py                      # 10 minutes on io_uring, 220 s idle tail
     .venv/bin/python bench/soak.py --duration 60 --idle-tail 20 --max-latency 5   # the CI test
     .venv/bin/python bench/soak.py --hub epoll --duration 120
 
@@ -37,7 +37,8 @@ once:
 
 A row is printed every ``--interval`` seconds (10): elapsed time, server RSS,
 open fds, requests/s and the main table sizes.  Then the load stops and the
-idle tail (``--idle-tail`` seconds) shows the tables draining.  The verdict:
+idle tail (``--idle-tail`` seconds; by default EXCHANGE_LIFETIME + 12 s,
+rounded up to the interval) shows the tables draining.  The verdict:
 RSS growth from the end of warm-up (``--warmup`` of the run, 30 %) to the end
 of the load, fd growth, and for every table its idle value (before the load),
 its maximum and its final value.
@@ -68,6 +69,7 @@ import datetime
 import gc
 import itertools
 import json
+import math
 import os
 import platform
 import random
@@ -826,7 +828,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=600.0, help="seconds of load (600)")
     ap.add_argument("--hub", choices=("uring", "epoll"), default="uring", help="server hub")
     ap.add_argument(
-        "--idle-tail", type=float, default=30.0, help="seconds of idle after the load (30)"
+        "--idle-tail",
+        type=float,
+        default=None,
+        help="seconds of idle after the load (EXCHANGE_LIFETIME + 12 s, rounded up to the "
+        "interval: 220 with the RFC's MAX_LATENCY)",
     )
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between rows (10)")
     ap.add_argument("--warmup", type=float, default=0.3, help="warm-up share of the run (0.3)")
@@ -891,6 +897,8 @@ def drive(args: argparse.Namespace, child: Child, pinned: bool) -> int:
         print(f"the server runs on {ready['hub']}, not {args.hub}:\n{child.stderr()}")
         return 2
     lifetime = ready["exchange_lifetime"]
+    if args.idle_tail is None:  # long enough for every table but the Echo verifier's
+        args.idle_tail = math.ceil((lifetime + 12.0) / args.interval) * args.interval
     commit = git_commit(Path(ready["greencoap"]))
     print(
         f"soak: greencoap {commit} ({ready['greencoap']}) · {ready['hub']} hub · "
