@@ -438,6 +438,11 @@ class Endpoint:
         self._arm()
         return ex
 
+    def replace_notification(self, ex: Exchange, msg: Message) -> None:
+        """Put ``msg`` in place of the CON notification ``ex`` in flight (see
+        :meth:`MessageLayer.replace_notification`)."""
+        self.layer.replace_notification(ex, msg, monotonic())
+
     def fail_peer(self, peer: Any, error: Exception) -> None:
         """End every exchange with ``peer`` now, raising ``error`` in its caller
         (the secure channel's session with that peer failed)."""

@@ -253,9 +253,14 @@ class HubBase:
 
         This is the hot-path alternative to :func:`spawn`: no greenlet is
         created per call once the pool is warm.  Exceptions are reported (not
-        swallowed) and the worker goes back to the pool.  Must be called from
-        the hub (typically from an I/O callback).
+        swallowed) and the worker goes back to the pool.  Called from the hub
+        (typically from an I/O callback); called from any other greenlet it is
+        deferred to the hub's next turn (a worker returns to the hub, never
+        to its caller).
         """
+        if getcurrent() is not self.greenlet:
+            self.run_callback(self.run_in_worker, fn, *args)
+            return
         workers = self._workers
         w = workers.pop() if workers else RawGreenlet(partial(_worker_loop, self), self.greenlet)
         w.switch(fn, args)

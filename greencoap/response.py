@@ -158,10 +158,13 @@ class Request:
     ``:name`` route segments), ``query`` (a dict of ``k=v`` items; a bare
     ``k`` maps to ``""``), ``payload``, ``options``, ``peer``,
     ``content_format``, ``accept``, the raw ``message`` and, over DTLS, the
-    PSK ``identity`` that authenticated it.
+    PSK ``identity`` that authenticated it.  For an observable resource,
+    ``observing`` tells why the handler runs: ``"register"`` (an Observe
+    registration), ``"notify"`` (a re-render for an observer after
+    ``Server.notify``) or None (a plain request).
     """
 
-    __slots__ = ("message", "peer", "params", "_path", "_query")
+    __slots__ = ("message", "peer", "params", "_path", "_query", "observing")
 
     def __init__(self, message: Message, peer: tuple, params: dict | None = None) -> None:
         self.message = message
@@ -169,6 +172,7 @@ class Request:
         self.params = params or {}
         self._path: str | None = None
         self._query: dict | None = None
+        self.observing: str | None = None
 
     @property
     def method(self) -> Code:

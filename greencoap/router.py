@@ -25,6 +25,13 @@ from .linkformat import Link
 
 Handler = Callable[..., Any]
 
+#: Route keyword arguments that configure the route rather than describe it
+#: (everything else is a link attribute for ``.well-known/core``):
+#: ``observable``, and for observable routes ``notifications="con"`` (every
+#: notification confirmable), ``con_every=N`` (every N-th one; the server's
+#: ``con_every`` otherwise) and ``on_observer_dropped=callable(request, why)``.
+ROUTE_SETTINGS = frozenset({"observable", "notifications", "con_every", "on_observer_dropped"})
+
 
 @dataclass
 class Route:
@@ -148,8 +155,7 @@ class Router:
         for r in self.routes:
             if r.path == "/.well-known/core":
                 continue
-            attrs = dict(r.attrs)
-            attrs.pop("observable", None)
+            attrs = {k: v for k, v in r.attrs.items() if k not in ROUTE_SETTINGS}
             if r.observable:
                 attrs["obs"] = True
             link = seen.get(r.path)

@@ -42,6 +42,19 @@ __all__ = ["Server", "UNDERSTOOD_OPTIONS"]
 #: How often a running server lets abandoned state go (see ``_housekeeping``).
 HOUSEKEEPING_INTERVAL = 1.0
 
+#: The options a Block2 response sets itself.
+_BLOCK2_OWN = frozenset({O.BLOCK2, O.SIZE2, O.ETAG})
+
+
+def _first_value(gen: types.GeneratorType) -> Any:
+    """The first value of an observable (generator) handler, which is closed."""
+    try:
+        first = next(gen)
+    except StopIteration as stop:
+        first = stop.value
+    gen.close()
+    return first
+
 
 class Server:
     """Serve ``router`` on ``host``:``port`` (``"::"`` is dual-stack IPv6+IPv4).
@@ -64,6 +77,15 @@ class Server:
     CON requests get 5.03 with Max-Age 1.  Retransmissions are still
     answered from the deduplication cache.  All of it is counted in
     :attr:`stats`.
+
+    Observe (RFC 7641) is automatic for generator handlers and routes with
+    ``observable=True`` (see :mod:`greencoap.observers`): one CON
+    notification in flight per observer (newer states replace it), NON
+    notifications paced to about one per round trip, a CON every
+    ``con_every``-th notification (a route may say ``con_every=`` or
+    ``notifications="con"``), and at most ``max_observers`` observers (of
+    which ``max_observers_per_peer`` per client; registrations beyond are
+    served without Observe).
 
     A flood from one source costs little even when each request is fast:
     when ``shed_trigger`` or more datagrams are found queued on the socket
@@ -104,6 +126,8 @@ class Server:
         reuse_port: bool = False,
         separate_delay: float | None = 0.5,
         con_every: int = 20,
+        max_observers: int = 65536,
+        max_observers_per_peer: int = 64,
         workers: int = 1,
         throttle_at: int = 2048,
         shed_at: int = 8192,
@@ -158,6 +182,7 @@ class Server:
             "bad_request": 0,
             "observers": 0,
             "observe_registrations": 0,
+            "observe_refused": 0,
             "block1_incomplete": 0,
             "block1_too_large": 0,
             "block1_busy": 0,
@@ -167,7 +192,7 @@ class Server:
             "throttled": 0,
             "shed": 0,
         }
-        self.observers = ObserverRegistry(self, con_every)
+        self.observers = ObserverRegistry(self, con_every, max_observers, max_observers_per_peer)
         self._housekeeper: Any = None
         self._handler_log = LogThrottle()
         self.load = LoadLevels(throttle_at, shed_at)
@@ -218,8 +243,7 @@ class Server:
         DTLS sessions.  Everything returns to its idle size when the traffic
         stops and the entries' lifetimes pass."""
         out = {
-            "observers": len(self.observers),
-            "observer_paths": len(self.observers.by_path),
+            **self.observers.table_sizes(),
             "block1_uploads": len(self.block1),
             "block1_bytes": self.block1.memory,
             "block2_bodies": len(self.block2),
@@ -531,14 +555,15 @@ class Server:
                     last = Block(b1.num, False, b1.szx)
                     response.options.append((O.BLOCK1, _uint(last.encode())))
                 return response
-            options = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2, O.ETAG)]
+            options = [o for o in response.options if o[0] not in _BLOCK2_OWN]
             own = response.etag  # the handler's ETag, when it gave one, else the cache's
-            etag = self.block2.put(cache_key, body, (response.code, options, own), now, own)
+            cached = [o for o in options if o[0] != O.OBSERVE]  # later blocks: plain GETs
+            etag = self.block2.put(cache_key, body, (response.code, cached, own), now, own)
         piece = block_of(body, num, szx)
         if piece is None:
             return Response(Code.BAD_OPTION, "Block2 past the end of the body")
         payload, block = piece
-        opts = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2, O.ETAG)]
+        opts = [o for o in response.options if o[0] not in _BLOCK2_OWN]
         opts += [(O.ETAG, etag), (O.BLOCK2, _uint(block.encode())), (O.SIZE2, _uint(len(body)))]
         if b1 is not None:
             opts.append((O.BLOCK1, _uint(Block(b1.num, False, b1.szx).encode())))
@@ -558,14 +583,24 @@ class Server:
         body = response.payload
         if len(body) <= self._block_bytes:
             return response
-        options = [o for o in response.options if o[0] not in (O.BLOCK2, O.SIZE2, O.ETAG)]
+        options = [o for o in response.options if o[0] not in _BLOCK2_OWN]
         own = response.etag
         key = self._block2_key(peer, request)
-        etag = self.block2.put(key, body, (response.code, options, own), monotonic(), own)
+        # the follow-up blocks answer plain GETs: no Observe option (RFC 7641 §3.1)
+        cached = [o for o in options if o[0] != O.OBSERVE]
+        etag = self.block2.put(key, body, (response.code, cached, own), monotonic(), own)
         payload, block = block_of(body, 0, self.block_szx)
         options += [(O.ETAG, etag), (O.BLOCK2, _uint(block.encode())), (O.SIZE2, _uint(len(body)))]
         self._stats["block2_served"] += 1
         return Response(response.code, payload, options=options)
+
+    def _plain(self, route: Any, request: Request, params: dict) -> Response:
+        """An observable route's response to a request that is not registered
+        (the observer caps were reached): its current value, no Observe."""
+        result = route.handler(request, **params)
+        if isinstance(result, types.GeneratorType):
+            result = _first_value(result)
+        return as_response(result, request.message.code)
 
     def _run(self, msg: Message, peer: tuple, route: Any, params: dict) -> Response:
         """Run the route's handler (or register an observer) and build its response."""
@@ -582,13 +617,7 @@ class Server:
             if result.__class__ is Response:
                 return result
             if isinstance(result, types.GeneratorType):
-                # an observable resource read without Observe: its first value
-                try:
-                    first = next(result)
-                except StopIteration as stop:
-                    first = stop.value
-                result.close()
-                result = first
+                result = _first_value(result)  # an observable resource read without Observe
             return as_response(result, method)
         except CoapError as e:
             code = e.code if e.code is not None else Code.INTERNAL_SERVER_ERROR

@@ -22,6 +22,14 @@ def observe_req(mid, token, path, value=0, query=()):
     return Message(Type.CON, Code.GET, mid, token, opts).encode()
 
 
+def recv_acking(s, send) -> Message:
+    """The next message, ACKing it when it is a CON (as a real observer does)."""
+    m = Message.decode(s.recvfrom(2048)[0])
+    if m.mtype == Type.CON:
+        send(Message(Type.ACK, Code.EMPTY, m.mid).encode())
+    return m
+
+
 def raw_session(hub, port, script, wait=3.0):
     """Run ``script(sock, send)`` in a thread with a plain socket; return its result."""
 
@@ -36,7 +44,7 @@ def raw_session(hub, port, script, wait=3.0):
 def test_generator_notifications_and_deregistration(hub, server):
     def script(s, send):
         send(observe_req(1, b"ob", ("counter",), query=("interval=0.05",)))
-        msgs = [Message.decode(s.recvfrom(2048)[0]) for _ in range(5)]
+        msgs = [recv_acking(s, send) for _ in range(5)]
         send(observe_req(2, b"ob", ("counter",), value=1))  # GET Observe=1: deregister
         end = time.monotonic() + 0.5
         later = []

@@ -108,7 +108,7 @@ class EchoVerifier:
         echo = request.opt(_ECHO)
         if echo is not None:
             if self._valid(echo, peer, now):
-                self._remember(peer, now)
+                self.verify(peer, now)
                 self.stats["echo_verified"] += 1
                 return True
             self.stats["echo_stale"] += 1
@@ -132,7 +132,9 @@ class EchoVerifier:
             return False
         return hmac.compare_digest(echo[4:], self._mac(peer, stamp))
 
-    def _remember(self, peer: Any, now: float) -> None:
+    def verify(self, peer: Any, now: float) -> None:
+        """Remember ``peer`` as verified (it answered an Echo challenge, or
+        acknowledged a confirmable message of ours) for ``lifetime``."""
         table = self._verified
         if len(table) >= self.capacity:
             self._old = table

@@ -127,6 +127,7 @@ class Exchange:
         "observe",
         "sink",
         "reply",
+        "sent_at",
     )
 
     def __init__(self, peer: Any, token: bytes, con: bool, deadline: float) -> None:
@@ -147,6 +148,7 @@ class Exchange:
         self.observe = False  # an Observe registration (RFC 7641)
         self.sink: Any = None  # the layer above's notification consumer (never touched here)
         self.reply = False  # a response we sent as CON (server role): it only awaits an ACK
+        self.sent_at = 0.0  # when it was (first) transmitted: an RTT sample when ACKed at once
 
     def __repr__(self) -> str:
         names = ("QUEUED", "SENT", "ACKED", "DONE", "OBSERVING")
@@ -175,6 +177,7 @@ class _Dedup:
 
 
 REQUEST = "request"  # event: ("request", Message, peer) — a new request to handle
+ACKNOWLEDGED = "acknowledged"  # event: ("acknowledged", Exchange, None) — our CON reply was ACKed
 RESPONSE = "response"  # event: ("response", Exchange, None) — exchange.result is the Message
 RESET = "reset"  # event: ("reset", Exchange, None)
 TIMEOUT = "timeout"  # event from expire(): ("timeout", Exchange, None)
@@ -194,6 +197,8 @@ class MessageLayer:
         dedup_peer_share: float = 0.25,
         rst_rate: float = 100.0,
         rst_burst: float = 200.0,
+        non_notify_window: float = 30.0,
+        non_notify_cap: int = 4096,
     ) -> None:
         self.params = params or TransmissionParameters()
         self.rng = rng  # MIDs, tokens and jitter: injected, never made here
@@ -201,9 +206,15 @@ class MessageLayer:
         if not 0 <= token_length <= 8:
             raise ValueError("token_length must be 0..8")
         self.token_length = token_length
-        self._next_mid = self.rng.randrange(0x10000)
+        #: per-peer MID counters (least recently used first), at most ``mid_peers``
+        self._mids: dict[Any, int] = {}
+        self.mid_peers = 65536
         self.outbox: list[tuple[bytes, Any]] = []
         self._rst_buckets = TokenBuckets(rst_rate, rst_burst, max_peers=4096)
+        #: how long (s) and for how many an RST to a NON notification is matched
+        self.non_notify_window = non_notify_window
+        self.non_notify_cap = non_notify_cap
+        self._non_notes: deque[Exchange] = deque()
         # client role
         self._by_token: dict[tuple, Exchange] = {}
         self._by_mid: dict[tuple, Exchange] = {}
@@ -253,6 +264,7 @@ class MessageLayer:
                 "notifications",
                 "separate_acks",
                 "notifications_sent",
+                "notifications_replaced",
                 "separate_responses",
                 "responses_acked",
             ),
@@ -260,10 +272,19 @@ class MessageLayer:
         )
 
     # -- identifiers ---------------------------------------------------
-    def next_mid(self) -> int:
-        """A fresh message ID (sequential from a random start, §4.4)."""
-        mid = self._next_mid
-        self._next_mid = (mid + 1) & 0xFFFF
+    def next_mid(self, peer: Any) -> int:
+        """A fresh message ID for ``peer`` (§4.4: not reused with the same
+        peer within EXCHANGE_LIFETIME).  Each peer has its own counter from a
+        random start, so a busy endpoint's traffic to others does not wrap a
+        quiet peer's MIDs; the counters of the least recently used peers go
+        beyond ``mid_peers`` (a returning one starts afresh at random)."""
+        mids = self._mids
+        mid = mids.pop(peer, None)
+        if mid is None:
+            mid = self.rng.randrange(0x10000)
+            if len(mids) >= self.mid_peers:
+                del mids[next(iter(mids))]
+        mids[peer] = (mid + 1) & 0xFFFF
         return mid
 
     # -- client role ---------------------------------------------------
@@ -311,11 +332,10 @@ class MessageLayer:
 
     def _transmit(self, ex: Exchange, now: float) -> None:
         msg = ex.datagram
-        mid = self._next_mid
-        self._next_mid = (mid + 1) & 0xFFFF
-        msg.mid = ex.mid = mid
+        msg.mid = ex.mid = mid = self.next_mid(ex.peer)
         ex.datagram = data = encode_message(msg)
         ex.state = SENT
+        ex.sent_at = now
         self._by_mid[(ex.peer, mid)] = ex
         if not ex.reply:
             self.stats["requests_sent"] += 1
@@ -485,6 +505,9 @@ class MessageLayer:
                 else:
                     b.extend(not_yet)
                 break  # nothing later than this millisecond can be due yet
+        notes = self._non_notes
+        while notes and notes[0].state == DONE:
+            notes.popleft()
         dedup = self._dedup
         for kind, q in enumerate(self._dedup_order):
             while q and q[0][0] <= now:
@@ -613,6 +636,7 @@ class MessageLayer:
             "dedup_peers": len(self._dedup_per_peer),
             "dedup_queued": len(self._dedup_order[0]) + len(self._dedup_order[1]),
             "dedup_peer_orders": len(self._dedup_peer_order),
+            "non_notifications": len(self._non_notes),
         }
 
     # -- receiving ----------------------------------------------------
@@ -658,10 +682,10 @@ class MessageLayer:
                 self.stats["resets_received"] += 1
                 self._finish(ex, RESET)
                 return (RESET, ex, None)
-            if ex.reply:  # our confirmable response was acknowledged
+            if ex.reply:  # our confirmable response (or notification) was acknowledged
                 self.stats["responses_acked"] += 1
                 self._finish(ex, ACK)
-                return None
+                return (ACKNOWLEDGED, ex, None)
             # empty ACK: separate response follows (§5.2.2)
             if ex.state == SENT:
                 ex.state = ACKED
@@ -687,6 +711,14 @@ class MessageLayer:
         elif mtype == CON:
             key = (peer, msg.mid)
             entry = self._dedup.get(key)
+            if entry is not None and entry.token != msg.token:
+                # the peer's MIDs wrapped within EXCHANGE_LIFETIME (a server sharing
+                # one counter among its peers): a new message, not a copy
+                self.stats["mid_reused"] += 1
+                del self._dedup[key]
+                self._forget_peer(peer)
+                self._stale += 1
+                entry = None
             if entry is not None:
                 # §4.5: a retransmitted separate response (our ACK was lost): ACK again
                 self.stats["duplicates"] += 1
@@ -697,7 +729,7 @@ class MessageLayer:
                 self.stats["unexpected"] += 1
                 self._rst(msg.mid, peer)
                 return None
-            self._remember(key, CON, now).response = ack = empty_ack(msg.mid)
+            self._remember(key, CON, now, msg.token).response = ack = empty_ack(msg.mid)
             self.outbox.append((ack, peer))
         elif mtype == NON:
             if ex is None:
@@ -829,21 +861,54 @@ class MessageLayer:
     def notify(self, peer: Any, msg: Message, confirmable: bool, now: float) -> Exchange:
         """Send a notification (RFC 7641, server role) with its own MID.
 
-        A CON is retransmitted until ACKed; its exchange ends with a TIMEOUT
-        or RESET event when the observer is gone.  A NON is remembered for
-        NON_LIFETIME so that an RST to it (the client rejecting it, §3.6)
-        comes back as a RESET event.  The caller sets ``exchange.waiter``
-        to receive those events.
+        A CON is retransmitted until ACKed; its exchange ends with an
+        ACKNOWLEDGED event, or with a TIMEOUT or RESET event when the
+        observer is gone.  A NON is remembered for a while (at most
+        ``non_notify_window`` seconds, and the last ``non_notify_cap`` NON
+        notifications of the endpoint) so that an RST to it (the client
+        rejecting it, §3.6) comes back as a RESET event: that state stays
+        bounded however fast notifications go.  The caller sets
+        ``exchange.waiter`` to receive those events.
         """
         self._now = now
         msg.mtype = CON if confirmable else NON
-        life = self.params.max_transmit_wait if confirmable else self.params.non_lifetime
+        if confirmable:
+            life = self.params.max_transmit_wait
+        else:
+            life = min(self.params.non_lifetime, self.non_notify_window)
         ex = Exchange(peer, msg.token, confirmable, now + life)
         ex.reply = True
         ex.datagram = msg
         self._transmit(ex, now)
         self.stats["notifications_sent"] += 1
+        if not confirmable:
+            notes = self._non_notes
+            notes.append(ex)
+            if len(notes) > self.non_notify_cap:
+                old = notes.popleft()
+                if old.state != DONE:
+                    self._finish(old, TIMEOUT)  # its RST window closes early
         return ex
+
+    def replace_notification(self, ex: Exchange, msg: Message, now: float) -> None:
+        """Put a newer notification in place of the CON notification ``ex``
+        still being retransmitted (RFC 7641 §4.5.2: one CON notification in
+        flight per observer, carrying the current state).  It keeps ``ex``'s
+        retransmission schedule and gets a new MID (a receiver that saw the
+        older one must not take the newer for a duplicate); the older MID's
+        late ACK no longer counts."""
+        if ex.state == DONE or not ex.con or not ex.reply:
+            raise ValueError("only a CON notification still in flight can be replaced")
+        self._now = now
+        peer = ex.peer
+        if self._by_mid.get((peer, ex.mid)) is ex:
+            del self._by_mid[(peer, ex.mid)]
+        mid = self.next_mid(peer)
+        msg.mtype = CON
+        msg.mid = ex.mid = mid
+        ex.datagram = encode_message(msg)
+        self._by_mid[(peer, mid)] = ex
+        self.stats["notifications_replaced"] += 1
 
     def respond(
         self, request: Message, peer: Any, response: Message, now: float | None = None
@@ -874,7 +939,7 @@ class MessageLayer:
             response.mid = request.mid
         else:
             response.mtype = NON
-            response.mid = self.next_mid()
+            response.mid = self.next_mid(peer)
         data = response.encode()
         if entry is not None:
             entry.response = data
@@ -914,6 +979,7 @@ __all__ = [
     "QUEUED",
     "SENT",
     "ACKED",
+    "ACKNOWLEDGED",
     "DONE",
     "empty_ack",
 ]
