@@ -68,6 +68,14 @@ def _left(deadline: float) -> float:
 _CON, _NON = Type.CON, Type.NON
 
 
+def _template(link: Link) -> bool:
+    """Does ``link`` name a route template rather than a resource (a
+    ``:param`` or ``*rest`` segment, or an RFC 6570 ``{var}``)?  Such links
+    are never returned by :meth:`Client.discover`."""
+    path = link.target.split("?", 1)[0]
+    return "{" in path or any(seg[:1] in (":", "*") for seg in path.split("/")[1:])
+
+
 def _method(method: int | str) -> Code:
     """A request method from a :class:`Code`, an int or a name like ``"get"``."""
     if isinstance(method, str):
@@ -146,6 +154,8 @@ class Client:
         self.psk = psk
         self._closed = False
         self._uris: dict[str, tuple[URI, list]] = {}
+        #: representations kept for ``validate=True`` (least recently fetched first)
+        self._validators: dict[str, Response] = {}
         self._literal_peers: dict[str, tuple] = {}
         self._dns: dict[tuple[str, int], tuple[float, tuple]] = {}
 
@@ -285,15 +295,43 @@ class Client:
         timeout: float | None = None,
         options: list[tuple[int, bytes | str | int]] | None = None,
         block_size: int | None = None,
+        etag: bytes | list[bytes] | None = None,
+        if_match: bytes | list[bytes] | None = None,
+        if_none_match: bool = False,
+        validate: bool = False,
     ) -> Response:
         """Send one request and return its :class:`Response` (blocks this greenlet).
 
         ``method`` is a :class:`Code` or a name (``"GET"``); ``options`` adds
-        raw ``(number, value)`` options.  Raises :class:`RequestTimeoutError`
-        (also a ``TimeoutError``), :class:`ResetError` or
-        :class:`ClientClosedError`; a 4.xx/5.xx answer is returned, not
-        raised (see :meth:`Response.raise_for_status`).
+        raw ``(number, value)`` options.  Conditional requests (RFC 7252
+        §5.10.6-9): ``etag`` names the representations the caller holds (a
+        2.03 Valid says one is current), ``if_match`` / ``if_none_match``
+        make the request conditional (4.12 when the condition fails).
+        ``validate=True`` does the ETag bookkeeping itself: the client keeps
+        the last representation of each URI it fetched with an ETag, asks
+        with that ETag, and on 2.03 returns the kept representation (with
+        ``validated`` set) instead of an empty 2.03.
+
+        Raises :class:`RequestTimeoutError` (also a ``TimeoutError``),
+        :class:`ResetError` or :class:`ClientClosedError`; a 4.xx/5.xx answer
+        is returned, not raised (see :meth:`Response.raise_for_status`).
         """
+        if etag is not None or if_match is not None or if_none_match or validate:
+            return self._conditional(
+                method,
+                uri,
+                payload,
+                etag,
+                if_match,
+                if_none_match,
+                validate,
+                content_format=content_format,
+                accept=accept,
+                confirmable=confirmable,
+                timeout=timeout,
+                options=options,
+                block_size=block_size,
+            )
         if method.__class__ is not Code:
             method = _method(method)
         timeout = self.timeout if timeout is None else timeout
@@ -357,6 +395,45 @@ class Client:
                     reply = self._fetch_rest(ep, mtype, method, opts, reply, peer, remaining)
                     break
         return Response.from_message(reply, peer)
+
+    def _conditional(
+        self,
+        method: Any,
+        uri: str,
+        payload: Any,
+        etag: Any,
+        if_match: Any,
+        if_none_match: bool,
+        validate: bool,
+        **kwargs: Any,
+    ) -> Response:
+        """:meth:`request` with the conditional options (see there)."""
+        extra: list = list(kwargs.pop("options") or ())
+        etags = [etag] if isinstance(etag, bytes) else list(etag or ())
+        kept = self._validators.get(uri) if validate else None
+        if kept is not None and kept.etag is not None and kept.etag not in etags:
+            etags.append(kept.etag)
+        extra += [(OptionNumber.ETAG, e) for e in etags]
+        matches = [if_match] if isinstance(if_match, bytes) else list(if_match or ())
+        extra += [(OptionNumber.IF_MATCH, m) for m in matches]
+        if if_none_match:
+            extra.append((OptionNumber.IF_NONE_MATCH, b""))
+        r = self.request(method, uri, payload, options=extra, **kwargs)
+        if not validate:
+            return r
+        if r.code == Code.VALID and kept is not None and r.etag in (None, kept.etag):
+            fresh = [o for o in kept.options if o[0] not in (OptionNumber.MAX_AGE,)]
+            fresh += [o for o in r.options if o[0] == OptionNumber.MAX_AGE]
+            out = Response(Code.CONTENT, kept.payload, options=fresh)
+            out._peer, out.message, out.validated = kept._peer, r.message, True
+            return out
+        if r.code == Code.CONTENT and r.etag is not None:
+            cache = self._validators
+            cache.pop(uri, None)
+            if len(cache) >= _URI_CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[uri] = r
+        return r
 
     # -- block-wise (RFC 7959) -------------------------------------------
     def _blockwise(
@@ -452,10 +529,12 @@ class Client:
         """Resource discovery (RFC 6690): the links of ``base``'s ``/.well-known/core``.
 
         Keyword arguments are §4.1 query filters (``rt="temp*"``, ``if_="sensor"``,
-        ``href="/s*"``): sent to the server and applied again here, since a
-        server may ignore them.  Each returned :class:`Link` has its target
-        resolved to an absolute URI against ``base``; its attributes are as
-        the server wrote them.
+        ``ct=40``, ``obs=""``, ``href="/s*"``, any attribute, ``*`` for a
+        prefix): sent to the server and applied again here, since a server
+        may ignore them.  Each returned :class:`Link` has its target resolved
+        to an absolute URI against ``base``; its attributes are as the server
+        wrote them.  Route templates some servers list (``</sensors/:id>``)
+        are not resources and are left out.
         """
         u = parse_uri(base)
         root = compose_uri(u.scheme, u.host, u.port, (), ())
@@ -466,7 +545,7 @@ class Client:
         r = self.get(uri, timeout=timeout)
         r.raise_for_status()
         links = filter_links(parse_link_format(r.payload), query)
-        return [Link(link.resolve(root), link.params) for link in links]
+        return [Link(link.resolve(root), link.params) for link in links if not _template(link)]
 
     def ping(self, uri: str, timeout: float | None = None) -> float:
         """Send a CoAP ping (empty CON) and return the round-trip time in seconds.

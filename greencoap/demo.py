@@ -7,7 +7,8 @@ Resources:
 * ``GET /hello`` → 2.05 ``Hello, world!`` (text/plain)
 * ``POST /echo`` → 2.05 with the request's payload and content format
 * ``GET /slow?ms=N`` → parks N ms on the hub (other requests go on), then 2.05
-* ``GET /sensors/:id`` → 2.05 JSON ``{"id": id, "celsius": …}``
+* ``GET /sensors/:id`` → 2.05 JSON ``{"id": id, "celsius": …}`` (CBOR with
+  ``Accept: 60``; sensors 1-3 are listed in ``.well-known/core``)
 * ``GET /large?size=N`` → N bytes (default 4096, at most 1 MiB) of
   ``0123456789abcdef…``, served block-wise
 * ``PUT /store`` stores the (block-wise) body → 2.04; ``GET /store`` returns
@@ -57,6 +58,9 @@ def query_number(request: Request, name: str, default, lo, hi, kind=int):  # noq
     return value
 
 
+#: the sensors ``.well-known/core`` lists (``/sensors/:id`` answers any id)
+DEMO_SENSORS = ("1", "2", "3")
+
 #: the largest ``/large?size=`` (1 MiB, the server's default max body size)
 LARGE_MAX = 1 << 20
 
@@ -89,7 +93,12 @@ def build_router() -> Router:
         sleep(ms / 1000)
         return Response(Code.CONTENT, f"slept {ms} ms")
 
-    @router.get("/sensors/:id", rt="temperature", ct=50)
+    @router.get(
+        "/sensors/:id",
+        rt="temperature",
+        ct=50,
+        enumerate=lambda: [{"id": i} for i in DEMO_SENSORS],  # listed in .well-known/core
+    )
     def sensor(request: Request, id: str) -> dict:
         # a stable fake reading per sensor id
         return {"id": id, "celsius": 15 + (zlib.crc32(id.encode()) % 150) / 10}

@@ -219,7 +219,7 @@ class Observer:
                 except StopIteration:
                     self.send(Response(Code.SERVICE_UNAVAILABLE, "observation ended"))
                     return
-                self.send(as_response(value, method))
+                self.send(as_response(value, method, self.request.message.accept))
         except GreenletExit:
             pass
         except Exception:  # noqa: BLE001 - an observable handler failed
@@ -273,6 +273,7 @@ class ObserverRegistry:
         key = (request.peer, request.message.token)
         self.drop(key, "replaced")
         method = request.message.code
+        accept = request.message.accept
         if not self._room_for(request.peer):
             self.server._stats["observe_refused"] += 1
             return self.server._plain(route, request, params)
@@ -283,14 +284,14 @@ class ObserverRegistry:
             try:
                 first = next(result)
             except StopIteration as stop:
-                return as_response(stop.value, method)
-            response = as_response(first, method)
+                return as_response(stop.value, method, accept)
+            response = as_response(first, method, accept)
             if not 64 <= response.code < 96:
                 result.close()
                 return response
             obs.gen = result
         else:
-            response = as_response(result, method)
+            response = as_response(result, method, accept)
             if not 64 <= response.code < 96:
                 return response
         self.by_key[key] = obs
@@ -356,7 +357,7 @@ class ObserverRegistry:
         req.observing = "notify"
         try:
             result = obs.route.handler(req, **obs.params)
-            response = as_response(result, req.message.code)
+            response = as_response(result, req.message.code, req.message.accept)
         except Exception:  # noqa: BLE001
             self.server._stats["handler_errors"] += 1
             self.server.log_handler_error("observable handler for %s failed", obs.path)

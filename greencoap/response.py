@@ -15,9 +15,10 @@ from .dtls_channel import secure_identity
 from .endpoint import display_peer
 from .errors import ResponseError
 from .message import Message
-from .options import ContentFormat, OptionNumber
+from .options import Block, ContentFormat, OptionNumber
 
 JSON = int(ContentFormat.JSON)
+CBOR = int(ContentFormat.CBOR)
 _UINTS = [b""] + [bytes((i,)) for i in range(1, 256)]
 
 
@@ -40,7 +41,7 @@ class Response:
     ``token`` and the raw ``message``.
     """
 
-    __slots__ = ("code", "payload", "options", "_peer", "message")
+    __slots__ = ("code", "payload", "options", "_peer", "message", "validated")
 
     def __init__(
         self,
@@ -51,6 +52,8 @@ class Response:
         options: list[tuple[int, bytes]] | None = None,
         max_age: int | None = None,
         etag: bytes | None = None,
+        location_path: str | list[str] | None = None,
+        location_query: str | list[str] | None = None,
     ) -> None:
         self.code = CODES[code] if code.__class__ is int or code.__class__ is Code else Code(code)
         if payload.__class__ is not bytes:
@@ -64,6 +67,9 @@ class Response:
         self.options: list[tuple[int, bytes]] = list(options) if options else []
         self._peer: tuple | None = None
         self.message: Message | None = None
+        #: a client's cached representation that the server confirmed with
+        #: 2.03 Valid (``Client.get(uri, validate=True)``)
+        self.validated = False
         if content_format is not None:
             if self.options:
                 self._set(OptionNumber.CONTENT_FORMAT, content_format)
@@ -73,6 +79,14 @@ class Response:
             self._set(OptionNumber.MAX_AGE, max_age)
         if etag is not None:
             self.options.append((OptionNumber.ETAG, etag))
+        if location_path is not None:
+            if isinstance(location_path, str):
+                location_path = [p for p in location_path.strip("/").split("/") if p]
+            self.options += [(OptionNumber.LOCATION_PATH, p.encode()) for p in location_path]
+        if location_query is not None:
+            if isinstance(location_query, str):
+                location_query = [q for q in location_query.split("&") if q]
+            self.options += [(OptionNumber.LOCATION_QUERY, q.encode()) for q in location_query]
 
     def _set(self, number: int, value: int) -> None:
         self.options = [o for o in self.options if o[0] != number]
@@ -87,6 +101,7 @@ class Response:
         r.options = msg.options
         r._peer = peer
         r.message = msg
+        r.validated = False
         return r
 
     @property
@@ -117,7 +132,48 @@ class Response:
 
     @property
     def etag(self) -> bytes | None:
+        """The ETag option, or None."""
         return self._opt(OptionNumber.ETAG)
+
+    def _strs(self, number: int) -> list[str]:
+        return [v.decode("utf-8", "replace") for n, v in self.options if n == number]
+
+    @property
+    def location_path(self) -> list[str]:
+        """Location-Path segments (a 2.01 Created says where)."""
+        return self._strs(OptionNumber.LOCATION_PATH)
+
+    @property
+    def location_query(self) -> list[str]:
+        """Location-Query items."""
+        return self._strs(OptionNumber.LOCATION_QUERY)
+
+    @property
+    def location(self) -> str:
+        """Location-Path and Location-Query as a relative reference
+        (``"/a/b?x=1"``), ``""`` when there is none."""
+        path, query = self.location_path, self.location_query
+        if not path and not query:
+            return ""
+        return "/" + "/".join(path) + ("?" + "&".join(query) if query else "")
+
+    @property
+    def block2(self) -> Block | None:
+        """The Block2 option (on a block of a block-wise body), or None."""
+        v = self._opt(OptionNumber.BLOCK2)
+        return None if v is None else Block.from_bytes(v)
+
+    @property
+    def observe(self) -> int | None:
+        """The Observe option (a notification's sequence number), or None."""
+        v = self._opt(OptionNumber.OBSERVE)
+        return None if v is None else int.from_bytes(v, "big")
+
+    @property
+    def size2(self) -> int | None:
+        """The Size2 option (the whole body's size), or None."""
+        v = self._opt(OptionNumber.SIZE2)
+        return None if v is None else int.from_bytes(v, "big")
 
     @property
     def text(self) -> str:
@@ -215,7 +271,47 @@ class Request:
 
     @property
     def accept(self) -> int | None:
+        """The Content-Format the client wants (Accept), or None."""
         return self.message.accept
+
+    @property
+    def etags(self) -> list[bytes]:
+        """The ETags the client holds (a GET asks: is one of them still
+        current?  Then 2.03 Valid)."""
+        return self.message.opts(OptionNumber.ETAG)
+
+    @property
+    def etag(self) -> bytes | None:
+        """The first ETag of the request, or None."""
+        return self.message.etag
+
+    @property
+    def if_match(self) -> list[bytes] | None:
+        """If-Match values (None: no If-Match; ``[b""]``: "if it exists")."""
+        values = self.message.opts(OptionNumber.IF_MATCH)
+        return values or None
+
+    @property
+    def if_none_match(self) -> bool:
+        """True for If-None-Match ("only if it does not exist yet")."""
+        return self.message.if_none_match
+
+    @property
+    def block1(self) -> Block | None:
+        return self.message.block1
+
+    @property
+    def block2(self) -> Block | None:
+        return self.message.block2
+
+    @property
+    def observe(self) -> int | None:
+        """Observe (0 registers, 1 deregisters), or None."""
+        return self.message.observe
+
+    @property
+    def size1(self) -> int | None:
+        return self.message.size1
 
     @property
     def confirmable(self) -> bool:
@@ -236,12 +332,30 @@ class Request:
         return f"<Request {self.method} {self.path} from {self.remote}>"
 
 
-def as_response(result: Any, method: int) -> Response:
+def cbor_available() -> bool:
+    """True when ``cbor2`` can be imported (CBOR representations of JSON
+    results are then served to clients that ask for them)."""
+    global _cbor
+    if _cbor is None:
+        try:
+            import cbor2
+        except ImportError:
+            _cbor = False
+        else:
+            _cbor = cbor2
+    return _cbor is not False
+
+
+_cbor: Any = None
+
+
+def as_response(result: Any, method: int, accept: int | None = None) -> Response:
     """Turn a handler's return value into a :class:`Response`.
 
     ``Response`` as is; ``bytes``/``str`` → 2.05 (GET/FETCH) or the method's
-    success code; ``dict``/``list`` → JSON; ``None`` → the method's default
-    success code with no payload.
+    success code; ``dict``/``list`` → JSON, or CBOR (RFC 8949, content format
+    60) when ``accept`` asks for it and ``cbor2`` is installed; ``None`` →
+    the method's default success code with no payload.
     """
     if result.__class__ is Response:
         return result
@@ -253,6 +367,8 @@ def as_response(result: Any, method: int) -> Response:
     if isinstance(result, str):
         return Response(code, result)
     if isinstance(result, (dict, list)):
+        if accept == CBOR and cbor_available():
+            return Response(code, _cbor.dumps(result), content_format=CBOR)
         return Response(code, _json.dumps(result).encode(), content_format=JSON)
     if isinstance(result, Response):
         return result

@@ -19,6 +19,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from .codes import Code
 from .linkformat import Link
@@ -29,8 +30,14 @@ Handler = Callable[..., Any]
 #: (everything else is a link attribute for ``.well-known/core``):
 #: ``observable``, and for observable routes ``notifications="con"`` (every
 #: notification confirmable), ``con_every=N`` (every N-th one; the server's
-#: ``con_every`` otherwise) and ``on_observer_dropped=callable(request, why)``.
-ROUTE_SETTINGS = frozenset({"observable", "notifications", "con_every", "on_observer_dropped"})
+#: ``con_every`` otherwise) and ``on_observer_dropped=callable(request, why)``;
+#: ``etag=callable(request, **params)`` (the current ETag, for preconditions);
+#: ``enumerate=callable()`` (the parameters of a template route's resources,
+#: for ``.well-known/core``).  ``ct`` is both: a link attribute and the
+#: Content-Formats the route produces (Accept negotiation).
+ROUTE_SETTINGS = frozenset(
+    {"observable", "notifications", "con_every", "on_observer_dropped", "etag", "enumerate"}
+)
 
 
 @dataclass
@@ -43,6 +50,11 @@ class Route:
     handler: Handler
     attrs: dict[str, Any] = field(default_factory=dict)
     observable: bool = False  # a generator function: each yielded value is a notification
+    #: ``etag=callable(request, **params)``: the resource's current ETag (None:
+    #: it does not exist), for the server's preconditions (RFC 7252 §5.10.8-9)
+    etag_of: Handler | None = None
+    #: the Content-Formats the route declares it produces (``ct=``), or None
+    formats: tuple[int, ...] | None = None
 
     @property
     def dynamic(self) -> bool:
@@ -63,6 +75,18 @@ class Route:
             elif p != segments[i]:
                 return None
         return params if len(segments) == len(pat) else None
+
+
+def _fill(segments: tuple[str, ...], params: dict) -> str:
+    """The path of one resource of a template route, from its parameters."""
+    out = []
+    for seg in segments:
+        if seg[:1] in (":", "*"):
+            value = str(params[seg[1:] or "rest"])
+            out.append(quote(value, safe="/" if seg[:1] == "*" else ""))
+        else:
+            out.append(seg)
+    return "/" + "/".join(out)
 
 
 def split_path(path: str) -> tuple[str, ...]:
@@ -92,7 +116,22 @@ class Router:
             if s[:1] == "*" and i != len(segs) - 1:
                 raise ValueError(f"{path!r}: a *wildcard must be the last segment")
         observable = inspect.isgeneratorfunction(handler) or bool(attrs.get("observable"))
-        route = Route(method, "/" + "/".join(segs), segs, handler, attrs, observable)
+        ct = attrs.get("ct")
+        formats = (
+            None
+            if ct is None
+            else tuple(int(c) for c in (ct if isinstance(ct, (list, tuple)) else (ct,)))
+        )
+        route = Route(
+            method,
+            "/" + "/".join(segs),
+            segs,
+            handler,
+            attrs,
+            observable,
+            attrs.get("etag"),
+            formats,
+        )
         if route.dynamic:
             self._dynamic.append(route)
         else:
@@ -103,6 +142,29 @@ class Router:
             self._static_raw[tuple(s.encode() for s in segs)] = methods
         self.routes.append(route)
         return route
+
+    def remove(self, method: int | str, path: str) -> Route:
+        """Take the route for ``method`` on ``path`` away (a resource that
+        ceased to exist): it answers 4.04 (or 4.05) and leaves
+        ``.well-known/core`` from the next request on.  Raises KeyError when
+        there is no such route."""
+        if isinstance(method, str):
+            method = Code[method.upper()]
+        segs = split_path(path)
+        found = [r for r in self.routes if r.method == method and r.segments == segs]
+        if not found:
+            raise KeyError(f"no route for {Code(method)} {path!r}")
+        r = found[0]
+        self.routes.remove(r)
+        if r.dynamic:
+            self._dynamic.remove(r)
+        else:
+            methods = self._static[segs]
+            del methods[int(method)]
+            if not methods:
+                del self._static[segs]
+                del self._static_raw[tuple(s.encode() for s in segs)]
+        return r
 
     def route(self, path: str, methods: tuple = ("GET",), **attrs: Any) -> Callable:
         """Decorator registering a handler for several methods."""
@@ -148,8 +210,11 @@ class Router:
 
         One link per path (several methods share it), with the attributes
         given to the decorators (``rt``, ``if_``, ``ct``, ``sz``, ``title``, …)
-        and ``obs`` for observable handlers (generator functions).  Routes
-        with ``:params`` or ``*wildcards`` are listed as written.
+        and ``obs`` for observable handlers (generator functions).  A route
+        with ``:params`` or a ``*wildcard`` is a template, not a resource:
+        it is listed only through its ``enumerate=callable()`` hook, which
+        gives the parameters of the resources that exist now (dicts, e.g.
+        ``{"id": "7"}``), each listed as its own link.
         """
         seen: dict[str, Link] = {}
         for r in self.routes:
@@ -158,13 +223,19 @@ class Router:
             attrs = {k: v for k, v in r.attrs.items() if k not in ROUTE_SETTINGS}
             if r.observable:
                 attrs["obs"] = True
-            link = seen.get(r.path)
-            if link is None:
-                seen[r.path] = Link(r.path, **attrs)
+            if r.dynamic:
+                hook = r.attrs.get("enumerate")
+                paths = [] if hook is None else [_fill(r.segments, p) for p in hook()]
             else:
-                for name, value in Link(r.path, **attrs).params:
-                    if name not in link:
-                        link.params.append((name, value))
+                paths = [r.path]
+            for path in paths:
+                link = seen.get(path)
+                if link is None:
+                    seen[path] = Link(path, **attrs)
+                else:
+                    for name, value in Link(path, **attrs).params:
+                        if name not in link:
+                            link.params.append((name, value))
         return list(seen.values())
 
     def resolve_raw(self, method: int, raw: tuple[bytes, ...]) -> tuple[Route, dict]:

@@ -32,7 +32,7 @@ from .protocol.echo import DEFAULT_FACTOR, EchoVerifier
 from .protocol.limits import NORMAL, SHED_TRIGGER, THROTTLED, LoadLevels, TokenBuckets
 from .protocol.messaging import TransmissionParameters
 from .protocol.validation import UNDERSTOOD_OPTIONS, inspect_request
-from .response import Request, Response, _uint, as_response
+from .response import CBOR, JSON, Request, Response, _uint, as_response, cbor_available
 from .router import Router
 
 log = logging.getLogger("greencoap.server")
@@ -44,6 +44,31 @@ HOUSEKEEPING_INTERVAL = 1.0
 
 #: The options a Block2 response sets itself.
 _BLOCK2_OWN = frozenset({O.BLOCK2, O.SIZE2, O.ETAG})
+
+
+def _produces(route: Any, accept: int) -> bool:
+    """Can ``route`` answer in Content-Format ``accept``?  Its declared
+    formats (``ct=``), or CBOR when it declares JSON and ``cbor2`` is there
+    (JSON results are then converted)."""
+    formats = route.formats
+    return accept in formats or (accept == CBOR and JSON in formats and cbor_available())
+
+
+def _acceptable(response: Response, accept: int) -> bool:
+    """Does ``response`` satisfy Accept ``accept``?  A payload without a
+    Content-Format is not contradicting it (nothing says what it is)."""
+    ct = response.content_format
+    return ct is None or ct == accept or not response.payload
+
+
+def _validated(request: Message, response: Response) -> Response:
+    """2.03 Valid (ETag and Max-Age kept, no body) when ``request`` names the
+    ETag of ``response``; ``response`` itself otherwise (RFC 7252 §5.10.6)."""
+    etag = response.etag
+    if etag is None or etag not in request.opts(O.ETAG):
+        return response
+    keep = [o for o in response.options if o[0] == O.ETAG or o[0] == O.MAX_AGE]
+    return Response(Code.VALID, options=keep)
 
 
 def _first_value(gen: types.GeneratorType) -> Any:
@@ -183,6 +208,7 @@ class Server:
             "observers": 0,
             "observe_registrations": 0,
             "observe_refused": 0,
+            "not_acceptable": 0,
             "block1_incomplete": 0,
             "block1_too_large": 0,
             "block1_busy": 0,
@@ -482,7 +508,7 @@ class Server:
     def handle_request(self, msg: Message, peer: tuple) -> Response:
         """Run the router for one request message and return the response."""
         stats = self._stats
-        raw_key, blockwise, refusal = inspect_request(msg)
+        raw_key, blockwise, accept, refusal = inspect_request(msg)
         if refusal is not None:
             code, why = refusal
             stats["bad_option" if code == Code.BAD_OPTION else "bad_request"] += 1
@@ -496,11 +522,14 @@ class Server:
         except UnicodeDecodeError:
             stats["bad_request"] += 1
             return Response(Code.BAD_REQUEST, "Uri-Path is not valid UTF-8")
+        if accept is not None and route.formats is not None and not _produces(route, accept):
+            stats["not_acceptable"] += 1
+            return Response(Code.NOT_ACCEPTABLE, "no representation in the format asked for")
         if blockwise:
-            return self._blockwise(msg, peer, route, params, raw_key)
-        response = self._run(msg, peer, route, params)
+            return self._blockwise(msg, peer, route, params, raw_key, accept=accept)
+        response = self._run(msg, peer, route, params, accept)
         if len(response.payload) > self._block_bytes:  # too large for one datagram
-            return self._blockwise(msg, peer, route, params, raw_key, response)
+            return self._blockwise(msg, peer, route, params, raw_key, response, accept)
         return response
 
     def _blockwise(
@@ -511,6 +540,7 @@ class Server:
         params: dict,
         raw_key: tuple,
         rendered: Response | None = None,
+        accept: int | None = None,
     ) -> Response:
         """RFC 7959 on the server: assemble Block1 uploads, serve Block2 blocks."""
         now = monotonic()
@@ -548,7 +578,9 @@ class Server:
             etag = own_etag or etag
             response = Response(code, body, options=options)
         else:
-            response = rendered if rendered is not None else self._run(msg, peer, route, params)
+            response = rendered
+            if response is None:
+                response = self._run(msg, peer, route, params, accept)
             body = response.payload
             if len(body) <= 1 << (szx + 4) and b2 is None:
                 if b1 is not None:
@@ -594,6 +626,25 @@ class Server:
         self._stats["block2_served"] += 1
         return Response(response.code, payload, options=options)
 
+    @staticmethod
+    def _preconditions(request: Request, route: Any, params: dict) -> Response | None:
+        """RFC 7252 §5.10.8-9 for a route that declares its current ETag:
+        If-Match that matches no current ETag, or If-None-Match on a resource
+        that exists → 4.12 Precondition Failed; a GET/FETCH naming the current
+        ETag → 2.03 Valid, without running the handler."""
+        current = route.etag_of(request, **params)
+        if_match = request.if_match
+        if if_match is not None and (
+            current is None or (b"" not in if_match and current not in if_match)
+        ):
+            return Response(Code.PRECONDITION_FAILED, "If-Match: the resource's ETag differs")
+        if request.if_none_match and current is not None:
+            return Response(Code.PRECONDITION_FAILED, "If-None-Match: the resource exists")
+        if current is not None and request.message.code in (Code.GET, Code.FETCH):
+            if current in request.etags:
+                return Response(Code.VALID, etag=current)
+        return None
+
     def _plain(self, route: Any, request: Request, params: dict) -> Response:
         """An observable route's response to a request that is not registered
         (the observer caps were reached): its current value, no Observe."""
@@ -602,8 +653,12 @@ class Server:
             result = _first_value(result)
         return as_response(result, request.message.code)
 
-    def _run(self, msg: Message, peer: tuple, route: Any, params: dict) -> Response:
-        """Run the route's handler (or register an observer) and build its response."""
+    def _run(
+        self, msg: Message, peer: tuple, route: Any, params: dict, accept: int | None = None
+    ) -> Response:
+        """Run the route's handler (or register an observer) and build its
+        response, in the format ``accept`` asks for (4.06 when the handler
+        produced another)."""
         stats = self._stats
         method = msg.code
         try:
@@ -613,12 +668,22 @@ class Server:
                     return self.observers.register(Request(msg, peer, params), route, params)
                 if observe == 1:  # other values mean nothing in a request (RFC 7641 §2)
                     self.observers.drop((peer, msg.token), "deregistered")
-            result = route.handler(Request(msg, peer, params), **params)
-            if result.__class__ is Response:
-                return result
-            if isinstance(result, types.GeneratorType):
-                result = _first_value(result)  # an observable resource read without Observe
-            return as_response(result, method)
+            request = Request(msg, peer, params)
+            if route.etag_of is not None:
+                refused = self._preconditions(request, route, params)
+                if refused is not None:
+                    return refused
+            result = route.handler(request, **params)
+            if result.__class__ is not Response:
+                if isinstance(result, types.GeneratorType):
+                    result = _first_value(result)  # an observable resource read without Observe
+                result = as_response(result, method, accept)
+            if accept is not None and result.code < 128 and not _acceptable(result, accept):
+                stats["not_acceptable"] += 1
+                return Response(Code.NOT_ACCEPTABLE, "the representation is in another format")
+            if (method == 1 or method == 5) and result.code == Code.CONTENT and msg.has_option(4):
+                return _validated(msg, result)  # GET/FETCH naming ETags: maybe 2.03
+            return result
         except CoapError as e:
             code = e.code if e.code is not None else Code.INTERNAL_SERVER_ERROR
             return Response(code, e.message)

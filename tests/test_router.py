@@ -78,4 +78,33 @@ def test_links_merge_methods_and_mark_observables():
     links = {link.target: link for link in r.links()}
     assert links["/a/b"].rt == ["x"]
     assert links["/clock"].obs and not links["/a/b"].obs
-    assert "/users/:id/items/:item" in links and len(links) == len(set(links))
+    # a template is no resource: not listed without an enumeration hook
+    assert not any(":" in t for t in links) and len(links) == len(set(links))
+
+
+def test_template_routes_are_listed_through_their_enumeration_hook():
+    r = Router()
+    users = ["ann", "bo b"]
+
+    @r.get("/users/:id", rt="user", enumerate=lambda: [{"id": u} for u in users])
+    def user(request, id):
+        return id
+
+    @r.get("/files/*path", enumerate=lambda: [{"path": "a/b.txt"}])
+    def files(request, path):
+        return path
+
+    targets = [link.target for link in r.links()]
+    assert targets == ["/users/ann", "/users/bo%20b", "/files/a/b.txt"]
+    assert all("enumerate" not in link for link in r.links())
+    users.append("cy")
+    assert "/users/cy" in [link.target for link in r.links()]  # run-time changes show
+
+
+def test_routes_can_be_removed():
+    r = make()
+    r.remove("GET", "/a/b")
+    with pytest.raises(LookupError):
+        r.resolve(Code.GET, ("a", "b"))
+    with pytest.raises(KeyError):
+        r.remove("GET", "/a/b")

@@ -54,38 +54,45 @@ _SINGLE_CRITICAL = frozenset(
     n for n, spec in OPTION_SPECS.items() if n & 1 and not spec[3] and n in UNDERSTOOD_OPTIONS
 )
 _BLOCK1, _BLOCK2, _URI_PATH = O.BLOCK1.value, O.BLOCK2.value, O.URI_PATH.value
+_ACCEPT = O.ACCEPT.value
 _PROXY = frozenset({O.PROXY_URI.value, O.PROXY_SCHEME.value})
 
 
 def inspect_request(
     msg: Message, understood: frozenset = UNDERSTOOD_OPTIONS
-) -> tuple[tuple[bytes, ...], bool, tuple[int, str] | None]:
+) -> tuple[tuple[bytes, ...], bool, int | None, tuple[int, str] | None]:
     """One pass over a request's options.
 
-    Returns ``(raw Uri-Path segments, uses block-wise, refusal)``, where
-    ``refusal`` is ``None`` or ``(response code, diagnostic)`` for a request
-    that must not reach a handler (see the module docstring).
+    Returns ``(raw Uri-Path segments, uses block-wise, Accept, refusal)``,
+    where Accept is the wanted Content-Format (None: any) and ``refusal`` is
+    ``None`` or ``(response code, diagnostic)`` for a request that must not
+    reach a handler (see the module docstring).
     """
     raw_path = []
     blockwise = False
+    accept = None
     prev = -1
     for number, value in msg.options:
         if number == _URI_PATH:
             raw_path.append(value)
+        elif number == _ACCEPT:
+            if accept is None and len(value) <= 2:
+                accept = int.from_bytes(value, "big")
         elif number == _BLOCK2 or number == _BLOCK1:
             blockwise = True
             if value and value[-1] & 7 == 7:
                 which = "Block2" if number == _BLOCK2 else "Block1"
-                return (), True, (Code.BAD_REQUEST, f"{which} SZX 7 is reserved (RFC 7959 §2.2)")
+                refusal = (Code.BAD_REQUEST, f"{which} SZX 7 is reserved (RFC 7959 §2.2)")
+                return (), True, None, refusal
         elif number & 1 and number not in understood:
             if number in _PROXY:
-                return (), False, (Code.PROXYING_NOT_SUPPORTED, "this server is not a proxy")
-            return (), False, (Code.BAD_OPTION, f"unrecognised critical option {number}")
+                return (), False, None, (Code.PROXYING_NOT_SUPPORTED, "this server is not a proxy")
+            return (), False, None, (Code.BAD_OPTION, f"unrecognised critical option {number}")
         if number == prev and number in _SINGLE_CRITICAL:
-            return (), False, (Code.BAD_OPTION, f"critical option {number} repeated")
+            return (), False, None, (Code.BAD_OPTION, f"critical option {number} repeated")
         prev = number
     if msg.bad_options:
         for number in msg.bad_options:
             if number & 1:
-                return (), False, (Code.BAD_OPTION, f"option {number} has an invalid length")
-    return tuple(raw_path), blockwise, None
+                return (), False, None, (Code.BAD_OPTION, f"option {number} has an invalid length")
+    return tuple(raw_path), blockwise, accept, None
