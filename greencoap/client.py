@@ -516,14 +516,27 @@ class Client:
         timeout: float | None = None,
         confirmable: bool = True,
         options: list[tuple[int, bytes]] | None = None,
+        reregister: bool = True,
+        max_reregistrations: int = 3,
     ) -> Observation:
         """Observe ``uri`` (RFC 7641): returns an :class:`Observation` to iterate.
 
         Nothing is sent until iteration starts; ``timeout`` bounds the
         registration and each block-wise fetch.  Use it as a context manager
-        so that leaving the block deregisters.
+        so that leaving the block deregisters.  When a notification's
+        Max-Age passes with no newer one, the observation re-registers by
+        itself (``reregister=False`` turns that off); ``max_reregistrations``
+        failed attempts in a row end it with :class:`RequestTimeoutError`.
         """
-        return Observation(self, uri, timeout=timeout, confirmable=confirmable, options=options)
+        return Observation(
+            self,
+            uri,
+            timeout=timeout,
+            confirmable=confirmable,
+            options=options,
+            reregister=reregister,
+            max_reregistrations=max_reregistrations,
+        )
 
     def discover(self, base: str, *, timeout: float | None = None, **filters: Any) -> list[Link]:
         """Resource discovery (RFC 6690): the links of ``base``'s ``/.well-known/core``.

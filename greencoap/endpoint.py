@@ -359,15 +359,22 @@ class Endpoint:
         return result
 
     def observe(
-        self, msg: Message, peer: tuple, timeout: float, sink: Callable[[Message], None]
+        self,
+        msg: Message,
+        peer: tuple,
+        timeout: float,
+        sink: Callable[[Message], None],
+        replace: bool = False,
     ) -> Exchange:
         """Send an Observe registration; park until its first response.
 
         Returns the exchange: ``exchange.result`` is the first response, and
         while ``exchange.state`` is OBSERVING every notification is passed
         to ``sink(message)`` in the hub.  End it with :meth:`forget`.
+        ``replace``: a re-registration with the token of an observation
+        still OBSERVING (it takes that exchange's place).
         """
-        return self._exchange(msg, peer, timeout, True, sink)
+        return self._exchange(msg, peer, timeout, True, sink, replace)
 
     def forget(self, ex: Exchange) -> None:
         """Drop an observation locally (a later notification then gets RST)."""
@@ -378,12 +385,18 @@ class Endpoint:
             self._arm()
 
     def _exchange(
-        self, msg: Message, peer: tuple, timeout: float, observe: bool, sink: Any
+        self,
+        msg: Message,
+        peer: tuple,
+        timeout: float,
+        observe: bool,
+        sink: Any,
+        replace: bool = False,
     ) -> Exchange:
         if self.closed:
             raise ClientClosedError("the endpoint is closed")
         layer = self.layer
-        ex = layer.request(msg, peer, monotonic(), timeout, observe)
+        ex = layer.request(msg, peer, monotonic(), timeout, observe, replace)
         ex.sink = sink
         # one Waiter per wait: only this exchange can resume this call, and a
         # late event for it (after it gave up) wakes nothing

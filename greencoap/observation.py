@@ -12,6 +12,14 @@ ones; a block-wise notification is fetched whole before it is yielded.
 Iteration ends after a final response (one without an Observe option, such
 as a 4.04, or a server that does not support Observe) and raises when the
 registration fails.  ``obs.iter(timeout=...)`` bounds the wait for each item.
+
+Freshness across time (§3.3.1): a representation is fresh for its Max-Age
+(60 s without the option).  When that passes with no newer notification,
+the observation re-registers by itself (a GET with Observe=0 and the same
+token), so a server that lost it (it restarted) starts notifying again and
+the iteration goes on without the user doing anything; the re-registration's
+response is the next item.  ``max_reregistrations`` re-registrations in a
+row that get no answer end the iteration with :class:`RequestTimeoutError`.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from .codes import Code, Type
-from .errors import RequestTimeoutError
-from .message import Message
+from .errors import RequestTimeoutError, ResetError
+from .hub import spawn
+from .message import DEFAULT_MAX_AGE, Message
 from .options import OptionNumber
 from .protocol.messaging import OBSERVING, Exchange
 from .protocol.observe import FreshnessFilter
@@ -33,6 +42,10 @@ if TYPE_CHECKING:
     from .client import Client
 
 _FINAL = object()
+
+#: Seconds past a representation's Max-Age before the observation
+#: re-registers (and between re-registration attempts).
+REREGISTER_SLACK = 2.0
 
 
 class Observation:
@@ -46,6 +59,8 @@ class Observation:
         timeout: float | None = None,
         confirmable: bool = True,
         options: list[tuple[int, bytes]] | None = None,
+        reregister: bool = True,
+        max_reregistrations: int = 3,
     ) -> None:
         self.client = client
         self.uri = uri
@@ -61,6 +76,12 @@ class Observation:
         self._started = False
         self.cancelled = False
         self.notifications = 0
+        self.reregister = reregister
+        self.max_reregistrations = max_reregistrations
+        #: re-registrations made (§3.3.1), and how many in a row failed
+        self.reregistrations = 0
+        self._failed = 0
+        self._expiry: Any = None  # the hub timer for the Max-Age of the last item
 
     # -- registration ----------------------------------------------------
     def _start(self) -> Response:
@@ -86,8 +107,71 @@ class Observation:
             first = ex.result
         if ex.state == OBSERVING:
             self.freshness.accept(first.observe, monotonic())
+            self._arm_expiry(first)
         self._started = True
         return self._whole(first)
+
+    # -- freshness across time (§3.3.1) -----------------------------------------
+    def _arm_expiry(self, msg: Message) -> None:
+        """Re-register when ``msg``'s Max-Age passes without a newer item."""
+        if not self.reregister:
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        max_age = msg.max_age
+        wait = (DEFAULT_MAX_AGE if max_age is None else max_age) + REREGISTER_SLACK
+        self._expiry = self._ep.hub.call_later(wait, self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if not self.cancelled and self._ex is not None and self._ex.state == OBSERVING:
+            spawn(self._reregister)
+
+    def _reregister(self) -> None:
+        """A GET with Observe=0 and the same token (on its own greenlet); after
+        a failure, again a little later, up to ``max_reregistrations``."""
+        if self.cancelled or self._ex is None:
+            return
+        token = self._ex.token
+        msg = Message(
+            Type.CON if self.confirmable else Type.NON,
+            Code.GET,
+            0,
+            token,
+            self._opts + [(OptionNumber.OBSERVE, b"")],
+        )
+        self.reregistrations += 1
+        try:
+            ex = self._ep.observe(msg, self._peer, self.timeout, self._on_notification, True)
+        except (RequestTimeoutError, ResetError) as e:
+            self._failed += 1
+            if self._failed >= self.max_reregistrations:
+                self._queue.put(
+                    RequestTimeoutError(
+                        f"observation of {self.uri} lost: {self._failed} re-registrations "
+                        f"in a row got no answer ({e})"
+                    )
+                )
+            elif not self.cancelled:
+                self._expiry = self._ep.hub.call_later(REREGISTER_SLACK, self._retry)
+            return
+        self._failed = 0
+        if self.cancelled:
+            return
+        self._ex = ex
+        self.freshness = FreshnessFilter()  # a restarted server counts from anew
+        first: Message = ex.result
+        self.freshness.accept(first.observe if ex.state == OBSERVING else None, monotonic())
+        self._queue.put(first)
+        if ex.state == OBSERVING:
+            self._arm_expiry(first)
+        else:
+            self._queue.put(_FINAL)  # the server keeps no observation any more
+
+    def _retry(self) -> None:
+        self._expiry = None
+        if not self.cancelled:
+            spawn(self._reregister)
 
     def _on_notification(self, msg: Message) -> None:
         """In the hub: queue a fresh notification for the iterating greenlet
@@ -99,6 +183,11 @@ class Observation:
             self._queue.put(msg)
             if self._ex is not None and self._ex.state != OBSERVING:
                 self._queue.put(_FINAL)
+                if self._expiry is not None:
+                    self._expiry.cancel()
+                    self._expiry = None
+            else:
+                self._arm_expiry(msg)
 
     def _whole(self, msg: Message) -> Response:
         """The response for ``msg``, with the rest of a block-wise body fetched."""
@@ -154,6 +243,9 @@ class Observation:
         """
         ex = self._ex
         self.cancelled = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self._queue.put(_FINAL)
         if ex is None or ex.state != OBSERVING:
             return None

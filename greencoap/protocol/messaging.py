@@ -289,7 +289,13 @@ class MessageLayer:
 
     # -- client role ---------------------------------------------------
     def request(
-        self, msg: Message, peer: Any, now: float, timeout: float, observe: bool = False
+        self,
+        msg: Message,
+        peer: Any,
+        now: float,
+        timeout: float,
+        observe: bool = False,
+        replace: bool = False,
     ) -> Exchange:
         """Start an exchange for request ``msg`` (its token and MID are assigned here).
 
@@ -299,7 +305,10 @@ class MessageLayer:
         FETCH carrying Observe=0), a 2.xx answer with an Observe option turns
         it into an OBSERVING exchange that stays registered by token: each
         later message with its token is a NOTIFICATION event, until a final
-        one (no Observe option, or not 2.xx) or :meth:`cancel`.
+        one (no Observe option, or not 2.xx) or :meth:`cancel`.  With
+        ``replace``, ``msg`` may reuse the token of an OBSERVING exchange: a
+        re-registration (RFC 7641 §3.3.1), which ends that exchange silently
+        and takes its place.
         """
         by_token = self._by_token
         token = msg.token
@@ -315,8 +324,11 @@ class MessageLayer:
             msg.token = token = key[1]
         else:
             key = (peer, token)
-            if key in by_token:
-                raise ValueError(f"token {token.hex()} already in use with {peer}")
+            old = by_token.get(key)
+            if old is not None:
+                if not (replace and old.state == OBSERVING):
+                    raise ValueError(f"token {token.hex()} already in use with {peer}")
+                self._finish(old, "replaced")  # a re-registration takes the token over
         ex = Exchange(peer, token, msg.mtype == CON, now + timeout)
         ex.observe = observe
         by_token[key] = ex
