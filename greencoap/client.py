@@ -18,7 +18,16 @@ from .codes import Code, Type
 from .dtls_channel import DtlsChannel, client_credentials
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
 from .errors import ClientClosedError, CoapError, RequestTimeoutError, ResetError, UriError
-from .hub import Timeout, _os_thread_local, get_hub
+from .hub import (
+    HubThread,
+    Timeout,
+    _os_lock,
+    _os_thread_local,
+    acquire_hub_thread,
+    get_hub,
+    os_thread_ident,
+    release_hub_thread,
+)
 from .linkformat import Link, filter_links, parse_link_format
 from .message import Message
 from .observation import Observation
@@ -29,6 +38,9 @@ from .response import Response
 from .uri import URI, compose_uri, is_ip_literal, parse_uri
 
 _URI_CACHE_SIZE = 512
+#: Seconds a thread waits beyond its call's own timeout for the hub thread.
+_REMOTE_MARGIN = 10.0
+_remote_lock = _os_lock()
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 _BLOCK_OPTIONS = frozenset(
     (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.SIZE1, OptionNumber.ECHO)
@@ -147,8 +159,14 @@ class Client:
         self.max_body_size = max_body_size
         self.bind = bind
         self.buffer_size = buffer_size
+        # the sockets of the thread that made the client (its "home"), and of the
+        # hub thread that carries out the calls made from every other thread
+        self._home = os_thread_ident()
         self._endpoint: Endpoint | None = None
         self._secure: Endpoint | None = None
+        self._remote: HubThread | None = None
+        self._remote_endpoint: Endpoint | None = None
+        self._remote_secure: Endpoint | None = None
         if psk is not None and not callable(psk):
             client_credentials(psk)  # validate early
         self.psk = psk
@@ -162,22 +180,29 @@ class Client:
     # -- plumbing ------------------------------------------------------
     @property
     def endpoint(self) -> Endpoint:
-        """The endpoint (socket + message layer), created on first use."""
-        ep = self._endpoint
+        """The endpoint (socket + message layer) of the calling thread's side
+        of the client (see :class:`Client` on threads), created on first use."""
+        home = os_thread_ident() == self._home
+        ep = self._endpoint if home else self._remote_endpoint
         if ep is None:
             if self._closed:
                 raise ClientClosedError("the client is closed")
             host, port = self.bind if self.bind else (None, 0)
+            if not home:
+                port = 0  # the home socket has the port asked for
             sock = make_udp_socket(host, port, buffer_size=self.buffer_size)
-            ep = self._endpoint = Endpoint(
-                sock, params=self.params, token_length=self.token_length, hub=get_hub()
-            )
+            ep = Endpoint(sock, params=self.params, token_length=self.token_length, hub=get_hub())
+            if home:
+                self._endpoint = ep
+            else:
+                self._remote_endpoint = ep
         return ep
 
     @property
     def secure_endpoint(self) -> Endpoint:
         """The endpoint for ``coaps://`` (its own socket, DTLS), created on first use."""
-        ep = self._secure
+        home = os_thread_ident() == self._home
+        ep = self._secure if home else self._remote_secure
         if ep is None:
             if self._closed:
                 raise ClientClosedError("the client is closed")
@@ -189,16 +214,46 @@ class Client:
             channel = partial(
                 DtlsChannel, hub, role="client", psk=None if callable(self.psk) else self.psk
             )
-            ep = self._secure = Endpoint(
+            ep = Endpoint(
                 sock, params=self.params, token_length=self.token_length, hub=hub, channel=channel
             )
+            if home:
+                self._secure = ep
+            else:
+                self._remote_secure = ep
         return ep
 
     def endpoint_for(self, uri: URI) -> Endpoint:
         """The endpoint that carries requests for ``uri`` (plain or DTLS)."""
         if uri.scheme == "coaps":
             return self.secure_endpoint
-        return self._endpoint or self.endpoint
+        return self.endpoint
+
+    # -- other threads ---------------------------------------------------
+    def _elsewhere(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
+        """Carry out ``fn(*args)`` for a thread that is not the client's home:
+        on the shared hub thread (started on first use), where this client has
+        sockets of its own; the calling thread blocks until it is done."""
+        remote = self._remote
+        if remote is None:
+            if self._closed:
+                raise ClientClosedError("the client is closed")
+            with _remote_lock:
+                if self._remote is None:
+                    self._remote = acquire_hub_thread()
+                remote = self._remote
+        wait = (self.timeout if timeout is None else timeout) + _REMOTE_MARGIN
+        try:
+            return remote.call(fn, *args, timeout=wait)
+        except Timeout:
+            raise RequestTimeoutError(
+                f"the client's hub thread did not answer within {wait:.3g} s"
+            ) from None
+
+    def _on_remote(self) -> bool:
+        """True on the shared hub thread (the client's calls from other threads)."""
+        remote = self._remote
+        return remote is not None and os_thread_ident() == remote.ident
 
     def _credentials(self, ep: Endpoint, host: str, peer: tuple) -> None:
         """A per-host PSK (``psk`` is a callable): handed to the DTLS channel."""
@@ -213,7 +268,7 @@ class Client:
         """Message-layer counters (requests, retransmissions, timeouts, …), plain
         and DTLS endpoints summed; ``dtls_*`` counters come from DTLS."""
         s: dict[str, int] = {}
-        for ep in (self._endpoint, self._secure):
+        for ep in (self._endpoint, self._secure, self._remote_endpoint, self._remote_secure):
             if ep is not None:
                 for k, v in ep.stats.items():
                     s[k] = s.get(k, 0) + v
@@ -221,14 +276,31 @@ class Client:
 
     def close(self) -> None:
         """Release the sockets (DTLS sessions get close_notify); calls still
-        waiting raise :class:`ClientClosedError`."""
+        waiting raise :class:`ClientClosedError`, in every thread.  May be
+        called from any thread; the hub thread the client used for other
+        threads is released (it stops with its last user)."""
         self._closed = True
-        if self._endpoint is not None:
-            self._endpoint.close()
-            self._endpoint = None
-        if self._secure is not None:
-            self._secure.close()
-            self._secure = None
+        home = [ep for ep in (self._endpoint, self._secure) if ep is not None]
+        self._endpoint = self._secure = None
+        if home:
+            if os_thread_ident() == self._home:
+                for ep in home:
+                    ep.close()
+            else:  # the home hub closes them on its next turn
+                hub = home[0].hub
+                for ep in home:
+                    hub.run_callback_threadsafe(ep.close)
+        remote = self._remote
+        if remote is not None:
+            eps = [ep for ep in (self._remote_endpoint, self._remote_secure) if ep is not None]
+            self._remote_endpoint = self._remote_secure = None
+            self._remote = None
+            for ep in eps:
+                try:
+                    remote.call(ep.close, timeout=5.0)
+                except Exception:  # noqa: BLE001 - closing must not raise
+                    pass
+            release_hub_thread(remote)
 
     def __enter__(self) -> Client:
         return self
@@ -250,7 +322,7 @@ class Client:
         self, host: str, port: int, timeout: float | None = None, ep: Endpoint | None = None
     ) -> tuple:
         """The socket address for ``host``/``port`` (name lookups off the hub)."""
-        ep = ep or self._endpoint or self._secure or self.endpoint
+        ep = ep or self.endpoint
         key = (host, port)
         hit = self._dns.get(key)
         if hit is not None and hit[0] > monotonic():
@@ -332,11 +404,28 @@ class Client:
                 options=options,
                 block_size=block_size,
             )
+        if os_thread_ident() == self._home:
+            ep = self._endpoint
+        elif self._on_remote():
+            ep = self._remote_endpoint
+        else:  # another thread: carried out on the client's hub thread
+            call = partial(
+                self.request,
+                method,
+                uri,
+                payload,
+                content_format=content_format,
+                accept=accept,
+                confirmable=confirmable,
+                timeout=timeout,
+                options=options,
+                block_size=block_size,
+            )
+            return self._elsewhere(call, timeout=timeout)
         if method.__class__ is not Code:
             method = _method(method)
         timeout = self.timeout if timeout is None else timeout
         u, uri_opts = self._parse(uri)
-        ep = self._endpoint
         if ep is None or u.scheme != "coap":
             ep = self.endpoint_for(u)
         peer = self._literal_peers.get(uri)  # IP-literal URIs: no lookup, ever
@@ -355,7 +444,7 @@ class Client:
                 if len(self._literal_peers) >= _URI_CACHE_SIZE:
                     self._literal_peers.clear()
                 self._literal_peers[uri] = peer
-        if ep is self._secure and callable(self.psk):
+        if u.scheme == "coaps" and callable(self.psk):
             self._credentials(ep, u.host, peer)
         if payload is None:
             payload = b""
@@ -519,7 +608,9 @@ class Client:
         reregister: bool = True,
         max_reregistrations: int = 3,
     ) -> Observation:
-        """Observe ``uri`` (RFC 7641): returns an :class:`Observation` to iterate.
+        """Observe ``uri`` (RFC 7641): returns an :class:`Observation` to iterate
+        (from any thread: one made in another thread than the client's lives
+        on the client's hub thread, and its iteration is carried out there).
 
         Nothing is sent until iteration starts; ``timeout`` bounds the
         registration and each block-wise fetch.  Use it as a context manager
@@ -566,6 +657,8 @@ class Client:
         A live CoAP endpoint answers RST (RFC 7252 §4.3); no answer raises
         :class:`RequestTimeoutError`.
         """
+        if os_thread_ident() != self._home and not self._on_remote():
+            return self._elsewhere(self.ping, uri, timeout, timeout=timeout)
         u, _ = self._parse(uri)
         timeout = self.timeout if timeout is None else timeout
         ep, peer = self.connect(u, timeout)
@@ -580,7 +673,7 @@ class Client:
         """The endpoint and the peer address for ``u`` (resolved, PSK chosen)."""
         ep = self.endpoint_for(u)
         peer = self.resolve(u.host, u.port, timeout, ep)
-        if ep is self._secure and callable(self.psk):
+        if u.scheme == "coaps" and callable(self.psk):
             self._credentials(ep, u.host, peer)
         return ep, peer
 

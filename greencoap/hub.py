@@ -201,11 +201,14 @@ class HubBase:
     io: Any
 
     def _init_common(self) -> None:
-        self.thread_ident = threading.get_ident()
+        self.thread_ident = os_thread_ident()
         self._thread_jobs = 0
         self._executor = None
         self._workers: list = []
         self.closed = False
+        #: users that keep the hub alive with nothing scheduled (a hub thread
+        #: waiting for calls from other threads): no LoopExit while non-zero
+        self.keepalive = 0
         #: exceptions caught by :meth:`handle_error` (each one a bug somewhere)
         self.errors = 0
         self.last_error: BaseException | None = None
@@ -246,6 +249,34 @@ class HubBase:
         if exc is not None:
             raise exc
         return result.result()
+
+    def call_from_thread(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
+        """Run ``fn(*args)`` in a new greenlet of this hub, from another OS
+        thread, and block that thread (only) until it returns or raises; the
+        result or exception is the caller's.  Called from this hub's own
+        thread it simply calls ``fn``.  ``timeout`` bounds the wait
+        (:class:`Timeout`: e.g. the hub's thread is not running its hub);
+        ``fn`` keeps its own timeouts.  This is how greencoap objects bound
+        to one hub (a client's sockets, an observation) serve every thread.
+        """
+        if os_thread_ident() == self.thread_ident:
+            return fn(*args)
+        out = _Outcome()
+
+        def run() -> None:
+            try:
+                out.value = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                out.error = e
+            finally:
+                out.lock.release()
+
+        self.run_callback_threadsafe(spawn, run)
+        if not out.lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise Timeout(timeout)
+        if out.error is not None:
+            raise out.error
+        return out.value
 
     # -- worker pool ---------------------------------------------------
     def run_in_worker(self, fn: Callable, *args: Any) -> None:
@@ -410,7 +441,7 @@ class Hub(RawGreenlet, HubBase):
                 timeout = 0.0
             elif timers:
                 timeout = max(0.0, timers[0].deadline - monotonic())
-            elif io.has_work() or self._thread_jobs:
+            elif io.has_work() or self._thread_jobs or self.keepalive:
                 timeout = None
             else:
                 # Nothing can ever wake the greenlet that switched to us.
@@ -462,6 +493,122 @@ def _os_lock() -> Any:
     if monkey is not None and monkey.is_module_patched("threading"):
         return monkey.get_original("_thread", "allocate_lock")()
     return threading.Lock()
+
+
+def os_thread_ident() -> int:
+    """The calling OS thread's identity, even after gevent monkey-patching
+    (which makes ``threading.get_ident`` name the greenlet)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("thread"):
+        return monkey.get_original("_thread", "get_ident")()
+    return threading.get_ident()
+
+
+def _start_os_thread(fn: Callable, *args: Any) -> None:
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("thread"):
+        monkey.get_original("_thread", "start_new_thread")(fn, args)
+    else:
+        import _thread
+
+        _thread.start_new_thread(fn, args)
+
+
+class _Outcome:
+    """A result handed from a hub's greenlet to a waiting OS thread."""
+
+    __slots__ = ("lock", "value", "error")
+
+    def __init__(self) -> None:
+        self.lock = _os_lock()
+        self.lock.acquire()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class HubThread:
+    """A hub running in an OS thread of its own, for calls from other threads.
+
+    Legacy code calls greencoap from OS threads that never run a hub (web
+    handlers, worker pools): their calls are carried out here, on this
+    thread's hub, by :meth:`call`, which blocks only the calling thread.
+    The thread is a daemon (interpreter exit never waits for it) and ends
+    with :meth:`stop`.  May be used from any thread.
+    """
+
+    def __init__(self, name: str = "greencoap-hub") -> None:
+        self.name = name
+        self.hub: Any = None
+        self.ident = 0
+        self._stopping: Any = None
+        started = _Outcome()
+        _start_os_thread(self._main, started)
+        started.lock.acquire()  # the hub exists and waits for calls
+        if started.error is not None:
+            raise started.error
+
+    def _main(self, started: _Outcome) -> None:
+        from .sync import Event  # beside the hub, imported when first used
+
+        try:
+            self.hub = hub = get_hub()
+            self.ident = os_thread_ident()
+            self._stopping = Event()
+            hub.keepalive += 1
+        except BaseException as e:  # noqa: BLE001 - reported to the starting thread
+            started.error = e
+            started.lock.release()
+            return
+        started.lock.release()
+        try:
+            self._stopping.wait()
+        finally:
+            hub.keepalive -= 1
+            hub.destroy()
+
+    def call(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
+        """Run ``fn(*args)`` on this thread's hub (see :meth:`HubBase.call_from_thread`)."""
+        if self.hub is None or self.hub.closed:
+            from .errors import ClientClosedError
+
+            raise ClientClosedError(f"the hub thread {self.name} has stopped")
+        return self.hub.call_from_thread(fn, *args, timeout=timeout)
+
+    def stop(self) -> None:
+        """End the thread (its hub is destroyed); safe to call more than once."""
+        hub, stopping = self.hub, self._stopping
+        if hub is not None and not hub.closed and stopping is not None:
+            hub.run_callback_threadsafe(stopping.set)
+
+
+_shared: HubThread | None = None
+_shared_users = 0
+_shared_lock = _os_lock()
+
+
+def acquire_hub_thread() -> HubThread:
+    """The process's shared :class:`HubThread`, started on first use; each
+    caller holds it until :func:`release_hub_thread`."""
+    global _shared, _shared_users
+    with _shared_lock:
+        if _shared is None or _shared.hub is None or _shared.hub.closed:
+            _shared = HubThread("greencoap-hub")
+        _shared_users += 1
+        return _shared
+
+
+def release_hub_thread(thread: HubThread) -> None:
+    """One user less of the shared hub thread; the last one stops it."""
+    global _shared, _shared_users
+    with _shared_lock:
+        if thread is not _shared:
+            thread.stop()
+            return
+        _shared_users -= 1
+        if _shared_users <= 0:
+            _shared_users = 0
+            _shared = None
+            thread.stop()
 
 
 _local = _os_thread_local()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codes import Code, Type
 from .errors import RequestTimeoutError, ResetError
-from .hub import spawn
+from .hub import Timeout, os_thread_ident, spawn
 from .message import DEFAULT_MAX_AGE, Message
 from .options import OptionNumber
 from .protocol.messaging import OBSERVING, Exchange
@@ -82,12 +82,15 @@ class Observation:
         self.reregistrations = 0
         self._failed = 0
         self._expiry: Any = None  # the hub timer for the Max-Age of the last item
+        #: the hub that runs this observation (its socket's), once started
+        self._hub: Any = None
 
     # -- registration ----------------------------------------------------
     def _start(self) -> Response:
         client = self.client
         u, uri_opts = client._parse(self.uri)
         self._ep, self._peer = ep, peer = client.connect(u, self.timeout)
+        self._hub = ep.hub
         self._opts = list(uri_opts) + self.extra_options
         msg = Message(
             Type.CON if self.confirmable else Type.NON,
@@ -215,24 +218,48 @@ class Observation:
         as the observation lasts.
         """
         if not self._started:
-            first = self._start()
+            first = self._run(self._start, timeout=self.timeout)
             registered = self.active
             yield first
             if not registered:  # a final answer: the server keeps no observation
                 return
         while not self.cancelled:
-            try:
-                item = self._queue.get(timeout=timeout)
-            except Empty:
-                raise RequestTimeoutError(
-                    f"no notification from {self.uri} within {timeout:.3g} s"
-                ) from None
+            item = self._run(self._next_item, timeout, timeout=timeout)
             if item is _FINAL:
                 return
             if isinstance(item, Exception):
                 raise item
             self.notifications += 1
-            yield self._whole(item)
+            yield self._run(self._whole, item, timeout=self.timeout)
+
+    def _next_item(self, timeout: float | None) -> Any:
+        try:
+            return self._queue.get(timeout=timeout)
+        except Empty:
+            raise RequestTimeoutError(
+                f"no notification from {self.uri} within {timeout:.3g} s"
+            ) from None
+
+    def _run(self, fn: Any, *args: Any, timeout: float | None) -> Any:
+        """Call ``fn`` where this observation lives: directly on its hub's
+        thread, else carried over to it (an observation is usable from any
+        thread; one started from a thread that is not the client's home
+        lives on the client's hub thread)."""
+        hub = self._hub
+        if hub is None:  # not started yet: its side is chosen by the first call
+            client = self.client
+            if os_thread_ident() == client._home or client._on_remote():
+                return fn(*args)
+            return client._elsewhere(fn, *args, timeout=timeout)
+        if os_thread_ident() == hub.thread_ident:
+            return fn(*args)
+        wait = None if timeout is None else timeout + 10.0
+        try:
+            return hub.call_from_thread(fn, *args, timeout=wait)
+        except Timeout:
+            raise RequestTimeoutError(
+                f"the hub of the observation of {self.uri} did not run within {wait:.3g} s"
+            ) from None
 
     # -- ending --------------------------------------------------------------
     def cancel(self, timeout: float | None = None) -> Response | None:
@@ -240,7 +267,15 @@ class Observation:
 
         Returns the server's answer to the deregistration (None if the
         observation had already ended).  Later notifications get RST.
+        Callable from any thread.
         """
+        if self._hub is None:
+            self.cancelled = True
+            return None
+        wait = self.timeout if timeout is None else timeout
+        return self._run(self._cancel, timeout, timeout=wait)
+
+    def _cancel(self, timeout: float | None = None) -> Response | None:
         ex = self._ex
         self.cancelled = True
         if self._expiry is not None:
