@@ -250,6 +250,15 @@ class Client:
                 f"the client's hub thread did not answer within {wait:.3g} s"
             ) from None
 
+    def run(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``fn(*args)`` where this client's calls for the calling thread
+        run (its home hub, or its hub thread for other threads) and return the
+        result: for code that uses :attr:`endpoint` directly (raw messages,
+        preset MIDs and tokens) from any thread."""
+        if os_thread_ident() == self._home or self._on_remote():
+            return fn(*args)
+        return self._elsewhere(fn, *args, timeout=timeout)
+
     def _on_remote(self) -> bool:
         """True on the shared hub thread (the client's calls from other threads)."""
         remote = self._remote

@@ -344,14 +344,16 @@ class Endpoint:
         self._arm()
 
     # -- greenlet side ---------------------------------------------------
-    def request(self, msg: Message, peer: tuple, timeout: float) -> Message:
+    def request(self, msg: Message, peer: tuple, timeout: float, mid: int | None = None) -> Message:
         """Send request ``msg`` to ``peer`` and park until its response.
 
         Raises :class:`RequestTimeoutError` after ``timeout`` seconds (which
         covers NSTART queueing, retransmissions and a separate response) and
-        :class:`ResetError` when the peer answers RST.
+        :class:`ResetError` when the peer answers RST.  The token is
+        ``msg.token`` when set (else a fresh one); ``mid`` is the message ID
+        to send it with (else a fresh one).
         """
-        ex = self._exchange(msg, peer, timeout, False, None)
+        ex = self._exchange(msg, peer, timeout, False, None, mid=mid)
         result = ex.result
         # the engine's timer buckets keep finished exchanges for a while: let
         # them hold nothing big (fewer live objects for the cyclic GC)
@@ -392,11 +394,12 @@ class Endpoint:
         observe: bool,
         sink: Any,
         replace: bool = False,
+        mid: int | None = None,
     ) -> Exchange:
         if self.closed:
             raise ClientClosedError("the endpoint is closed")
         layer = self.layer
-        ex = layer.request(msg, peer, monotonic(), timeout, observe, replace)
+        ex = layer.request(msg, peer, monotonic(), timeout, observe, replace, mid)
         ex.sink = sink
         # one Waiter per wait: only this exchange can resume this call, and a
         # late event for it (after it gave up) wakes nothing
@@ -468,6 +471,16 @@ class Endpoint:
         if layer.outbox:
             self._drain()
         self._arm()
+
+    def send(self, msg: Message, peer: Any, keep_mid: bool = False) -> None:
+        """Send ``msg`` once, as it is, and keep no exchange for it (fire and
+        forget: a NON with No-Response, an empty ACK or RST of the caller's
+        own).  It gets a fresh message ID unless ``keep_mid``."""
+        if self.closed:
+            raise ClientClosedError("the endpoint is closed")
+        if not keep_mid:
+            msg.mid = self.layer.next_mid(peer)
+        self.channel.sendto(msg.encode(), peer)
 
     def send_raw(self, data: bytes, peer: Any) -> None:
         """Queue a datagram as is (tests and tools)."""

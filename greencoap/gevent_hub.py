@@ -221,8 +221,13 @@ class GeventHub(HubBase):
     def call_at(self, deadline: float, fn: Callable, *args: Any) -> _Timer:
         return self.call_later(deadline - monotonic(), fn, *args)
 
-    def run_in_thread(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
-        """Run blocking ``fn(*args)`` on gevent's thread pool; park meanwhile."""
+    def run_in_thread(
+        self, fn: Callable, *args: Any, timeout: float | None = None, executor: Any = None
+    ) -> Any:
+        """Run blocking ``fn(*args)`` on gevent's thread pool (or ``executor``);
+        park meanwhile."""
+        if executor is not None:
+            return HubBase.run_in_thread(self, fn, *args, timeout=timeout, executor=executor)
         result = self.greenlet.threadpool.spawn(fn, *args)
         try:
             return result.get(timeout=timeout)

@@ -223,25 +223,31 @@ class HubBase:
         return self.greenlet.switch()
 
     # -- threads -------------------------------------------------------
-    def run_in_thread(self, fn: Callable, *args: Any, timeout: float | None = None) -> Any:
+    def run_in_thread(
+        self, fn: Callable, *args: Any, timeout: float | None = None, executor: Any = None
+    ) -> Any:
         """Run a blocking ``fn(*args)`` in a worker OS thread; park until it returns.
 
         Used for things that have no non-blocking form, such as
         ``getaddrinfo``: the hub keeps serving other greenlets meanwhile.
         Raises :class:`Timeout` when ``timeout`` seconds pass first (the
-        thread's work is not interrupted; its result is dropped).
+        thread's work is not interrupted; its result is dropped).  ``executor``
+        (a ``concurrent.futures`` executor) runs it instead of the hub's own
+        pool of 4 threads.
         """
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
+        if executor is None:
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="greencoap")
+                self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="greencoap")
+            executor = self._executor
         waiter = Waiter(self)
         self._thread_jobs += 1
 
         def done(fut):
             self.run_callback_threadsafe(_thread_done, self, waiter, fut)
 
-        self._executor.submit(fn, *args).add_done_callback(done)
+        executor.submit(fn, *args).add_done_callback(done)
         result = waiter.get(timeout)
         if result is _UNSET:
             raise Timeout(timeout)

@@ -275,6 +275,23 @@ class Observation:
         wait = self.timeout if timeout is None else timeout
         return self._run(self._cancel, timeout, timeout=wait)
 
+    def close_locally(self) -> None:
+        """End the observation here only, sending nothing (the server is told
+        otherwise, e.g. by an RST; a later notification gets RST anyway)."""
+        if self._hub is None:
+            self.cancelled = True
+            return
+        self._run(self._forget, timeout=self.timeout)
+
+    def _forget(self) -> None:
+        self.cancelled = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._queue.put(_FINAL)
+        if self._ex is not None and self._ex.state == OBSERVING:
+            self._ep.forget(self._ex)
+
     def _cancel(self, timeout: float | None = None) -> Response | None:
         ex = self._ex
         self.cancelled = True

@@ -9,7 +9,9 @@ Two kinds of observable resources:
   :meth:`Server.notify` of its path re-runs it for each observer (push
   style; ``notify`` may be called from any OS thread).  The handler can tell
   a registration from a re-render by ``request.observing`` (``"register"``
-  or ``"notify"``) and sees the registration's Accept.
+  or ``"notify"``) and sees the registration's Accept; a handler that sets
+  ``request.observing = None`` at registration declines it (its answer goes
+  as a plain response, without Observe).
 
 Transmission (RFC 7641 §4.5), per observer:
 
@@ -280,6 +282,10 @@ class ObserverRegistry:
         obs = Observer(self, request, route, params)
         request.observing = "register"
         result = route.handler(request, **params)
+        if request.observing is None:  # the handler declined: a plain answer
+            if isinstance(result, types.GeneratorType):
+                result = _first(result)
+            return as_response(result, method, accept)
         if isinstance(result, types.GeneratorType):
             try:
                 first = next(result)
@@ -379,6 +385,15 @@ class ObserverRegistry:
             obs.inflight = None  # the final one goes on its own
             obs.send(Response(Code.SERVICE_UNAVAILABLE, "server stopping"))
             self.remove(obs, "stop")
+
+
+def _first(gen: types.GeneratorType) -> Any:
+    try:
+        value = next(gen)
+    except StopIteration as stop:
+        value = stop.value
+    gen.close()
+    return value
 
 
 __all__ = ["Observer", "ObserverRegistry"]

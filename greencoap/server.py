@@ -16,9 +16,10 @@ from functools import partial
 from time import monotonic
 from typing import Any
 
+from . import pktinfo
 from .codes import Code, Type
 from .dtls_channel import DtlsChannel, SecurePeer, psk_lookup_from
-from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket
+from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, set_buffer_sizes
 from .errors import CoapError, MessageFormatError
 from .hub import LogThrottle, get_hub, sleep
 from .linkformat import filter_links, format_link_format
@@ -129,6 +130,10 @@ class Server:
     is served block by block with an ETag and Size2, the body kept for the
     following block requests so the handler runs once per transfer.
 
+    ``sock`` serves on a UDP socket the caller already bound (legacy code,
+    socket activation) instead of binding ``host``:``port``; it is closed
+    when the server stops.
+
     With ``dtls_port`` the same router is also served over DTLS 1.2 with
     pre-shared keys (``coaps://``, TLS_PSK_WITH_AES_128_CCM_8): ``psk`` is a
     dict ``{identity: key}`` or a callable ``identity -> key or None``;
@@ -169,8 +174,13 @@ class Server:
         psk_hint: str | bytes = b"",
         dtls_sessions: int = 10_000,
         dtls_idle_timeout: float = 300.0,
+        sock: Any = None,
     ) -> None:
         self.router = router
+        #: an already bound UDP socket to serve on instead of binding host:port
+        self._sock = sock
+        if sock is not None:
+            host, port = sock.getsockname()[:2]
         if not any(r.path == "/.well-known/core" for r in router.routes):
             router.add(Code.GET, "/.well-known/core", self._well_known_core, ct=40)
         self.host = host
@@ -298,9 +308,17 @@ class Server:
         from .sync import Event
 
         self.hub = get_hub()
-        sock = make_udp_socket(
-            self.host, self._port, reuse_port=self.reuse_port, buffer_size=self.buffer_size
-        )
+        sock = self._sock
+        if sock is None:
+            sock = make_udp_socket(
+                self.host, self._port, reuse_port=self.reuse_port, buffer_size=self.buffer_size
+            )
+        else:
+            self._sock = None  # served once: a stopped server closed it
+            if self.buffer_size:
+                set_buffer_sizes(sock, self.buffer_size)
+            if sock.getsockname()[0] in ("::", "0.0.0.0"):
+                pktinfo.request(sock)  # answer from the address asked
         self.endpoint = Endpoint(
             sock,
             params=self.params,

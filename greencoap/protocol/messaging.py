@@ -296,6 +296,7 @@ class MessageLayer:
         timeout: float,
         observe: bool = False,
         replace: bool = False,
+        mid: int | None = None,
     ) -> Exchange:
         """Start an exchange for request ``msg`` (its token and MID are assigned here).
 
@@ -308,7 +309,8 @@ class MessageLayer:
         one (no Observe option, or not 2.xx) or :meth:`cancel`.  With
         ``replace``, ``msg`` may reuse the token of an OBSERVING exchange: a
         re-registration (RFC 7641 §3.3.1), which ends that exchange silently
-        and takes its place.
+        and takes its place.  ``mid`` sends it with that message ID instead of
+        a fresh one.
         """
         by_token = self._by_token
         token = msg.token
@@ -331,6 +333,8 @@ class MessageLayer:
                 self._finish(old, "replaced")  # a re-registration takes the token over
         ex = Exchange(peer, token, msg.mtype == CON, now + timeout)
         ex.observe = observe
+        if mid is not None:
+            ex.mid = mid  # the caller's own MID (legacy code sets one), kept when sent
         by_token[key] = ex
         ex.datagram = msg  # encoded when sent
         n = self._inflight.get(peer, 0)
@@ -344,7 +348,10 @@ class MessageLayer:
 
     def _transmit(self, ex: Exchange, now: float) -> None:
         msg = ex.datagram
-        msg.mid = ex.mid = mid = self.next_mid(ex.peer)
+        mid = ex.mid
+        if mid < 0:
+            mid = self.next_mid(ex.peer)
+        msg.mid = ex.mid = mid
         ex.datagram = data = encode_message(msg)
         ex.state = SENT
         ex.sent_at = now

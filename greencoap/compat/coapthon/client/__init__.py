@@ -1,0 +1,1 @@
+"""CoAPthon3's ``coapthon.client``: :class:`~.helperclient.HelperClient`."""

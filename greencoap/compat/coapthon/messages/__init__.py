@@ -1,0 +1,1 @@
+"""CoAPthon3's ``coapthon.messages``: Message, Request, Response, Option."""

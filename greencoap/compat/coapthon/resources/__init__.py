@@ -1,0 +1,1 @@
+"""CoAPthon3's ``coapthon.resources``: :class:`~.resource.Resource`."""

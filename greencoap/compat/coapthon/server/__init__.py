@@ -1,0 +1,1 @@
+"""CoAPthon3's ``coapthon.server``: :class:`~.coap.CoAP`."""
