@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -29,9 +30,10 @@ from greencoap.compat.coapthon.client.helperclient import HelperClient
 from greencoap.compat.coapthon.messages.option import Option
 from greencoap.compat.coapthon.messages.request import Request
 from greencoap.compat.coapthon.messages.response import Response
+from greencoap.compat.coapthon.resources.resource import Resource
 from greencoap.compat.coapthon.serializer import Serializer
 
-from .conftest import Proc, free_port, require_or_skip, which_or_skip
+from .conftest import Proc, free_port, require_or_skip, wait_udp_ready, which_or_skip
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -209,22 +211,27 @@ def test_libcoap_client_against_the_legacy_example_server(hub, legacy_server):
 
 
 def test_a_sleeping_legacy_resource_does_not_hold_up_the_others(hub, legacy_server):
-    """``/long`` sleeps 10 s in its render_GET (a blocking legacy call): a
-    GET to another resource meanwhile is answered at once."""
+    """``/long`` sleeps 10 s in its render_GET (a blocking legacy call): its
+    CON request gets an empty ACK at once and the answer later as a separate
+    CON; a GET to another resource meanwhile is answered at once."""
     u = legacy_server.uri
-    client = which_or_skip("coap-client-notls")
-    slow = subprocess.Popen([client, "-m", "get", u + "/long"], stdout=subprocess.PIPE)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw.settimeout(15)
     try:
-        time.sleep(0.3)
+        raw.sendto(b"\x41\x01\x12\x34\x77\xb4long", ("127.0.0.1", legacy_server.port))
+        t0 = time.monotonic()
+        ack, _ = raw.recvfrom(1500)
+        assert ack == b"\x60\x00\x12\x34" and time.monotonic() - t0 < 1.5  # empty ACK
         t0 = time.monotonic()
         fast = coap_client(hub, "-m", "get", u + "/basic")
         elapsed = time.monotonic() - t0
         assert fast.stdout.strip() == b"Basic Resource" and elapsed < 0.5, elapsed
-        out, _ = slow.communicate(timeout=30)
-        assert out.strip() == b"Long Time"
+        late, _ = raw.recvfrom(1500)
+        assert late[0] >> 4 == 0x4 and late[1] == 69 and late[4:5] == b"\x77"  # CON 2.05
+        assert late.endswith(b"\xffLong Time")
+        raw.sendto(bytes([0x60, 0]) + late[2:4], ("127.0.0.1", legacy_server.port))
     finally:
-        if slow.poll() is None:
-            slow.kill()
+        raw.close()
 
 
 # -- HelperClient --------------------------------------------------------------------------
@@ -317,3 +324,72 @@ def test_helperclient_callbacks_threads_and_no_leaks(hub, demo_proc):
     time.sleep(0.5)
     assert threading.active_count() <= base_threads + 1  # the shared hub thread, if others use it
     assert len(os.listdir("/proc/self/fd")) <= base_fds + 2
+
+
+class Greeting(Resource):
+    """A CoAPthon3-style resource written in a test: GET and PUT."""
+
+    def __init__(self, name="Greeting", coap_server=None):
+        super().__init__(name, coap_server, visible=True, observable=True, allow_children=False)
+        self.payload = "hi"
+
+    def render_GET(self, request):
+        return self
+
+    def render_PUT(self, request):
+        self.edit_resource(request)
+        return self
+
+
+def test_compat_server_and_helperclient_over_ipv6_and_dtls(hub):
+    """The compat server on ::1 with a DTLS port (the documented ``dtls_port=``
+    / ``psk=`` keywords) and HelperClient over IPv6, plain and with
+    ``psk=(identity, key)``; a wrong key is a clear error, not a hang."""
+    from greencoap.compat.coapthon.server.coap import CoAP
+    from greencoap.errors import HandshakeError
+
+    port, dport = free_port(socket.AF_INET6, "::1"), free_port(socket.AF_INET6, "::1")
+    server = CoAP(("::1", port), dtls_port=dport, psk={"legacy": b"secret-key"})
+    server.add_resource("greet/", Greeting())
+    t = threading.Thread(target=server.listen, daemon=True)
+    t.start()
+    try:
+        wait_udp_ready(port, "::1")
+        plain = HelperClient(server=("::1", port), timeout=5)
+        secure = HelperClient(server=("::1", dport), timeout=5, psk=("legacy", b"secret-key"))
+        wrong = HelperClient(server=("::1", dport), timeout=2, psk=("legacy", b"other-key"))
+        try:
+            assert plain.get("greet").payload == "hi"
+            assert secure.put("greet", "hello over DTLS").code == defines.Codes.CHANGED.number
+            assert plain.get("greet").payload == "hello over DTLS"
+            with pytest.raises(HandshakeError, match="wrong PSK"):
+                wrong.get("greet")  # not a silent None: the key is wrong
+        finally:
+            for c in (plain, secure, wrong):
+                c.stop()
+    finally:
+        server.close()
+        t.join(10)
+    assert not t.is_alive()
+
+
+def test_the_worked_example_runs(hub):
+    """``examples/coapthon_legacy.py`` (the README's migration example)."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "coapthon_legacy.py"
+    env = dict(os.environ, GREENCOAP_HUB=hub.backend)
+    out = subprocess.run(
+        [sys.executable, str(example), str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("40 GETs from 8 threads") and lines[0].endswith("{'20.5'}")
+    assert lines[1:4] == [
+        "PUT -> CHANGED",
+        "observed: ['20.5', '21.0']",
+        "slow GET -> monthly report: 42 kWh",
+    ]
+    assert lines[4] == 'discover -> </report>,</thermostat>;ct=0;obs;rt="thermostat"'

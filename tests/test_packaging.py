@@ -231,6 +231,8 @@ def test_wheel_from_sdist_runs_on_io_uring(sdist, wheelhouse, tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "greencoap/uring_core.h" in names and "greencoap/_build_info.py" in names
     assert "greencoap/protocol/dtls/session.py" in names
+    assert "greencoap/compat/coapthon/client/helperclient.py" in names
+    assert "greencoap/compat/coapthon/messages/request.py" in names
     assert [n for n in names if re.fullmatch(r"greencoap/_uring\..*\.so", n)], names
 
     result, stderr, demo_out = serve_and_probe(py, venv, tmp_path)
