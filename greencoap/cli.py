@@ -4,6 +4,8 @@
     greencoap get coaps://127.0.0.1/hello --psk-identity me --psk-key secret
     greencoap post coap://127.0.0.1/echo --payload hi
     greencoap demo-server --host 127.0.0.1 --port 5683
+    greencoap fleet --devices 1000 --register coap://127.0.0.1/rd
+    greencoap rd --host 127.0.0.1 --port 5683
 
 Exit status: 0 for a 2.xx response, 1 for 4.xx/5.xx, 2 for usage errors,
 3 for timeouts/resets/other failures.
@@ -73,11 +75,21 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("-v", "--verbose", action="store_true", help="show options and peer")
         p.set_defaults(method=method)
     sub.add_parser("demo-server", help="run the demo server", add_help=False)
+    sub.add_parser("fleet", help="run a fleet of simulated devices", add_help=False)
+    sub.add_parser("rd", help="run a small test Resource Directory", add_help=False)
     args, rest = ap.parse_known_args(argv)
     if args.command == "demo-server":
         from .demo import main as demo_main
 
         return demo_main(rest)
+    if args.command == "fleet":
+        from .fleet.cli import main as fleet_main
+
+        return fleet_main(rest)
+    if args.command == "rd":
+        from .fleet.rd import main as rd_main
+
+        return rd_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     return _request(args)

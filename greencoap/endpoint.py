@@ -153,6 +153,9 @@ class Endpoint:
         self.closed = False
         #: exceptions caught on this endpoint's receive and timer paths (bugs)
         self.internal_errors = 0
+        #: a simulated bad network (:class:`~greencoap.protocol.impairment.Impairment`)
+        #: that both directions pass through; None (the default) costs nothing
+        self.impairment: Any = None
         self._deadline = DeadlineTimer(self.hub, self._on_timer)
         # ``channel(sock, on_batch)`` wraps the socket (DTLS); the backend's by default
         self.channel = (channel or self.hub.io.open_channel)(sock, self._on_batch)
@@ -170,6 +173,8 @@ class Endpoint:
         s = dict(self.layer.stats)
         s.update(self.channel.stats)
         s["internal_errors"] = self.internal_errors + s.get("internal_errors", 0)
+        if self.impairment is not None:
+            s.update(self.impairment.stats)
         return s
 
     def table_sizes(self) -> dict[str, int]:
@@ -191,6 +196,11 @@ class Endpoint:
         costs only the datagram that hit it: it is reported through the hub's
         error handler, counted as ``internal_errors``, and the batch goes on.
         """
+        impairment = self.impairment
+        if impairment is not None:
+            batch = impairment.inbound(batch)
+            if not batch:
+                return
         layer = self.layer
         receive = layer.receive
         requests = self._requests
@@ -300,6 +310,8 @@ class Endpoint:
         does not hold back the others; the first such error is raised after."""
         layer = self.layer
         out, layer.outbox = layer.outbox, []
+        if self.impairment is not None:
+            out = self.impairment.outbound(out)
         send = self.channel.sendto
         error = None
         for data, peer in out:
@@ -437,7 +449,7 @@ class Endpoint:
             return
         layer = self.layer
         data = layer.respond(request, peer, response, monotonic())
-        if data:
+        if data and (self.impairment is None or self.impairment.outbound((data,))):
             self.channel.sendto(data, peer)
         if layer.outbox:
             self._drain()
@@ -480,11 +492,13 @@ class Endpoint:
             raise ClientClosedError("the endpoint is closed")
         if not keep_mid:
             msg.mid = self.layer.next_mid(peer)
-        self.channel.sendto(msg.encode(), peer)
+        if self.impairment is None or self.impairment.outbound((msg,)):
+            self.channel.sendto(msg.encode(), peer)
 
     def send_raw(self, data: bytes, peer: Any) -> None:
         """Queue a datagram as is (tests and tools)."""
-        self.channel.sendto(data, peer)
+        if self.impairment is None or self.impairment.outbound((data,)):
+            self.channel.sendto(data, peer)
 
     def close(self) -> None:
         """Stop receiving, fail waiting requests with ClientClosedError, close the socket."""

@@ -379,11 +379,13 @@ class ObserverRegistry:
             "observer_pending": sum(1 for o in self.by_key.values() if o.pending is not None),
         }
 
-    def close(self) -> None:
-        """Server stop: a final 5.03 to every observer, then forget them all."""
+    def close(self, final: bool = True) -> None:
+        """Server stop: a final 5.03 to every observer (unless not ``final``:
+        a simulated power cut), then forget them all."""
         for obs in list(self.by_key.values()):
-            obs.inflight = None  # the final one goes on its own
-            obs.send(Response(Code.SERVICE_UNAVAILABLE, "server stopping"))
+            if final:
+                obs.inflight = None  # the final one goes on its own
+                obs.send(Response(Code.SERVICE_UNAVAILABLE, "server stopping"))
             self.remove(obs, "stop")
 
 

@@ -450,13 +450,16 @@ class Server:
             return
         hub.run_callback_threadsafe(self.observers.notify, "/" + path.strip("/"))
 
-    def stop(self) -> None:
-        """End observations (a final 5.03 each), stop serving, close the socket."""
+    def stop(self, final: bool = True) -> None:
+        """End observations (a final 5.03 each), stop serving, close the socket.
+
+        ``final=False`` sends nothing to observers (a device losing power, as
+        simulated by :mod:`greencoap.fleet`)."""
         if self._housekeeper is not None:
             self._housekeeper.cancel()
             self._housekeeper = None
         if self.endpoint is not None:
-            self.observers.close()
+            self.observers.close(final)
             self._last_stats = self.stats
             if self.secure_endpoint is not None:
                 self.secure_endpoint.close()

@@ -250,3 +250,18 @@ def test_property_one_action_at_a_time_and_always_something_scheduled(events, se
             r.on_response(code, "/rd/1" if code == CREATED else None, now)
         if r.registered:
             assert r.next_time() is not None and r.next_time() < r.expires
+
+
+def test_wake_ends_a_back_off_but_not_a_scheduled_refresh():
+    r = reg(retry_base=10.0)
+    r.start(0.0)
+    r.poll(0.0)
+    r.on_failure(0.0)
+    assert r.next_time() >= 10.0
+    r.wake(1.0)
+    assert r.next_time() == 1.0
+    r.poll(1.0)
+    r.on_response(CREATED, "/rd/1", 1.0)
+    due = r.next_time()
+    r.wake(2.0)  # no back-off running: the refresh stays where it was
+    assert r.next_time() == due

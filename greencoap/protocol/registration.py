@@ -263,6 +263,11 @@ class Registration:
         self.stats["removals"] += 1
         return Action("remove", "DELETE", location, [])
 
+    def wake(self, now: float) -> None:
+        """The network is back: an action waiting out a back-off is due now."""
+        if self._in_flight is None and self._due is not None and self._failures:
+            self._due = min(self._due, now)
+
     def reboot(self, now: float, delay: float = 0.0) -> None:
         """Forget the registration (new state, new registration after ``delay``)."""
         self.start(now, delay)
