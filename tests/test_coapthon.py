@@ -393,3 +393,40 @@ def test_the_worked_example_runs(hub):
         "slow GET -> monthly report: 42 kWh",
     ]
     assert lines[4] == 'discover -> </report>,</thermostat>;ct=0;obs;rt="thermostat"'
+
+
+def _sockets() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_a_helperclient_dropped_after_cancel_observing_lets_go(hub, demo_proc):
+    """CoAPthon3's idiom ends an observation with ``cancel_observing`` (which
+    stopped the whole client there) and drops the client: the drop-in's
+    client, never stopped, gives its sockets and threads back when collected."""
+    import gc
+
+    base = _sockets()
+    for _ in range(10):
+        client = HelperClient(server=("127.0.0.1", demo_proc.port), timeout=5)
+        got, enough = [], threading.Event()
+
+        def callback(response, got=got, enough=enough):
+            got.append(response)
+            if len(got) >= 3:
+                enough.set()
+
+        client.observe("counter?interval=0.05", callback)
+        assert enough.wait(5)
+        client.cancel_observing(got[-1], True)
+        del client
+    deadline = time.monotonic() + 5
+    while _sockets() > base and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.1)
+    assert _sockets() <= base

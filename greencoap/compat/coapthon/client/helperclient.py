@@ -22,8 +22,11 @@ the callback form calls back on a thread).  What changes underneath:
 from __future__ import annotations
 
 import queue as _queue
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from greencoap.client import Client
@@ -39,6 +42,52 @@ from ..messages.response import Response
 
 _URI_OPTIONS = frozenset((3, 7, 11, 15))
 _NON = defines.Types["NON"]
+
+
+class _Owned:
+    """What a HelperClient owns and must give back: its greencoap client
+    (made on the shared hub thread, which is its home: every call runs
+    there, whichever thread makes it), its share of that thread, its
+    callback threads."""
+
+    def __init__(self, timeout: float | None, psk: Any, callback_threads: int) -> None:
+        self.hub_thread: Any = acquire_hub_thread()
+        self.client: Client = self.hub_thread.call(partial(Client, timeout=timeout, psk=psk))
+        self.callback_threads = callback_threads
+        self.pool: ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()
+
+    def hub(self) -> Any:
+        if self.hub_thread is None:
+            raise ClientClosedError("the HelperClient was stopped")
+        return self.hub_thread
+
+    def callbacks(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.callback_threads, "coapthon-callback")
+            return self.pool
+
+    def close(self) -> None:
+        self.client.close()
+        with self.lock:
+            hub_thread, self.hub_thread = self.hub_thread, None
+            pool, self.pool = self.pool, None
+        if hub_thread is not None:
+            release_hub_thread(hub_thread)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def collected(self) -> None:
+        """The HelperClient was garbage-collected without stop(): close on
+        the hub thread's next turn (the collection may happen anywhere,
+        the middle of the hub's loop included)."""
+        ht = self.hub_thread
+        hub = getattr(ht, "hub", None)
+        if hub is not None and not hub.closed:
+            hub.run_callback_threadsafe(self.close)
+        else:
+            self.close()
 
 
 class HelperClient:
@@ -62,13 +111,16 @@ class HelperClient:
         counts socket errors instead of raising them).  ``timeout`` is the
         default for calls that give none (RFC 7252's 93 s otherwise)."""
         self.server = (server[0], int(server[1]))
-        self._client = Client(timeout=timeout, psk=psk)
+        self._owned = _Owned(timeout, psk, callback_threads)
+        self._client = self._owned.client
+        # a HelperClient dropped without stop() (CoAPthon3 code that ends with
+        # cancel_observing, which stopped the client there) lets go of its
+        # sockets and threads when it is collected
+        weakref.finalize(self, self._owned.collected)
         self._scheme = "coaps" if psk is not None else "coap"
         self._cb_ignore_read_exception = cb_ignore_read_exception
         self._cb_ignore_write_exception = cb_ignore_write_exception
         self._callback_threads = callback_threads
-        self._pool: ThreadPoolExecutor | None = None
-        self._hub_thread: Any = None
         self._observations: dict[bytes, Any] = {}
         self._stopped = False
         #: responses that no blocking call or callback took (later notifications
@@ -252,13 +304,7 @@ class HelperClient:
         for obs in list(self._observations.values()):
             obs.cancelled = True
         self._observations.clear()
-        self._client.close()
-        if self._hub_thread is not None:
-            release_hub_thread(self._hub_thread)
-            self._hub_thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        self._owned.close()
         self.queue.put(None)
 
     close = stop
@@ -269,14 +315,10 @@ class HelperClient:
             raise ClientClosedError("the HelperClient was stopped")
 
     def _hub(self) -> Any:
-        if self._hub_thread is None:
-            self._hub_thread = acquire_hub_thread()
-        return self._hub_thread
+        return self._owned.hub()
 
     def _callbacks(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._callback_threads, "coapthon-callback")
-        return self._pool
+        return self._owned.callbacks()
 
     def _uri(self, request: Request) -> str:
         host, port = request.destination or self.server
