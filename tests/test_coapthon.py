@@ -412,6 +412,10 @@ def test_a_helperclient_dropped_after_cancel_observing_lets_go(hub, demo_proc):
     import gc
 
     base = _sockets()
+    stopped = HelperClient(server=("127.0.0.1", demo_proc.port), timeout=5)
+    assert stopped.get("hello").code == 69 and _sockets() > base
+    stopped.stop()
+    assert _sockets() == base  # stop() is done when it returns
     for _ in range(10):
         client = HelperClient(server=("127.0.0.1", demo_proc.port), timeout=5)
         got, enough = [], threading.Event()

@@ -31,7 +31,7 @@ from typing import Any
 
 from greencoap.client import Client
 from greencoap.errors import ClientClosedError, RequestTimeoutError, ResetError
-from greencoap.hub import acquire_hub_thread, release_hub_thread, spawn
+from greencoap.hub import acquire_hub_thread, os_thread_ident, release_hub_thread, spawn
 from greencoap.message import Message as CoapMessage
 
 from .. import defines
@@ -69,7 +69,15 @@ class _Owned:
             return self.pool
 
     def close(self) -> None:
-        self.client.close()
+        ht = self.hub_thread
+        hub = getattr(ht, "hub", None)
+        if hub is not None and not hub.closed and os_thread_ident() != ht.ident:
+            try:  # on the hub thread, and wait: stop() leaves no socket behind
+                ht.call(self.client.close, timeout=5.0)
+            except Exception:  # noqa: BLE001 - the hub thread is gone: close from here
+                self.client.close()
+        else:
+            self.client.close()
         with self.lock:
             hub_thread, self.hub_thread = self.hub_thread, None
             pool, self.pool = self.pool, None
