@@ -37,9 +37,11 @@ with greencoap.Client(timeout=10) as client:
     greenlets = [greencoap.spawn(client.get, f"{base}/slow?ms={ms}") for _ in range(n)]
     greencoap.joinall(greenlets, timeout=30)
     elapsed = time.perf_counter() - t0
-    ok = sum(1 for g in greenlets if g.successful and g.value.code == greencoap.Code.CONTENT)
-    print(f"  {ok}/{n} answered 2.05 in {elapsed:.3f} s wall time "
-          f"({n / elapsed:,.0f} req/s; one call takes {ms / 1000:.3f} s)")
+    ok = sum(1 for g in greenlets if g.successful() and g.value.code == greencoap.Code.CONTENT)
+    print(
+        f"  {ok}/{n} answered 2.05 in {elapsed:.3f} s wall time "
+        f"({n / elapsed:,.0f} req/s; one call takes {ms / 1000:.3f} s)"
+    )
 
     print("\nthe same, 5 calls one after another for contrast ...")
     t0 = time.perf_counter()
