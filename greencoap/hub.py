@@ -505,14 +505,14 @@ def os_thread_ident() -> int:
     """The calling OS thread's identity, even after gevent monkey-patching
     (which makes ``threading.get_ident`` name the greenlet)."""
     monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("thread"):
+    if monkey is not None and monkey.is_module_patched("_thread"):
         return monkey.get_original("_thread", "get_ident")()
     return threading.get_ident()
 
 
 def _start_os_thread(fn: Callable, *args: Any) -> None:
     monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("thread"):
+    if monkey is not None and monkey.is_module_patched("_thread"):
         monkey.get_original("_thread", "start_new_thread")(fn, args)
     else:
         import _thread

@@ -31,6 +31,12 @@ def _locust_or_skip():
         require_or_skip(False, "locust")
 
 
+def _unpatched_env() -> dict:
+    """This process skips Locust's monkey-patching; a Locust run must not (it
+    is what users run: gevent patches threading, sockets, time)."""
+    return {k: v for k, v in os.environ.items() if k != "LOCUST_SKIP_MONKEY_PATCH"}
+
+
 def _run_locust(host: str, users: int, seconds: int, env: dict, *extra: str) -> list[dict]:
     _locust_or_skip()
     out = subprocess.run(
@@ -58,7 +64,7 @@ def _run_locust(host: str, users: int, seconds: int, env: dict, *extra: str) -> 
         capture_output=True,
         text=True,
         timeout=seconds + 60,
-        env={**os.environ, **env},
+        env={**_unpatched_env(), **env},
     )
     assert out.stdout.strip(), out.stderr[-3000:]
     return json.loads(out.stdout)
@@ -221,7 +227,7 @@ def test_run_single_user(tmp_path, demo_proc):
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "LOCUST_SKIP_MONKEY_PATCH": "1"},
+        env=_unpatched_env(),
         cwd=ROOT,
     )
     assert "DONE 3" in out.stdout, out.stdout + out.stderr

@@ -208,3 +208,26 @@ def test_interpreter_exit_is_not_blocked():
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "timed out" in p.stdout, p.stderr
     assert time.monotonic() - t0 < 10
+
+
+def test_os_thread_ident_sees_through_gevent_monkey_patching():
+    """After ``gevent.monkey.patch_all()`` (what Locust does) every greenlet
+    of a thread has the same OS thread identity: a client made in one
+    greenlet is at home in the others (it once went to the hub thread and
+    hung Locust workers)."""
+    code = """
+from gevent import monkey; monkey.patch_all()
+import gevent, threading
+from greencoap.hub import os_thread_ident
+ids = []
+gevent.joinall([gevent.spawn(lambda: ids.append(os_thread_ident())) for _ in range(3)])
+other = []
+t = threading.Thread(target=lambda: other.append(os_thread_ident()))
+t.start(); t.join()
+print(len(set(ids)) == 1 and ids[0] == os_thread_ident(), ids[0] != threading.get_ident())
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "True"], out.stdout + out.stderr
