@@ -70,6 +70,7 @@ class Observer:
 
     __slots__ = (
         "registry",
+        "format",
         "peer",
         "token",
         "path",
@@ -108,6 +109,9 @@ class Observer:
         self.inflight: Any = None  # the CON notification being retransmitted, if any
         self.pending: Response | None = None  # a newer state waiting for its turn
         self.next_non = 0.0  # the earliest time for the next NON notification
+        #: the Content-Format notifications must keep (RFC 7641 §4.2): the
+        #: Accept asked for, else that of the registration's response
+        self.format: int | None = request.message.accept
         self.rtt: float | None = None  # smoothed round-trip time, from CON ACKs
         self.timer: Any = None  # fires when a paced state may go
         attrs = route.attrs
@@ -137,8 +141,10 @@ class Observer:
         if tag.__class__ is SecurePeer and not tag.alive():
             self.registry.remove(self, "session_closed")  # its DTLS session is gone
             return
-        accept = self.request.message.accept
-        if accept is not None and 64 <= response.code < 96 and response.content_format != accept:
+        fmt = self.format
+        if fmt is not None and 64 <= response.code < 96 and response.content_format != fmt:
+            # §4.2: a notification keeps the registration's format; the
+            # observation ends with 4.06 (sent without Observe, as final)
             response = Response(Code.NOT_ACCEPTABLE, "the representation changed format")
         final = not 64 <= response.code < 96
         inflight = self.inflight
@@ -156,10 +162,17 @@ class Observer:
                 return
             self.next_non = now + (self.rtt if self.rtt is not None else DEFAULT_PACE)
         self.pending = None
-        ex = ep.notify(self.peer, self._message(response), con, self)
+        msg = self._message(response)
+        ex = ep.notify(self.peer, msg, con, self)
         self.sent += 1
         if con:
             self.inflight = ex
+        hook = self.registry.on_sent
+        if hook is not None:
+            try:
+                hook(self.path, con, len(msg.payload))
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop notifications
+                server.hub.handle_error(hook)
         if final:
             self.registry.remove(self, "final")
 
@@ -260,6 +273,9 @@ class ObserverRegistry:
         self.by_key: dict[tuple, Observer] = {}
         self.by_path: dict[str, dict[tuple, Observer]] = {}
         self.per_peer: dict[Any, int] = {}
+        #: ``on_sent(path, confirmable, size)`` after each notification goes out
+        #: (device fleets report them to Locust); None costs nothing
+        self.on_sent: Any = None
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -300,6 +316,8 @@ class ObserverRegistry:
             response = as_response(result, method, accept)
             if not 64 <= response.code < 96:
                 return response
+        if obs.format is None:
+            obs.format = response.content_format
         self.by_key[key] = obs
         self.by_path.setdefault(obs.path, {})[key] = obs
         self.per_peer[obs.peer] = self.per_peer.get(obs.peer, 0) + 1

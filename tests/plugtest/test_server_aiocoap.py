@@ -18,12 +18,6 @@ from .wire import C2S, S2C, Tap, run_async
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("aiocoap")]
 
-OBS_08_BUG = (
-    "greencoap bug: a notification whose Content-Format differs from the registration's "
-    "response (no Accept in the registration) goes out as 2.05 with the new format; RFC 7641 "
-    "§4.2 and TD_COAP_OBS_08 want a CON 4.06 without Observe and the observer removed "
-    "(greencoap/observers.py Observer.send compares with Accept only)"
-)
 
 CON, NON, ACK, RST = 0, 1, 2, 3
 
@@ -611,7 +605,6 @@ def test_TD_COAP_OBS_07(hub, tap, plug):
     assert plug.stats["observers"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=OBS_08_BUG)
 def test_TD_COAP_OBS_08(hub, tap, plug):
     observe(hub, tap.uri + "/obs", 5, during=stimulus("PUT", b"<v>new</v>", 41))
     token = registration(tap).token

@@ -22,13 +22,6 @@ from .wire import C2S, S2C, CoapClient, LcMsg, Tap, coap_client
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("coap_client_bin")]
 
-OBS_08_BUG = (
-    "greencoap bug: a notification whose Content-Format differs from the registration's "
-    "response (no Accept in the registration) goes out as 2.05 with the new format; RFC 7641 "
-    "§4.2 and TD_COAP_OBS_08 want a CON 4.06 without Observe and the observer removed "
-    "(greencoap/observers.py Observer.send compares with Accept only)"
-)
-
 
 def run(hub, uri: str, *args: str, timeout: float = 8.0) -> CoapClient:
     c = coap_client(hub, "-B", str(int(timeout)), *args, uri, timeout=timeout + 2)
@@ -500,7 +493,6 @@ def test_TD_COAP_OBS_07(hub, plug):
     assert plug.stats["observers"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=OBS_08_BUG)
 def test_TD_COAP_OBS_08(hub, plug):
     c, notes = observe_and(hub, plug, "o8", "-m", "put", "-t", "41", "-e", "<v>new</v>")
     first_cf = c.response_to(registration(c)).opt("Content-Format")

@@ -26,12 +26,6 @@ from .wire import C2S, S2C, RawPeer, Tap, raw_session
 
 pytestmark = pytest.mark.timeout(60)
 
-OBS_08_BUG = (
-    "greencoap bug: a notification whose Content-Format differs from the registration's "
-    "response (no Accept in the registration) goes out as 2.05 with the new format; RFC 7641 "
-    "§4.2 and TD_COAP_OBS_08 want a CON 4.06 without Observe and the observer removed "
-    "(greencoap/observers.py Observer.send compares with Accept only)"
-)
 
 CF, ETAG, OBSERVE, LOC_PATH, LOC_QUERY = 12, 4, 6, 8, 20
 ACCEPT, IF_MATCH, IF_NONE_MATCH, BLOCK2, BLOCK1, SIZE2 = 17, 1, 5, 23, 27, 28
@@ -772,7 +766,6 @@ def test_TD_COAP_OBS_07(hub, plug):
     assert plug.stats["observers"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=OBS_08_BUG)
 def test_TD_COAP_OBS_08(hub, plug):
     def script(peer: RawPeer):
         first, final, after = observe_then(peer, b"o8", (Code.PUT, b"<v>new</v>", 41))
