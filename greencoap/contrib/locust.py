@@ -28,6 +28,7 @@ on gevent's hub.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -153,12 +154,21 @@ def parse_host(host: str | None) -> str:
 class CoapSession:
     """``self.client`` of a :class:`CoapUser`: paths resolved against the host."""
 
-    def __init__(self, base_url: str, request_event: Any, user: Any, client: Client) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        request_event: Any,
+        user: Any,
+        client: Client,
+        shared_key: Any = None,
+    ) -> None:
         self.base_url = base_url
         self._urls: dict[str, str] = {}
         self.request_event = request_event
         self.user = user
         self.coap = client
+        self._shared_key = shared_key
+        self._pools: list[ObservationPool] = []
 
     def _url(self, path: str) -> str:
         url = self._urls.get(path)
@@ -255,8 +265,88 @@ class CoapSession:
         """
         return LocustObservation(self, path, name or path, timeout, context)
 
+    def hold_observations(
+        self,
+        path: str,
+        count: int,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: float = 1.0,
+    ) -> ObservationPool:
+        """Hold ``count`` observations of ``path`` open in the background
+        (observe load): each registration is reported as ``OBSERVE``, each
+        notification as ``NOTIFY`` with its *age* as response time (how long
+        the previous state had been the newest one when it arrived), so
+        Locust shows the notification rate and how stale observers get.  An
+        observation that ends is registered again after ``retry`` s.  They
+        are all deregistered by ``pool.close()`` or when the user stops."""
+        pool = ObservationPool(self, path, count, name or path, timeout, retry)
+        self._pools.append(pool)
+        return pool
+
     def close(self) -> None:
-        self.coap.close()
+        for pool in self._pools:
+            pool.close()
+        self._pools.clear()
+        if self._shared_key is not None:
+            _release_shared(self._shared_key)
+        else:
+            self.coap.close()
+
+
+class ObservationPool:
+    """What :meth:`CoapSession.hold_observations` returns."""
+
+    def __init__(
+        self,
+        session: CoapSession,
+        path: str,
+        count: int,
+        name: str,
+        timeout: float | None,
+        retry: float,
+    ) -> None:
+        if count < 1:
+            raise ValueError("hold at least one observation")
+        self.session = session
+        self.path = path
+        self.name = name
+        self.timeout = timeout
+        self.retry = retry
+        self.started = time.monotonic()
+        #: notifications received by all of them (registrations not counted)
+        self.notifications = 0
+        self.registrations = 0
+        self._closed = False
+        self._greenlets = [gevent.spawn(self._hold) for _ in range(count)]
+
+    def _hold(self) -> None:
+        while not self._closed:
+            try:
+                with self.session.observe(self.path, name=self.name, timeout=self.timeout) as o:
+                    first = True
+                    for item in o.iter(self.timeout):
+                        if first:
+                            self.registrations += 1
+                            first = False
+                        elif item.ok:
+                            self.notifications += 1
+                        if self._closed or not item.ok:
+                            break
+            except CoapError:
+                pass  # reported by the observation already
+            if not self._closed:
+                gevent.sleep(self.retry)
+
+    def rate(self) -> float:
+        """Notifications per second since the pool started."""
+        return self.notifications / max(1e-9, time.monotonic() - self.started)
+
+    def close(self) -> None:
+        """Deregister them all."""
+        self._closed = True
+        gevent.killall(self._greenlets, block=True, timeout=5)
 
 
 class LocustObservation:
@@ -360,9 +450,16 @@ class CoapUser(User):
     block_size: int | None = None
     psk_identity: str | None = None
     psk_key: str | bytes | None = None
+    #: False (the default): each user has a client, so a socket and source
+    #: port, of its own, as separate devices would; True: the users of a
+    #: process share one client (one socket)
+    share_client: bool = False
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
+        self.client: Any = None
+        if startup_error() is not None:
+            return  # the run is stopping; the reason was said once, at start
         base = parse_host(self.host)
         gevent.get_hub()  # greencoap must park on gevent's hub, even without monkey-patching
         opts = getattr(environment, "parsed_options", None)
@@ -375,8 +472,114 @@ class CoapUser(User):
             raise StopTest("CoapUser: set both psk_identity and psk_key (or neither)")
         if identity is not None:
             settings["psk"] = (identity, key)
-        client = Client(**settings)
-        self.client = CoapSession(base, environment.events.request, self, client)
+        shared_key = None
+        if self.share_client:
+            shared_key = tuple(sorted((k, str(v)) for k, v in settings.items()))
+            client = _acquire_shared(shared_key, settings)
+        else:
+            client = Client(**settings)
+        self.client = CoapSession(base, environment.events.request, self, client, shared_key)
+
+    def run(self) -> None:
+        if self.client is None:
+            return  # refused at start (see startup_error)
+        super().run()
 
     def on_stop(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
+
+
+_shared: dict[Any, list] = {}
+
+
+def _acquire_shared(key: Any, settings: dict) -> Client:
+    entry = _shared.get(key)
+    if entry is None:
+        entry = _shared[key] = [Client(**settings), 0]
+    entry[1] += 1
+    return entry[0]
+
+
+def _release_shared(key: Any) -> None:
+    entry = _shared.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        del _shared[key]
+        entry[0].close()
+
+
+# -- mistakes fail once, at start --------------------------------------------------------
+
+logger = logging.getLogger("greencoap.locust")
+_startup: dict[str, str | None] = {"error": None}
+
+
+def startup_error() -> str | None:
+    """Why this run cannot work (found at test start), or None."""
+    return _startup["error"]
+
+
+def _problems(environment: Any) -> list[str]:
+    from .locust_device import find_rd
+
+    opts = getattr(environment, "parsed_options", None)
+    out: list[str] = []
+    for cls in environment.user_classes or ():
+        host = environment.host or getattr(cls, "host", None)
+        if issubclass(cls, CoapUser):
+            try:
+                base = parse_host(host)
+            except StopTest as e:
+                out.append(str(e))
+                continue
+            identity = getattr(opts, "coap_psk_identity", None) or cls.psk_identity
+            key = getattr(opts, "coap_psk_key", None) or cls.psk_key
+            if base.startswith("coaps://") and (identity is None or key is None):
+                out.append(
+                    f"{cls.__name__}: the host {host} is coaps:// (DTLS): give "
+                    "--coap-psk-identity and --coap-psk-key (or psk_identity/psk_key on the class)"
+                )
+        elif issubclass(cls, CoapDeviceUser) and cls.register:
+            if not host:
+                out.append(
+                    f"{cls.__name__} registers its devices: pass --host with the RD, "
+                    "e.g. --host coap://rd-host:5683/rd"
+                )
+                continue
+            try:
+                find_rd(host, cls.device_host)
+            except Exception as e:  # noqa: BLE001 - FleetError, UriError: said once
+                out.append(f"{cls.__name__}: {e} (is the RD running at --host {host}?)")
+    return list(dict.fromkeys(out))
+
+
+@events.test_start.add_listener
+def _check_at_start(environment: Any, **_: Any) -> None:
+    _startup["error"] = None
+    problems = _problems(environment)
+    if not problems:
+        return
+    message = "; ".join(problems)
+    _startup["error"] = message
+    logger.error("greencoap: %s", message)
+    environment.process_exit_code = 2
+    runner = environment.runner
+    if runner is not None and type(runner).__name__ != "WorkerRunner":
+        gevent.spawn_later(0.1, runner.quit)
+
+
+from .locust_device import CoapDeviceUser, find_rd  # noqa: E402 - it builds on the above
+
+__all__ = [
+    "CoapDeviceUser",
+    "CoapRequestError",
+    "CoapResponse",
+    "CoapSession",
+    "CoapUser",
+    "ObservationPool",
+    "find_rd",
+    "startup_error",
+]

@@ -24,7 +24,7 @@ from ..protocol.registration import Action, Registration, RegistrationConfig
 from ..router import Router
 from ..server import Server
 
-__all__ = ["Device", "DeviceServer", "EventHook", "links_of"]
+__all__ = ["Device", "DeviceServer", "EventHook", "links_of", "lwm2m_links"]
 
 #: ``hook(kind, name, seconds, size, error)``: one event of a device —
 #: ``kind`` "register"/"refresh"/"remove" (an RD exchange: ``seconds`` it
@@ -51,17 +51,53 @@ def links_of(router: Router) -> bytes:
     return format_link_format(links).encode()
 
 
+def lwm2m_links(router: Router) -> bytes:
+    """An LwM2M client's registration payload: ``</>;rt="oma.lwm2m"`` and
+    the object (instance) links among its routes (``</3/0>``, ``</1>``)."""
+    objects = [f"<{link.target}>" for link in router.links() if _is_object_link(link.target)]
+    return ",".join(['</>;rt="oma.lwm2m";ct=11543', *objects]).encode()
+
+
+def _is_object_link(target: str) -> bool:
+    parts = [p for p in target.split("/") if p]
+    return 1 <= len(parts) <= 2 and all(p.isdigit() for p in parts)
+
+
 class DeviceServer(Server):
     """A :class:`~greencoap.Server` that can answer slowly (fault injection):
     with :attr:`delay` set, each request waits that long first (past
-    ``separate_delay`` the answer becomes a separate response)."""
+    ``separate_delay`` the answer becomes a separate response).  With
+    :attr:`served` set, ``served(method, name, seconds, size, code)`` hears
+    of every request answered (``name`` is the route's path, so that
+    ``/things/:id`` is one name)."""
 
     delay: float = 0.0
+    served: Callable[[str, str, float, int, int], None] | None = None
 
     def handle_request(self, msg: Message, peer: tuple) -> Any:
+        served = self.served
+        if served is None:
+            if self.delay:
+                sleep(self.delay)
+            return super().handle_request(msg, peer)
+        t0 = monotonic()
         if self.delay:
             sleep(self.delay)
-        return super().handle_request(msg, peer)
+        response = super().handle_request(msg, peer)
+        try:
+            route, _ = self.router.resolve(msg.code, msg.uri_path)
+            name = route.path
+        except (LookupError, UnicodeDecodeError):
+            name = "/" + "/".join(msg.uri_path)
+        try:
+            method = Code(msg.code).name
+        except ValueError:
+            method = str(msg.code)
+        try:
+            served(method, name, monotonic() - t0, len(response.payload), int(response.code))
+        except Exception:  # noqa: BLE001 - a listener's bug must not cost the answer
+            get_hub().handle_error(served)
+        return response
 
 
 class Device:
@@ -70,9 +106,11 @@ class Device:
     ``template(index, name)`` returns its :class:`Router` (or ``(router,
     state)``); ``port`` 0 picks a free one; ``psk`` ``(identity, key)``
     makes it serve ``coaps://`` on ``dtls_port`` as well.  ``registration``
-    (a :class:`RegistrationConfig` without the payload, which comes from the
-    routes unless set) and ``rd_peer`` (the RD's socket address) make it
-    register; ``events`` hears of every registration exchange.
+    (a :class:`RegistrationConfig`; an empty payload is filled with
+    ``links(router)``, by default :func:`links_of`) and ``rd_peer`` (the
+    RD's socket address) make it register; ``events`` hears of every
+    registration exchange, ``served`` of every request answered and
+    ``notified`` of every notification sent.
     """
 
     def __init__(
@@ -89,6 +127,9 @@ class Device:
         rd_peer: tuple | None = None,
         rd_timeout: float = 93.0,
         events: EventHook | None = None,
+        served: Callable[[str, str, float, int, int], None] | None = None,
+        notified: Callable[[str, bool, int], None] | None = None,
+        links: Callable[[Router], bytes] | None = None,
         rng: random.Random | None = None,
         server_options: dict[str, Any] | None = None,
     ) -> None:
@@ -102,6 +143,9 @@ class Device:
         self.rd_peer = rd_peer
         self.rd_timeout = rd_timeout
         self.events = events
+        self.served = served
+        self.notified = notified
+        self.links = links or links_of
         self.rng = rng or random.Random(index)
         self.server_options = server_options or {}
         self.router: Router | None = None
@@ -163,6 +207,8 @@ class Device:
             options.update(dtls_port=self._dtls_port, psk={self.psk[0]: self.psk[1]})
         server = DeviceServer(router, host=self.host, port=self._port, **options)
         server.delay = self.slow
+        server.served = self.served
+        server.observers.on_sent = self.notified
         try:
             server.start()
         except OSError as e:
@@ -177,7 +223,7 @@ class Device:
         self.server = server
         self.boots += 1
         if self.registration is not None and self.registration.config.payload == b"":
-            self.registration.config.payload = links_of(router)
+            self.registration.config.payload = self.links(router)
 
     def stop(self, deregister: bool = True, timeout: float = 5.0) -> None:
         """Remove the registration (``deregister``; waits at most ``timeout``
@@ -244,6 +290,36 @@ class Device:
         if self.registration is not None:
             self.registration.reboot(monotonic(), boot_time)
             self._schedule()
+
+    # -- pushing ------------------------------------------------------------------
+    def push(
+        self,
+        peer: tuple,
+        path: str,
+        payload: bytes,
+        *,
+        confirmable: bool = True,
+        content_format: int | None = 0,
+        timeout: float = 10.0,
+    ) -> Message | None:
+        """Send ``payload`` as a POST to ``path`` at ``peer`` (a platform's
+        telemetry endpoint) from the device's own socket: a CON waits for
+        its response (returned; :class:`RequestTimeoutError` after
+        ``timeout``), a NON is sent once (None returned)."""
+        server = self.server
+        if server is None or server.endpoint is None:
+            raise RequestTimeoutError(f"device {self.name} is stopped")
+        msg = Message(Type.CON if confirmable else Type.NON, Code.POST, payload=payload)
+        msg.uri_path = _segments(path)
+        if content_format is not None:
+            msg.add_option(O.CONTENT_FORMAT, content_format)
+        ep = server.endpoint
+        if confirmable:
+            return ep.request(msg, peer, timeout)
+        n = ep.layer.token_length
+        msg.token = self.rng.getrandbits(8 * n).to_bytes(n, "big") if n else b""
+        ep.send(msg, peer)
+        return None
 
     # -- registration -----------------------------------------------------------
     def _cancel_timer(self) -> None:

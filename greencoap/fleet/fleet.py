@@ -12,10 +12,10 @@ from ..endpoint import peer_key
 from ..errors import CoapError, UriError
 from ..hub import get_hub, joinall, sleep, spawn
 from ..linkformat import parse_link_format
-from ..protocol.registration import RegistrationConfig
+from ..protocol.registration import Registration, RegistrationConfig
 from ..uri import is_ip_literal, parse_uri
 from .behaviours import sensor
-from .device import Device, EventHook
+from .device import Device, EventHook, links_of, lwm2m_links
 
 __all__ = ["FAULTS", "Fleet", "FleetError"]
 
@@ -24,6 +24,9 @@ FAULTS = ("slow", "loss", "offline", "reboot")
 
 #: socket buffers of a device (a fleet has thousands: keep the kernel's share small)
 DEVICE_SOCKET_BUFFER = 256 * 1024
+
+#: seconds to wait for the RD to answer its first ping / discovery at start
+RD_PROBE_TIMEOUT = 3.0
 
 #: registrations per second a fleet's default ramp allows
 DEFAULT_RAMP_RATE = 500.0
@@ -170,11 +173,8 @@ class Fleet:
         if self.links is not None:
             return self.links(device)
         if self.lwm2m is not None:
-            objects = [
-                f"<{link.target}>" for link in device.router.links() if _is_object_link(link.target)
-            ]
-            return ",".join(['</>;rt="oma.lwm2m";ct=11543', *objects]).encode()
-        return b""  # the device's routes (filled in when it is built)
+            return lwm2m_links(device.router)
+        return links_of(device.router)
 
     # -- running ----------------------------------------------------------------------
     def start(self) -> Fleet:
@@ -211,8 +211,10 @@ class Fleet:
                 device._build()
                 config = self._registration(device)
                 if config is not None:
-                    config.payload = self._payload(device) or b""
+                    config.payload = self._payload(device)
                     device.registration = _registration_for(device, config)
+                    if self.lwm2m is not None:
+                        device.links = lwm2m_links  # also after a reboot
                 self.devices.append(device)
                 if k % 256 == 255:
                     sleep(0)  # let the hub serve the devices already up
@@ -262,7 +264,7 @@ class Fleet:
         """An RD that does not answer at all fails the start, once, clearly."""
         with self._client_for_probe() as client:
             try:
-                client.ping(f"coap://{_host(uri.host)}:{uri.port}", timeout=5)
+                client.ping(f"coap://{_host(uri.host)}:{uri.port}", timeout=RD_PROBE_TIMEOUT)
             except CoapError as e:
                 raise FleetError(f"no CoAP server answers at {self.register_uri}: {e}") from None
 
@@ -270,7 +272,7 @@ class Fleet:
         base = f"coap://{_host(uri.host)}:{uri.port}"
         with self._client_for_probe() as client:
             try:
-                r = client.get(base + "/.well-known/core?rt=core.rd", timeout=10)
+                r = client.get(base + "/.well-known/core?rt=core.rd", timeout=RD_PROBE_TIMEOUT)
             except CoapError as e:
                 raise FleetError(f"no RD answers at {base}: {e}") from None
         links = []
@@ -502,24 +504,13 @@ class Fleet:
         return total
 
 
-def _registration_for(device: Device, config: RegistrationConfig) -> Any:
-    from ..protocol.registration import Registration
-
-    if not config.payload:
-        from .device import links_of
-
-        config.payload = links_of(device.router)
+def _registration_for(device: Device, config: RegistrationConfig) -> Registration:
     return Registration(config, device.rng)
 
 
 def _spread_telemetry(device: Device, now: float, rng: random.Random) -> None:
     for t in getattr(device.state, "telemetry", None) or ():
         t.due = now + rng.random() * t.interval
-
-
-def _is_object_link(target: str) -> bool:
-    parts = [p for p in target.split("/") if p]
-    return 1 <= len(parts) <= 2 and all(p.isdigit() for p in parts)
 
 
 def _host(host: str) -> str:
