@@ -407,3 +407,26 @@ def test_a_stopped_fleet_leaves_no_socket_behind(hub):
     with pytest.raises(CoapError):
         with Client(timeout=0.5) as c:
             c.get(fleet[0].uri + "/whoami")
+
+
+def test_the_gateway_example_runs(hub):
+    """``examples/fleet_gateway.py``: fleet, RD, a gateway observing them all."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "fleet_gateway.py"
+    env = dict(os.environ, GREENCOAP_HUB=hub.backend)
+    out = hub.run_in_thread(
+        lambda: subprocess.run(
+            [sys.executable, str(example), "--devices", "100", "--duration", "3"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        ),
+        timeout=65,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("100 devices registered")
+    assert lines[1] == "the RD lists 100 temperature sensors; observing them all"
+    first = int(lines[2].split()[0])
+    assert first >= 100  # each observation's first answer at least
+    assert lines[-1] == "fleet stopped: 0 registrations left in the RD"
