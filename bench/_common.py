@@ -60,6 +60,7 @@ RESULT_FIELDS_INT = (
     "sent",
     "p90_us",
     "separate",
+    "ports",
 )
 RESULT_FIELDS_FLOAT = ("client_cpu",)
 

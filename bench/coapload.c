@@ -9,15 +9,25 @@
  * retransmitted: a request left unanswered for --timeout-ms is counted as
  * lost and its place is given to a new request.
  *
+ * --port-count N (N > 1) aims at N ports --port .. --port+N-1 of --host (a
+ * fleet of devices, a port each): the sockets are then left unconnected,
+ * every request names its destination in sendmmsg's msg_name, the next port
+ * round-robin over all requests of all sockets, and recvmmsg takes each
+ * response's source address (an ACK or RST that coapload sends goes back
+ * there).  Matching stays by (socket, token) and (socket, MID); the source
+ * address is not checked.  N == 1 keeps the connected sockets.
+ *
  * The last line printed is machine-readable (see bench/README.md):
  *   RESULT type=con window=64 sockets=4 rps=... p50_us=... p99_us=... p999_us=...
  *          lost=... errors=... unmatched=... client_cpu=... sent=... p90_us=...
+ *          separate=... ports=...
  *
  * Build: cc -O2 -Wall -Wextra -o build/coapload bench/coapload.c   (or `make tools`)
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -46,6 +56,7 @@ enum { T_CON = 0, T_NON = 1, T_ACK = 2, T_RST = 3 };
 static struct {
     const char *host;
     const char *port;
+    long port_count; /* ports port .. port+port_count-1 */
     int type; /* T_CON or T_NON */
     int window;
     int sockets;
@@ -62,6 +73,7 @@ static struct {
 } opt = {
     .host = "127.0.0.1",
     .port = "5683",
+    .port_count = 1,
     .type = T_CON,
     .window = 64,
     .sockets = 4,
@@ -78,14 +90,16 @@ static struct {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: coapload [--host H] [--port P] [--type con|non] [--window W] [--sockets N]\n"
-            "                [--duration S] [--warmup S] [--path a/b] [--query k=v]...\n"
+            "usage: coapload [--host H] [--port P] [--port-count N] [--type con|non] [--window W]\n"
+            "                [--sockets N] [--duration S] [--warmup S] [--path a/b] [--query k=v]...\n"
             "                [--payload N] [--method get|post|put|delete] [--token-len 0-8]\n"
             "                [--timeout-ms MS] [--rate R]\n"
-            "defaults: --host 127.0.0.1 --port 5683 --type con --window 64 --sockets 4\n"
-            "          --duration 5 --warmup 0.5 --token-len 4 --timeout-ms 1000 --rate 0\n"
+            "defaults: --host 127.0.0.1 --port 5683 --port-count 1 --type con --window 64\n"
+            "          --sockets 4 --duration 5 --warmup 0.5 --token-len 4 --timeout-ms 1000 --rate 0\n"
             "--host takes an IPv4 or IPv6 address (::1) or a name; --rate 0 = unlimited;\n"
-            "--payload N > 0 makes the method default to POST.\n");
+            "--port-count N: the N ports P .. P+N-1 of H (1..65535, P+N-1 at most 65535),\n"
+            "requests spread round-robin over them; --payload N > 0 makes the method default\n"
+            "to POST.\n");
 }
 
 static void die_usage(const char *fmt, ...)
@@ -122,10 +136,10 @@ static double parse_double(const char *name, const char *s, double lo, double hi
 
 static int known_option(const char *name)
 {
-    static const char *names[] = {"--host",    "--port",   "--type",      "--window",
-                                  "--sockets", "--duration", "--warmup",  "--path",
-                                  "--query",   "--payload", "--method",   "--token-len",
-                                  "--timeout-ms", "--rate"};
+    static const char *names[] = {"--host",    "--port",   "--port-count", "--type",
+                                  "--window",  "--sockets", "--duration", "--warmup",
+                                  "--path",    "--query",  "--payload",   "--method",
+                                  "--token-len", "--timeout-ms", "--rate"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i]))
             return 1;
@@ -168,7 +182,9 @@ static void parse_args(int argc, char **argv)
         else if (!strcmp(name, "--port")) {
             parse_long(name, val, 1, 65535);
             opt.port = val;
-        } else if (!strcmp(name, "--type")) {
+        } else if (!strcmp(name, "--port-count"))
+            opt.port_count = parse_long(name, val, 1, 65535);
+        else if (!strcmp(name, "--type")) {
             if (!strcmp(val, "con"))
                 opt.type = T_CON;
             else if (!strcmp(val, "non"))
@@ -214,6 +230,10 @@ static void parse_args(int argc, char **argv)
         die_usage("--token-len 0 cannot match NON responses; use --type con or a token");
     if (opt.window * opt.sockets > 1 << 20)
         die_usage("--window x --sockets must stay below %d", 1 << 20);
+    long port0 = strtol(opt.port, NULL, 10);
+    if (port0 + opt.port_count - 1 > 65535)
+        die_usage("--port %ld --port-count %ld: the last port, %ld, is past 65535", port0,
+                  opt.port_count, port0 + opt.port_count - 1);
 }
 
 /* ------------------------------------------------------------------ time */
@@ -295,6 +315,16 @@ struct sock {
 };
 
 static struct sock *socks;
+
+/* --port-count > 1: the destinations, one per port; requests take them in turn */
+union addr {
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+};
+static union addr *dests; /* NULL when the sockets are connected (--port-count 1) */
+static socklen_t dest_len;
+static long next_dest; /* the port the next request goes to, round-robin over all sockets */
 static unsigned slot_bits; /* bits of the token that name the slot */
 static uint64_t token_mask;
 
@@ -417,6 +447,7 @@ static struct mmsghdr tx_msgs[BATCH];
 static struct iovec tx_iov[BATCH][2];
 static uint8_t tx_hdr[BATCH][12];
 static int tx_idx[BATCH];
+static long tx_dest[BATCH];
 
 /* send up to `budget` new requests on socket s; return how many left */
 static long fill(struct sock *s, long budget)
@@ -440,6 +471,13 @@ static long fill(struct sock *s, long budget)
             memset(&tx_msgs[n], 0, sizeof tx_msgs[n]);
             tx_msgs[n].msg_hdr.msg_iov = tx_iov[n];
             tx_msgs[n].msg_hdr.msg_iovlen = 2;
+            if (dests) {
+                tx_dest[n] = next_dest;
+                tx_msgs[n].msg_hdr.msg_name = &dests[next_dest];
+                tx_msgs[n].msg_hdr.msg_namelen = dest_len;
+                if (++next_dest == opt.port_count)
+                    next_dest = 0;
+            }
             tx_idx[n] = idx;
             n++;
             budget--;
@@ -461,6 +499,8 @@ static long fill(struct sock *s, long budget)
                 /* not sent: give the slots back and try again later */
                 for (int k = n - 1; k >= done; k--)
                     release(s, tx_idx[k]);
+                if (dests) /* the unsent ports come first again: the spread stays even */
+                    next_dest = tx_dest[done];
                 if (measuring)
                     st.send_errors++, st.sent += (uint64_t)done;
                 return sent_total + done;
@@ -492,9 +532,16 @@ static void complete(struct sock *s, int idx, uint8_t code, int64_t rx_ns)
     release(s, idx);
 }
 
-static void send_empty(struct sock *s, int type, uint16_t mid)
+/* an empty ACK or RST; `to` is the datagram's source (unconnected sockets), NULL when connected */
+static void send_empty(struct sock *s, int type, uint16_t mid, const struct msghdr *to)
 {
     uint8_t m[4] = {(uint8_t)(0x40 | type << 4), 0, (uint8_t)(mid >> 8), (uint8_t)mid};
+    if (to) {
+        if (to->msg_namelen > 0)
+            (void)sendto(s->fd, m, sizeof m, MSG_DONTWAIT, (const struct sockaddr *)to->msg_name,
+                         to->msg_namelen);
+        return;
+    }
     if (send(s->fd, m, sizeof m, MSG_DONTWAIT) < 0 && errno == ECONNREFUSED)
         (void)send(s->fd, m, sizeof m, MSG_DONTWAIT);
 }
@@ -511,7 +558,8 @@ static int by_token(struct sock *s, const uint8_t *tok, int tkl)
     return sl->sent_ns && sl->token == t ? (int)idx : -1;
 }
 
-static void on_datagram(struct sock *s, const uint8_t *m, size_t len, int64_t rx_ns)
+static void on_datagram(struct sock *s, const uint8_t *m, size_t len, int64_t rx_ns,
+                        const struct msghdr *from)
 {
     if (len < 4 || m[0] >> 6 != 1 || (m[0] & 15) > 8 || len < 4u + (m[0] & 15u)) {
         if (measuring)
@@ -550,14 +598,14 @@ static void on_datagram(struct sock *s, const uint8_t *m, size_t len, int64_t rx
     /* CON or NON: a response of its own, found by token */
     if (code == 0 || code >> 5 == 0) { /* a ping or a request from the server */
         if (type == T_CON)
-            send_empty(s, T_RST, mid);
+            send_empty(s, T_RST, mid, from);
         if (measuring)
             st.unmatched++;
         return;
     }
     int idx = by_token(s, tok, tkl);
     if (type == T_CON)
-        send_empty(s, idx >= 0 ? T_ACK : T_RST, mid);
+        send_empty(s, idx >= 0 ? T_ACK : T_RST, mid, from);
     if (idx < 0) {
         if (measuring)
             st.unmatched++;
@@ -571,6 +619,7 @@ static void on_datagram(struct sock *s, const uint8_t *m, size_t len, int64_t rx
 static struct mmsghdr rx_msgs[BATCH];
 static struct iovec rx_iov[BATCH];
 static uint8_t rx_buf[BATCH][RX_BUF];
+static struct sockaddr_storage rx_addr[BATCH]; /* sources, when the sockets are unconnected */
 
 static void drain(struct sock *s)
 {
@@ -580,6 +629,10 @@ static void drain(struct sock *s)
             memset(&rx_msgs[i].msg_hdr, 0, sizeof rx_msgs[i].msg_hdr);
             rx_msgs[i].msg_hdr.msg_iov = &rx_iov[i];
             rx_msgs[i].msg_hdr.msg_iovlen = 1;
+            if (dests) {
+                rx_msgs[i].msg_hdr.msg_name = &rx_addr[i];
+                rx_msgs[i].msg_hdr.msg_namelen = sizeof rx_addr[i];
+            }
         }
         int n = recvmmsg(s->fd, rx_msgs, BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
@@ -590,7 +643,8 @@ static void drain(struct sock *s)
         int64_t t = now_ns();
         for (int i = 0; i < n; i++) {
             size_t len = rx_msgs[i].msg_len;
-            on_datagram(s, rx_buf[i], len > RX_BUF ? RX_BUF : len, t);
+            on_datagram(s, rx_buf[i], len > RX_BUF ? RX_BUF : len, t,
+                        dests ? &rx_msgs[i].msg_hdr : NULL);
         }
         if (n < BATCH || s->nfree == opt.window) /* short batch, or nothing left in flight */
             return;
@@ -641,6 +695,26 @@ static void open_sockets(int ep)
     if (rc)
         die_usage("--host %s --port %s: %s", opt.host, opt.port, gai_strerror(rc));
 
+    if (opt.port_count > 1) {
+        if (ai->ai_addrlen > sizeof *dests)
+            die_usage("--host %s: unsupported address family", opt.host);
+        dests = calloc((size_t)opt.port_count, sizeof *dests);
+        if (!dests)
+            perror("calloc"), exit(1);
+        dest_len = ai->ai_addrlen;
+        long port0 = strtol(opt.port, NULL, 10);
+        for (long k = 0; k < opt.port_count; k++) {
+            memcpy(&dests[k], ai->ai_addr, ai->ai_addrlen);
+            uint16_t p = htons((uint16_t)(port0 + k));
+            if (ai->ai_family == AF_INET6)
+                dests[k].in6.sin6_port = p;
+            else if (ai->ai_family == AF_INET)
+                dests[k].in4.sin_port = p;
+            else
+                die_usage("--host %s: unsupported address family", opt.host);
+        }
+    }
+
     socks = calloc((size_t)opt.sockets, sizeof *socks);
     if (!socks)
         perror("calloc"), exit(1);
@@ -651,7 +725,7 @@ static void open_sockets(int ep)
             perror("socket"), exit(1);
         set_buf(s->fd, SO_RCVBUFFORCE, SO_RCVBUF, 4 << 20);
         set_buf(s->fd, SO_SNDBUFFORCE, SO_SNDBUF, 4 << 20);
-        if (connect(s->fd, ai->ai_addr, ai->ai_addrlen) < 0)
+        if (!dests && connect(s->fd, ai->ai_addr, ai->ai_addrlen) < 0)
             fprintf(stderr, "coapload: connect %s: %s\n", opt.host, strerror(errno)), exit(1);
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)k};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, s->fd, &ev) < 0)
@@ -778,9 +852,15 @@ int main(int argc, char **argv)
     const char *tname = opt.type == T_CON ? "con" : "non";
     static const char *mname[] = {"?", "GET", "POST", "PUT", "DELETE"};
 
-    printf("coapload: %s %s to %s port %s /%s, window %d x %d sockets, %.2f s measured%s\n",
-           tname, mname[opt.method], opt.host, opt.port, opt.path + (opt.path[0] == '/'), opt.window, opt.sockets, secs,
-           interrupted ? " (interrupted)" : "");
+    char ports[48];
+    if (opt.port_count > 1)
+        snprintf(ports, sizeof ports, "ports %s..%ld", opt.port,
+                 strtol(opt.port, NULL, 10) + opt.port_count - 1);
+    else
+        snprintf(ports, sizeof ports, "port %s", opt.port);
+    printf("coapload: %s %s to %s %s /%s, window %d x %d sockets, %.2f s measured%s\n", tname,
+           mname[opt.method], opt.host, ports, opt.path + (opt.path[0] == '/'), opt.window,
+           opt.sockets, secs, interrupted ? " (interrupted)" : "");
     printf("coapload: sent %llu, ok %llu, errors %llu, lost %llu, unmatched %llu, separate %llu, "
            "send errors %llu\n",
            (unsigned long long)st.sent, (unsigned long long)st.ok,
@@ -789,12 +869,13 @@ int main(int argc, char **argv)
            (unsigned long long)st.send_errors);
     printf("RESULT type=%s window=%d sockets=%d rps=%.0f p50_us=%llu p99_us=%llu p999_us=%llu "
            "lost=%llu errors=%llu unmatched=%llu client_cpu=%.2f sent=%llu p90_us=%llu "
-           "separate=%llu\n",
+           "separate=%llu ports=%ld\n",
            tname, opt.window, opt.sockets, rps, (unsigned long long)percentile(0.50),
            (unsigned long long)percentile(0.99), (unsigned long long)percentile(0.999),
            (unsigned long long)st.lost, (unsigned long long)st.errors,
            (unsigned long long)st.unmatched, cpu, (unsigned long long)st.sent,
-           (unsigned long long)percentile(0.90), (unsigned long long)st.separate);
+           (unsigned long long)percentile(0.90), (unsigned long long)st.separate,
+           opt.port_count);
     fflush(stdout);
     return st.ok + st.errors > 0 ? 0 : 1;
 }
