@@ -16,7 +16,7 @@ demo: $(DEMO_STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check greencoap tests
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	PY=$(PY) scripts/test.sh $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check .

@@ -68,8 +68,7 @@ def make_udp_socket(
             family, addr = socket.AF_INET, ("0.0.0.0", port)
             sock = _socket.socket(family, socket.SOCK_DGRAM)
     else:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, addr = infos[0]
+        family, addr = _literal(host, port) or _resolve(host, port)
         sock = _socket.socket(family, socket.SOCK_DGRAM)
         wildcard = addr[0] in ("::", "0.0.0.0")
     try:
@@ -89,6 +88,24 @@ def make_udp_socket(
         sock.close()
         raise
     return sock
+
+
+def _literal(host: str, port: int) -> tuple[int, tuple] | None:
+    """``(family, address)`` when ``host`` is a numeric IPv4 or IPv6 address
+    (no resolver round trip: a fleet binds thousands of sockets), else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return family, (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+    return None
+
+
+def _resolve(host: str, port: int) -> tuple[int, tuple]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    return family, addr
 
 
 def set_buffer_sizes(sock: socket.socket, size: int) -> None:
@@ -144,6 +161,7 @@ class Endpoint:
         self.separate_delay = separate_delay
         self._requests: deque = deque()
         self._current: tuple | None = None
+        self._queued = False  # in the hub's request runner's queue
         self._separate: dict[int, Any] = {}  # id(request) -> its separate-ACK timer
         self.accepting = True  # False while draining: new requests are ignored
         #: admission control: ``admit(load)`` returns None (serve everything)
@@ -242,37 +260,29 @@ class Endpoint:
             self._drain()
         self._arm()
         if requests:
-            self._run_requests(requests)
+            runner_of(self.hub).add(self)
 
     def _internal_error(self, where: Any) -> None:
         """A bug caught on the receive path: count it and report it."""
         self.internal_errors += 1
         self.hub.handle_error(where)
 
-    def _run_requests(self, requests: deque) -> None:
-        """Handle queued requests on worker greenlets (in the hub).
-
-        One worker takes the requests one after another; only when a handler
-        blocks (parks its worker) does the next worker take the rest, so a
-        batch that never blocks costs two greenlet switches in all.  A CON
-        request whose handler blocked gets a timer: if it is still running
-        after ``separate_delay`` seconds, it is acknowledged with an empty ACK
-        and its response will go as a separate CON (RFC 7252 §5.2.2).
-        """
-        run = self.hub.run_in_worker
-        while requests:
-            self._current = None
-            run(self._work, requests)
-            item = self._current
-            if item is not None and self.separate_delay is not None:
-                msg, peer = item  # that handler parked its worker: it is slow
-                if msg.mtype == CON and id(msg) not in self._separate:
-                    self._separate[id(msg)] = self.hub.call_later(
-                        self.separate_delay, self._acknowledge, msg, peer
-                    )
+    def _parked(self) -> None:
+        """The handler of :attr:`_current` parked its worker: it is slow.  A CON
+        request gets a timer: if the handler is still running after
+        ``separate_delay`` seconds, the request is acknowledged with an empty
+        ACK and its response will go as a separate CON (RFC 7252 §5.2.2)."""
+        item = self._current
+        if item is not None and self.separate_delay is not None:
+            msg, peer = item
+            if msg.mtype == CON and id(msg) not in self._separate:
+                self._separate[id(msg)] = self.hub.call_later(
+                    self.separate_delay, self._acknowledge, msg, peer
+                )
 
     def _work(self, requests: deque) -> None:
-        """On a worker greenlet: handle requests until none is left."""
+        """On a worker greenlet (see :class:`_Runner`): handle requests until
+        none is left."""
         popleft = requests.popleft
         layer = self.layer
         handler = self.on_request
@@ -513,3 +523,65 @@ class Endpoint:
         layer.outbox.clear()
         self.channel.close()
         self.sock.close()
+
+
+class _Runner:
+    """One per hub: the endpoints with requests waiting, handled on as few
+    worker greenlets as possible.
+
+    An endpoint's receive path queues its requests and the endpoint here;
+    after the hub's I/O of this turn (a callback), one worker takes the
+    endpoints in turn and handles their requests one after another.  Only
+    when a handler blocks (parks its worker) does the next worker take the
+    rest, so a turn whose handlers never block costs two greenlet switches
+    in all, however many sockets its datagrams came in on (a fleet of
+    devices: one datagram per socket).  Not thread-safe: the hub's own.
+    """
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.queue: deque[Endpoint] = deque()
+        self.scheduled = False
+        self.working: Endpoint | None = None
+
+    def add(self, ep: Endpoint) -> None:
+        if not ep._queued:
+            ep._queued = True
+            self.queue.append(ep)
+        if not self.scheduled:
+            self.scheduled = True
+            self.hub.run_callback(self.run)
+
+    def run(self) -> None:
+        """A hub callback: hand the queue to workers until it is empty."""
+        self.scheduled = False
+        queue = self.queue
+        run = self.hub.run_in_worker
+        while queue:
+            self.working = None
+            run(self._work, queue)
+            ep = self.working  # set: a handler of that endpoint parked the worker
+            if ep is not None:
+                self.working = None
+                ep._parked()
+
+    def _work(self, queue: deque) -> None:
+        """On a worker: the endpoints' requests, first come first served."""
+        while queue:
+            ep = queue[0]
+            if ep._requests and not ep.closed:
+                self.working = ep
+                ep._work(ep._requests)
+            # (a worker that parked and resumed may find another endpoint first)
+            if queue and queue[0] is ep and (ep.closed or not ep._requests):
+                queue.popleft()
+                ep._queued = False
+        self.working = None
+
+
+def runner_of(hub: Any) -> _Runner:
+    """The hub's :class:`_Runner` (made on first use)."""
+    runner = getattr(hub, "_request_runner", None)
+    if runner is None:
+        runner = hub._request_runner = _Runner(hub)
+    return runner

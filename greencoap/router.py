@@ -56,9 +56,11 @@ class Route:
     #: the Content-Formats the route declares it produces (``ct=``), or None
     formats: tuple[int, ...] | None = None
 
-    @property
-    def dynamic(self) -> bool:
-        return any(s[:1] in (":", "*") for s in self.segments)
+    #: a segment is a ``:param`` or ``*wildcard`` (set from ``segments``)
+    dynamic: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dynamic = any(s[:1] in (":", "*") for s in self.segments)
 
     def match(self, segments: tuple[str, ...] | list[str]) -> dict[str, str] | None:
         """The path parameters if ``segments`` match this route, else None."""

@@ -143,6 +143,10 @@ class Server:
     evicted), ``dtls_idle_timeout`` drops silent ones.
     """
 
+    #: seconds between two sweeps of the expiring tables (Block1/Block2
+    #: state, rate buckets, Echo): how late abandoned state may be let go
+    housekeeping_interval: float = HOUSEKEEPING_INTERVAL
+
     def __init__(
         self,
         router: Router,
@@ -354,11 +358,11 @@ class Server:
             self._limit_sources(ep)
             self._dtls_port = ep.address[1]
         self._stopped = Event()
-        self._housekeeper = self.hub.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+        self._housekeeper = self.hub.call_later(self.housekeeping_interval, self._housekeeping)
         return self
 
     def _housekeeping(self) -> None:
-        """Timer (every :data:`HOUSEKEEPING_INTERVAL` s): let the tables of
+        """Timer (every :attr:`housekeeping_interval` s): let the tables of
         abandoned state go -- Block1 uploads and Block2 bodies past their
         lifetime, rate buckets that are full again, Echo verifications past
         theirs -- whether or not more requests come."""
@@ -372,7 +376,7 @@ class Server:
             if self.echo is not None:
                 self.echo.expire(now)
         finally:
-            self._housekeeper = self.hub.call_later(HOUSEKEEPING_INTERVAL, self._housekeeping)
+            self._housekeeper = self.hub.call_later(self.housekeeping_interval, self._housekeeping)
 
     def _limit_sources(self, ep: Endpoint) -> None:
         """Early shedding on ``ep``'s socket (see the class docstring)."""

@@ -210,3 +210,22 @@ def aiocoap_mod():
         aiocoap = None
     require_or_skip(aiocoap is not None, "aiocoap")
     return aiocoap
+
+
+#: tests that measure time or load, or read machine-wide counters: they run on
+#: their own after the rest (``make test`` runs the rest two at a time; see
+#: scripts/test.sh).  A file name takes the whole file, ``file::name`` one test.
+SERIAL = {
+    "test_flood.py",
+    "test_fuzz.py",
+    "test_locust.py",
+    "test_locust_fleet.py",
+    "test_dtls_api.py::test_50000_hostile_datagrams_counted_while_a_good_client_is_served",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = getattr(item, "originalname", None) or item.name
+        if item.path.name in SERIAL or f"{item.path.name}::{name}" in SERIAL:
+            item.add_marker(pytest.mark.serial)

@@ -430,3 +430,83 @@ def test_the_gateway_example_runs(hub):
     first = int(lines[2].split()[0])
     assert first >= 100  # each observation's first answer at least
     assert lines[-1] == "fleet stopped: 0 registrations left in the RD"
+
+
+def test_command_line_spreads_processes_over_several_addresses(hub):
+    """``--host A,B --processes 2``: process i binds the i-th address, each with
+    its own port range from ``--base-port`` (more devices than one address has
+    ports); several addresses without enough processes is a usage error."""
+    base = free_port()
+    env = dict(os.environ, GREENCOAP_HUB=hub.backend)
+    args = ["--devices", "6", "--processes", "2", "--host", "127.0.0.1,127.0.0.2"]
+    cmd = [sys.executable, "-m", "greencoap", "fleet", *args, "--base-port", str(base)]
+    p = subprocess.Popen(
+        [*cmd, "--duration", "30", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        names = {}
+        deadline = monotonic() + 20
+        with Client(timeout=0.5, max_retransmit=0) as c:
+            for host in ("127.0.0.1", "127.0.0.2"):
+                for k in range(3):
+                    while (host, k) not in names:
+                        assert monotonic() < deadline, (names, p.poll())
+                        try:
+                            r = c.get(f"coap://{host}:{base + k}/device")
+                        except RequestTimeoutError:
+                            continue
+                        names[host, k] = json.loads(r.payload)["name"]
+        assert names == {
+            **{("127.0.0.1", k): f"dev-{k}" for k in range(3)},
+            **{("127.0.0.2", k): f"dev-{3 + k}" for k in range(3)},
+        }
+    finally:
+        p.send_signal(2)  # Ctrl-C
+        out, err = hub.run_in_thread(p.communicate, timeout=30)
+    assert p.returncode == 0, err
+    assert json.loads(out)["devices_total"] == 6
+    bad = run_cli(hub, "--devices", "4", "--host", "127.0.0.1,127.0.0.2")
+    assert bad.returncode == 2 and "need --processes 2 or more" in bad.stderr
+    past = run_cli(hub, "--devices", "70000", "--base-port", "1000")
+    assert past.returncode == 2 and "runs past port 65535" in past.stderr
+
+
+def test_a_fleet_raises_its_open_file_limit_or_says_what_to_do():
+    """The soft RLIMIT_NOFILE is raised to fit the sockets; past the hard limit
+    start() fails at once, with what to do (a child: the limit cannot go back up)."""
+    code = """if True:
+        import resource
+        from greencoap.fleet import Fleet, FleetError
+        resource.setrlimit(resource.RLIMIT_NOFILE, (150, 300))
+        with Fleet(count=200):
+            print("soft", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        try:
+            Fleet(count=400).start()
+        except FleetError as e:
+            print("error", e)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    soft, error = out.stdout.splitlines()
+    assert 200 < int(soft.split()[1]) <= 300
+    assert error.startswith("error 400 device sockets need") and "--processes" in error
+
+
+def test_a_fleet_keeps_its_objects_out_of_the_collectors_sight(hub):
+    """Building pauses the garbage collector and leaves it on again; a started
+    fleet's objects are frozen (a full collection of 10,000 devices would stop
+    the hub for about a second) and given back on stop; ``freeze_gc=False``
+    leaves the collector alone."""
+    import gc
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with Fleet(lively, count=50) as fleet:
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 50 * 20
+        assert fleet[0].server.housekeeping_interval >= 10  # not 50 timers a second
+    assert gc.get_freeze_count() == 0
+    with Fleet(lively, count=5, freeze_gc=False):
+        assert gc.get_freeze_count() == 0 and gc.isenabled()

@@ -64,13 +64,24 @@ def rows(stdout: str) -> dict[tuple[str, str], dict]:
     return {(r["method"], r["name"]): r for r in json.loads(stdout)}
 
 
-@pytest.fixture
-def rd(gevent_or_hub):
+def serve_rd():
+    """The test RD on this thread's hub, while the generator is suspended."""
     directory = ResourceDirectory()
     server = Server(directory.router, host="127.0.0.1", port=0, echo_factor=None).start()
     directory.uri = f"coap://127.0.0.1:{server.port}/rd"
     yield directory
     server.stop()
+
+
+@pytest.fixture
+def rd(gevent_or_hub):
+    yield from serve_rd()
+
+
+@pytest.fixture
+def one_rd(one_hub):
+    """The test RD on :func:`one_hub`."""
+    yield from serve_rd()
 
 
 @pytest.fixture(params=["uring", "epoll"])
@@ -316,9 +327,10 @@ def stop_all(procs: list[subprocess.Popen]) -> str:
     return err
 
 
-def test_distributed_device_users(gevent_or_hub, rd):
+def test_distributed_device_users(one_hub, one_rd):
     """A master with two workers: 40 device users over two processes; the
-    master's totals show every one registered and removed."""
+    master's totals show every one registered and removed.  (The RD in this
+    process is a bystander here: one hub; the RD's own tests take both.)"""
     port = free_port(host="127.0.0.1")
     env = locust_env(LOCUST_DEVICE_INTERVAL="1")
     workers = start_workers(PLATFORM, port, 2, env)
@@ -331,10 +343,10 @@ def test_distributed_device_users(gevent_or_hub, rd):
             "--master-bind-port",
             str(port),
             "--host",
-            rd.uri,
+            one_rd.uri,
             *headless(40, 40, 6),
         )
-        out = in_thread(gevent_or_hub, cmd, 90)
+        out = in_thread(one_hub, cmd, 90)
     finally:
         err = stop_all(workers)
     assert out.returncode == 0, out.stderr[-2000:] + err[-2000:]
@@ -342,9 +354,9 @@ def test_distributed_device_users(gevent_or_hub, rd):
     assert stats[("RD", "register")]["num_requests"] == 40
     assert stats[("RD", "remove")]["num_requests"] == 40
     assert sum(r["num_failures"] for r in stats.values()) == 0
-    names = {ep for kind, ep, _ in rd.history if kind == "register"}
+    names = {ep for kind, ep, _ in one_rd.history if kind == "register"}
     assert len(names) == 40 and {n.split("-")[1] for n in names} == {"0", "1"}  # both workers
-    assert len(rd) == 0
+    assert len(one_rd) == 0
 
 
 def test_distributed_coap_users(one_hub):

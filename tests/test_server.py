@@ -333,3 +333,56 @@ def test_well_known_core_marks_generators_observable(hub):
             assert link.obs
     finally:
         srv.stop()
+
+
+def test_requests_on_many_sockets_share_few_worker_greenlets(any_hub):
+    """One datagram on each of 200 servers at once: their handlers run one
+    after another on one worker greenlet (a handful of greenlet switches in
+    all, not two per socket), and a handler that blocks does not hold up the
+    others' answers."""
+    import greenlet
+
+    from greencoap.hub import sleep
+
+    def whoami(request):
+        if request.query.get("slow"):
+            sleep(1.0)
+        return "ok"
+
+    router = Router()
+    router.add("GET", "/w", whoami)
+    servers = [Server(router, host="127.0.0.1", port=0).start() for _ in range(200)]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    switches = [0]
+
+    def trace(event, args):
+        if event in ("switch", "throw"):
+            switches[0] += 1
+
+    try:
+        sleep(0.05)  # the servers' receives are armed
+        slow = Message(Type.NON, Code.GET, 1, b"slow", [(11, b"w"), (15, b"slow=1")])
+        sock.sendto(slow.encode(), ("127.0.0.1", servers[0].port))
+        for k, s in enumerate(servers):
+            msg = Message(Type.NON, Code.GET, 2 + k, k.to_bytes(2, "big"), [(11, b"w")])
+            sock.sendto(msg.encode(), ("127.0.0.1", s.port))
+        old = greenlet.settrace(trace)
+        try:
+            sleep(0.3)
+        finally:
+            greenlet.settrace(old)
+        answered = set()
+        while True:
+            try:
+                reply = Message.decode(sock.recv(64))
+            except BlockingIOError:
+                break
+            if len(reply.token) == 2:
+                answered.add(reply.token)
+        assert len(answered) == 200  # before the slow handler's 1 s were up
+        assert switches[0] < 60, switches  # two per socket would be 400
+    finally:
+        sock.close()
+        for s in servers:
+            s.stop()

@@ -20,8 +20,8 @@ from tests.conftest import require_or_skip, uring_usable
 
 SOAK = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
 
-#: (hub, load seconds, idle-tail seconds): about 135 s in all
-RUNS = (("uring", 60, 20), ("epoll", 30, 20))
+#: (hub, load seconds, idle-tail seconds): about 90 s in all
+RUNS = (("uring", 30, 15), ("epoll", 20, 15))
 
 
 @pytest.mark.timeout(300)

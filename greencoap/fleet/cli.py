@@ -66,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="greencoap fleet", description="thousands of simulated CoAP devices"
     )
     ap.add_argument("--devices", type=int, required=True, help="number of devices")
-    ap.add_argument("--host", default="127.0.0.1", help="address the devices bind")
+    ap.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the devices bind; with --processes, several comma-separated "
+        "(process i binds the i-th in turn, each with its own port range from --base-port: "
+        "more devices than one address has ports)",
+    )
     ap.add_argument(
         "--base-port",
         type=int,
@@ -286,9 +292,19 @@ def run_fleet(args: argparse.Namespace, emit: Any = None) -> dict[str, Any]:
     return stats
 
 
-def _child_argv(args: argparse.Namespace, argv: list[str], k: int, share: int, first: int) -> list:
+def hosts_of(args: argparse.Namespace) -> list[str]:
+    """The ``--host`` addresses, in order."""
+    return [h.strip() for h in args.host.split(",") if h.strip()]
+
+
+def _child_argv(
+    args: argparse.Namespace, argv: list[str], share: int, first: int, host: str, offset: int
+) -> list:
+    """A child's command line: ``share`` devices from index ``first`` on ``host``,
+    ports from ``--base-port`` + ``offset``."""
     out = [a for a in argv]
     drop = {"--devices", "--processes", "--first-index", "--base-port", "--dtls-base-port"}
+    drop.add("--host")
     cleaned, skip = [], False
     for a in out:
         if skip:
@@ -302,24 +318,29 @@ def _child_argv(args: argparse.Namespace, argv: list[str], k: int, share: int, f
             continue
         cleaned.append(a)
     cleaned += ["--devices", str(share), "--first-index", str(first), "--child", "--quiet"]
+    cleaned += ["--host", host]
     if args.base_port is not None:
-        cleaned += ["--base-port", str(args.base_port + first - args.first_index)]
+        cleaned += ["--base-port", str(args.base_port + offset)]
     if args.dtls_base_port is not None:
-        cleaned += ["--dtls-base-port", str(args.dtls_base_port + first - args.first_index)]
+        cleaned += ["--dtls-base-port", str(args.dtls_base_port + offset)]
     return [sys.executable, "-m", "greencoap.fleet.cli", *cleaned]
 
 
 def run_processes(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """``--processes K``: K children with a share each; aggregate their reports."""
     k = args.processes
-    shares = [args.devices // k + (1 if i < args.devices % k else 0) for i in range(k)]
+    shares = _shares(args.devices, k)
+    hosts = hosts_of(args)
     procs, first = [], args.first_index
+    used = dict.fromkeys(hosts, 0)  # devices placed on each address so far: its port offset
     for i, share in enumerate(shares):
         if share == 0:
             continue
-        cmd = _child_argv(args, argv, i, share, first)
+        host = hosts[i % len(hosts)]
+        cmd = _child_argv(args, argv, share, first, host, used[host])
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
         first += share
+        used[host] += share
     latest: dict[int, dict] = {}
     finals: dict[int, dict] = {}
     lock = threading.Lock()
@@ -375,6 +396,20 @@ def run_processes(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return total
 
 
+def _shares(devices: int, processes: int) -> list[int]:
+    """``devices`` split as evenly as can be over ``processes``."""
+    return [devices // processes + (1 if i < devices % processes else 0) for i in range(processes)]
+
+
+def _per_host(devices: int, processes: int, hosts: int) -> list[int]:
+    """How many devices each address gets when ``devices`` are spread over
+    ``processes`` processes and the processes over ``hosts`` addresses."""
+    out = [0] * hosts
+    for i, share in enumerate(_shares(devices, processes)):
+        out[i % hosts] += share
+    return out
+
+
 def _sum(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in parts:
@@ -395,8 +430,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--devices must be at least 1")
     if args.processes < 1:
         ap.error("--processes must be at least 1")
-    if args.base_port is not None and not 1 <= args.base_port <= 65535 - args.devices + 1:
-        ap.error(f"--base-port {args.base_port} + {args.devices} devices runs past port 65535")
+    hosts = hosts_of(args)
+    if not hosts:
+        ap.error("--host needs an address")
+    if len(hosts) > 1 and len(hosts) > args.processes:
+        ap.error(f"{len(hosts)} --host addresses need --processes {len(hosts)} or more")
+    per_host = max(_per_host(args.devices, args.processes, len(hosts)))
+    if args.base_port is not None and not 1 <= args.base_port <= 65535 - per_host + 1:
+        where = f" on one of the {len(hosts)} addresses" if len(hosts) > 1 else ""
+        ap.error(
+            f"--base-port {args.base_port} + {per_host} devices{where} runs past port 65535"
+            + ("" if len(hosts) > 1 else " (more addresses: --host A,B with --processes)")
+        )
     from .fleet import FleetError
 
     try:

@@ -73,6 +73,9 @@ class DeviceServer(Server):
 
     delay: float = 0.0
     served: Callable[[str, str, float, int, int], None] | None = None
+    #: ten thousand devices sweeping their tables every second would cost the
+    #: hub ten thousand timers a second; abandoned state may wait longer
+    housekeeping_interval = 10.0
 
     def handle_request(self, msg: Message, peer: tuple) -> Any:
         served = self.served
