@@ -26,6 +26,7 @@ an outer one; ``timeout=None`` costs nothing.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import os
 import sys
@@ -501,13 +502,21 @@ def _os_lock() -> Any:
     return threading.Lock()
 
 
+_thread_numbers = itertools.count(1)
+_thread_number = _os_thread_local()
+
+
 def os_thread_ident() -> int:
-    """The calling OS thread's identity, even after gevent monkey-patching
-    (which makes ``threading.get_ident`` name the greenlet)."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("_thread"):
-        return monkey.get_original("_thread", "get_ident")()
-    return threading.get_ident()
+    """A number for the calling OS thread, never given to another thread of
+    this process (the OS reuses a dead thread's ``get_ident()`` for the next
+    one: a client made in a thread that exited would take a new thread for
+    its home), the same after gevent monkey-patching (which makes
+    ``threading.get_ident`` name the greenlet)."""
+    try:
+        return _thread_number.n
+    except AttributeError:
+        n = _thread_number.n = next(_thread_numbers)
+        return n
 
 
 def _start_os_thread(fn: Callable, *args: Any) -> None:

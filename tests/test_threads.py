@@ -231,3 +231,20 @@ print(len(set(ids)) == 1 and ids[0] == os_thread_ident(), ids[0] != threading.ge
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "True"], out.stdout + out.stderr
+
+
+def test_os_thread_ident_is_never_reused():
+    """The OS gives a dead thread's ``get_ident()`` to the next thread; a
+    client made in a thread that exited must not take the next one for its
+    home (it then switched into the dead thread's hub: ``greenlet.error``)."""
+    from greencoap.hub import os_thread_ident
+
+    seen, raw = [], []
+    for _ in range(20):
+        t = threading.Thread(
+            target=lambda: (seen.append(os_thread_ident()), raw.append(threading.get_ident()))
+        )
+        t.start()
+        t.join()
+    assert len(set(seen)) == 20 and os_thread_ident() not in seen
+    assert len(set(raw)) < 20  # the OS did reuse identities here (the case this guards)

@@ -14,6 +14,7 @@ two seconds; TD_COAP_OBS_05 uses 2 retransmissions, about one).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -180,7 +181,12 @@ def reset_peer(port: int) -> None:
     """POST /reset to the aiocoap peer (its resources back to their first state)."""
     from greencoap import Code, Message, Type
 
-    msg = Message(Type.CON, Code.POST, 0x5E7, b"rs", [(11, b"reset")]).encode()
+    # a fresh MID and token each time: the kernel may hand this socket the
+    # source port of an earlier reset, and a repeated (peer, MID) would be
+    # answered from the peer's deduplication cache without resetting anything
+    mid = random.randrange(1, 0x10000)
+    token = random.randbytes(4)
+    msg = Message(Type.CON, Code.POST, mid, token, [(11, b"reset")]).encode()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.5)
         for _ in range(10):
@@ -189,7 +195,7 @@ def reset_peer(port: int) -> None:
                 reply = Message.decode(s.recvfrom(2048)[0])
             except TimeoutError:
                 continue
-            if reply.mid == 0x5E7 and reply.code == Code.CHANGED:
+            if reply.mid == mid and reply.token == token and reply.code == Code.CHANGED:
                 return
     raise RuntimeError("the aiocoap peer did not reset")
 
