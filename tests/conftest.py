@@ -213,7 +213,7 @@ def aiocoap_mod():
 
 
 #: tests that measure time or load, or read machine-wide counters: they run on
-#: their own after the rest (``make test`` runs the rest two at a time; see
+#: their own after the rest (``make test`` runs the rest three at a time; see
 #: scripts/test.sh).  A file name takes the whole file, ``file::name`` one test.
 SERIAL = {
     "test_flood.py",

@@ -541,3 +541,15 @@ def test_block_of_feeds_the_assembler(body: bytes, szx: int) -> None:
             break
         assert verdict == "continue"
         num += 1
+
+
+def test_expire_at_next_deadline_makes_progress_whatever_the_rounding() -> None:
+    """``expire(next_deadline())`` drops the upload even where ``deadline -
+    touched`` rounds below the timeout (touched = 0.1 + 0.2, timeout 10: the
+    difference is 9.999999999999998); hypothesis found it."""
+    asm = Block1Assembler(max_body_size=100, memory_cap=80, upload_timeout=10.0)
+    touched = 126.284
+    assert (touched + 10.0) - touched < 10.0  # the rounding this is about
+    asm.feed(("k",), Block(0, True, 0), b"q" * 16, None, touched)
+    assert asm.expire(asm.next_deadline()) == 1
+    assert asm.memory == 0 and len(asm) == 0

@@ -157,7 +157,7 @@ class Block1Assembler:
         size = block.size
         n = len(payload)
         upload = self._uploads.get(key)
-        if upload is not None and now - upload.touched >= self.upload_timeout:
+        if upload is not None and now >= upload.touched + self.upload_timeout:
             self._drop(key, upload)
             self.stats["expired"] += 1
             upload = None
@@ -233,7 +233,7 @@ class Block1Assembler:
         uploads = self._uploads
         while uploads:
             key, upload = next(iter(uploads.items()))
-            if now - upload.touched < timeout:
+            if now < upload.touched + timeout:  # the sum next_deadline() gives: no rounding gap
                 break
             self._drop(key, upload)
             count += 1
