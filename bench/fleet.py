@@ -24,12 +24,12 @@ generator and probe on CPU 0):
    same run.  The fleet's own counters say how evenly the requests landed.
    The bar: ≥ 0.7× the single server.
 4. **Scale-out** (``--no-scale`` skips it): ``greencoap fleet --devices M
-   --processes K --host 127.0.0.1,127.0.0.2 --base-port P`` (the command a
-   user runs; two loopback addresses because 100,000 devices need more
+   --processes K --host 127.0.0.1,...,127.0.0.4 --base-port P`` (the command
+   a user runs; four loopback addresses because 100,000 devices need more
    ports than one address has): the time until its progress line shows
    every device up, the processes' total RSS, and a sample of devices
-   answering libcoap's client.  K defaults to 6: each process holds at most
-   its open-file limit in sockets (``ulimit -Hn``).
+   answering libcoap's client.  K defaults to 8 (two per address): each
+   process holds at most its open-file limit in sockets (``ulimit -Hn``).
 
 A row per hub for 1-3; one table for 4.  Every process is stopped by its PID.
 """
@@ -63,6 +63,9 @@ START_BAR_S = 10.0
 MEMORY_BAR_KB = 40.0
 SPREAD_BAR = 0.7
 COAP_CLIENT = "coap-client-notls"
+#: the scale-out's addresses: 25,000 devices each for 100,000, all below the
+#: ephemeral port range (where the rest of the machine picks its ports)
+HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 
 # -- children ------------------------------------------------------------------
@@ -225,19 +228,22 @@ def consecutive_free_ports(n: int, hosts: tuple[str, ...] = (c.HOST,)) -> int:
 
 
 def all_free(base: int, n: int, hosts: tuple[str, ...]) -> bool:
-    socks = []
-    try:
-        for host in hosts:
-            for k in range(n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((host, base + k))
-        return True
-    except OSError:
-        return False
-    finally:
-        for s in socks:
-            s.close()
+    """Whether ports base..base+n-1 are free on every host (checked a few
+    thousand at a time: this process has an open-file limit too)."""
+    for host in hosts:
+        for start in range(base, base + n, 4096):
+            socks = []
+            try:
+                for port in range(start, min(start + 4096, base + n)):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    socks.append(s)
+                    s.bind((host, port))
+            except OSError:
+                return False
+            finally:
+                for s in socks:
+                    s.close()
+    return True
 
 
 def coap_client_get(host: str, port: int, path: str, timeout: int = 3) -> str:
@@ -369,7 +375,7 @@ def baseline_rss(hub: str) -> int:
 
 
 def measure_scale(hub: str, devices: int, processes: int, sample: int) -> dict[str, Any]:
-    hosts = ("127.0.0.1", "127.0.0.2")
+    hosts = HOSTS
     per_host = -(-devices // len(hosts))
     base = consecutive_free_ports(per_host, hosts)
     cmd = [
@@ -421,7 +427,7 @@ def measure_scale(hub: str, devices: int, processes: int, sample: int) -> dict[s
         kids = descendants(p.pid)
         out["rss_kib"] = sum(rss_kib(k) for k in kids)
         out["children"] = len(kids)
-        # where device g lives: process i holds a contiguous share, on hosts[i % 2]
+        # where device g lives: process i holds a contiguous share, on HOSTS[i % len(HOSTS)]
         shares = [
             devices // processes + (1 if i < devices % processes else 0) for i in range(processes)
         ]
@@ -519,7 +525,7 @@ def report(
         print()
         c.heading(
             f"Device fleets — scale-out: greencoap fleet --devices {scale['devices']:,} "
-            f"--processes {scale['processes']} over 2 loopback addresses"
+            f"--processes {scale['processes']} over {len(HOSTS)} loopback addresses"
         )
         per = None
         if base_kib is not None:
@@ -566,7 +572,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, help="measured seconds per load run (5)")
     ap.add_argument("--runs", type=int, help="load runs, median reported (3)")
     ap.add_argument("--scale-devices", type=int, help="devices of the scale-out (100,000)")
-    ap.add_argument("--processes", type=int, default=6, help="processes of the scale-out")
+    ap.add_argument("--processes", type=int, default=8, help="processes of the scale-out")
     ap.add_argument("--no-scale", action="store_true", help="skip the scale-out")
     ap.add_argument("--child-fleet", nargs=2, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child-bare", nargs=2, type=int, help=argparse.SUPPRESS)

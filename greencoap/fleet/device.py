@@ -218,12 +218,11 @@ class Device:
             raise OSError(
                 e.errno, f"device {self.name}: cannot bind {self.host}:{self._port}: {e.strerror}"
             ) from None
-        server.endpoint.impairment = self.impairment
         if server.secure_endpoint is not None:
-            server.secure_endpoint.impairment = self.impairment
             self._dtls_port = server.dtls_port
         self._port = server.port
         self.server = server
+        self._impair()
         self.boots += 1
         if self.registration is not None and self.registration.config.payload == b"":
             self.registration.config.payload = self.links(router)
@@ -261,12 +260,25 @@ class Device:
             if not 0.0 <= r <= 1.0:
                 raise ValueError(f"a loss rate is between 0 and 1, not {r}")
         imp.loss_in, imp.loss_out = rate, out
+        self._impair()
+
+    def _impair(self) -> None:
+        """Put the impairment on the device's sockets while it loses anything,
+        and take it off otherwise (a healthy device's datagrams skip it)."""
+        server = self.server
+        if server is None:
+            return
+        imp = self.impairment if self.impairment.active else None
+        for ep in (server.endpoint, server.secure_endpoint):
+            if ep is not None:
+                ep.impairment = imp
 
     def go_offline(self) -> None:
         """Drop off the network: nothing in or out (the socket stays bound;
         its registration refreshes time out and back off)."""
         if not self.impairment.offline:
             self.impairment.offline = True
+            self._impair()
             self._event("offline")
 
     def come_back(self) -> None:
@@ -274,6 +286,7 @@ class Device:
         tried at once."""
         if self.impairment.offline:
             self.impairment.offline = False
+            self._impair()
             self._event("online")
             reg = self.registration
             if reg is not None and reg.in_flight is None and reg.next_time() is not None:
