@@ -128,6 +128,10 @@ class Client:
     peer is set up on first use, reused by later requests, and closed with
     close_notify by :meth:`close`.  A failed handshake (wrong key, unknown
     identity, no answer) raises :class:`~greencoap.errors.HandshakeError`.
+
+    ``trace(direction, datagram, peer)`` (``"out"`` or ``"in"``) hears of
+    every CoAP message the client sends and receives, after DTLS decryption
+    (the command line's ``-v``); it runs on the hub and must not block.
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class Client:
         block_size: int | None = None,
         max_body_size: int = DEFAULT_MAX_BODY,
         psk: tuple[str | bytes, str | bytes] | Callable[[str], tuple] | None = None,
+        trace: Callable[[str, bytes, Any], None] | None = None,
     ) -> None:
         self.params = TransmissionParameters(
             ack_timeout=ack_timeout,
@@ -170,6 +175,7 @@ class Client:
         if psk is not None and not callable(psk):
             client_credentials(psk)  # validate early
         self.psk = psk
+        self.trace = trace
         self._closed = False
         self._uris: dict[str, tuple[URI, list]] = {}
         #: representations kept for ``validate=True`` (least recently fetched first)
@@ -192,6 +198,7 @@ class Client:
                 port = 0  # the home socket has the port asked for
             sock = make_udp_socket(host, port, buffer_size=self.buffer_size)
             ep = Endpoint(sock, params=self.params, token_length=self.token_length, hub=get_hub())
+            ep.trace = self.trace
             if home:
                 self._endpoint = ep
             else:
@@ -217,6 +224,7 @@ class Client:
             ep = Endpoint(
                 sock, params=self.params, token_length=self.token_length, hub=hub, channel=channel
             )
+            ep.trace = self.trace
             if home:
                 self._secure = ep
             else:

@@ -162,6 +162,9 @@ class Endpoint:
         self._requests: deque = deque()
         self._current: tuple | None = None
         self._queued = False  # in the hub's request runner's queue
+        #: ``trace(direction, datagram, peer)`` hears of every message sent
+        #: ("out") and received ("in"); None (the default) costs nothing
+        self.trace: Callable[[str, bytes, Any], None] | None = None
         self._separate: dict[int, Any] = {}  # id(request) -> its separate-ACK timer
         self.accepting = True  # False while draining: new requests are ignored
         #: admission control: ``admit(load)`` returns None (serve everything)
@@ -230,9 +233,12 @@ class Endpoint:
             except Exception:  # noqa: BLE001
                 self._internal_error(admit)
                 admit = None
+        trace = self.trace
         for data, addr in batch:
             ev = None
             try:
+                if trace is not None:
+                    trace("in", data, addr)
                 ev = receive(data, addr, now)
                 if ev is not None:
                     kind, obj, extra = ev
@@ -323,9 +329,12 @@ class Endpoint:
         if self.impairment is not None:
             out = self.impairment.outbound(out)
         send = self.channel.sendto
+        trace = self.trace
         error = None
         for data, peer in out:
             try:
+                if trace is not None:
+                    trace("out", data, peer)
                 send(data, peer)
             except Exception as e:  # noqa: BLE001
                 if error is None:
@@ -460,6 +469,8 @@ class Endpoint:
         layer = self.layer
         data = layer.respond(request, peer, response, monotonic())
         if data and (self.impairment is None or self.impairment.outbound((data,))):
+            if self.trace is not None:
+                self.trace("out", data, peer)
             self.channel.sendto(data, peer)
         if layer.outbox:
             self._drain()
@@ -503,7 +514,10 @@ class Endpoint:
         if not keep_mid:
             msg.mid = self.layer.next_mid(peer)
         if self.impairment is None or self.impairment.outbound((msg,)):
-            self.channel.sendto(msg.encode(), peer)
+            data = msg.encode()
+            if self.trace is not None:
+                self.trace("out", data, peer)
+            self.channel.sendto(data, peer)
 
     def send_raw(self, data: bytes, peer: Any) -> None:
         """Queue a datagram as is (tests and tools)."""

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from greencoap import Client, CoapError, Code, Response, Router, Server, Type
 from greencoap.message import Message
 
-from .conftest import free_port, which_or_skip
+from .conftest import which_or_skip
 
 
 def exchange(hub, port, datagrams, wait=0.5, expect=None):
@@ -205,25 +204,6 @@ def test_aiocoap_client_against_demo_server(hub, demo_proc_no_echo, aiocoap_mod)
     assert r1.code == aiocoap.CONTENT and r1.payload == b"Hello, world!"
     assert r2.payload == b"ai"
     assert r3.code == aiocoap.NOT_FOUND
-
-
-def test_cli(hub, demo_proc):
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "greencoap", *args], capture_output=True, text=True, timeout=30
-        )
-
-    r = cli("get", demo_proc.uri + "/hello")
-    assert r.returncode == 0 and r.stdout == "2.05 Content\nHello, world!\n"
-    r = cli("post", demo_proc.uri + "/echo", "--payload", "abc", "--non")
-    assert r.returncode == 0 and "abc" in r.stdout
-    r = cli("get", demo_proc.uri + "/nope")
-    assert r.returncode == 1 and "4.04 Not Found" in r.stdout
-    silent = free_port()
-    r = cli("get", f"coap://127.0.0.1:{silent}/x", "--timeout", "0.5")
-    assert r.returncode == 3 and "error" in r.stderr
-    r = cli("get", "http://x/")
-    assert r.returncode == 3
 
 
 def test_response_from_handler_keeps_options(hub):
