@@ -4,7 +4,20 @@ Everything public is re-exported here; nothing inside the package imports
 this module.
 """
 
-from .client import Client, default_client, delete, get, post, put, request
+from .client import (
+    Client,
+    default_client,
+    delete,
+    fetch,
+    get,
+    ipatch,
+    observe,
+    patch,
+    ping,
+    post,
+    put,
+    request,
+)
 from .codes import Code, Type
 from .errors import (
     ClientClosedError,
@@ -20,7 +33,7 @@ from .hub import Greenlet, GreenletExit, LoopExit, Timeout, get_hub, joinall, sl
 from .linkformat import Link, LinkFormatError
 from .message import Message
 from .observation import Observation
-from .options import Block, ContentFormat, OptionNumber
+from .options import Block, ContentFormat, OptionList, OptionNumber
 from .protocol.blockwise import BlockwiseError, BodyTooLargeError
 from .response import Request, Response
 from .router import Router
@@ -52,6 +65,7 @@ __all__ = [
     "Message",
     "MessageFormatError",
     "Observation",
+    "OptionList",
     "OptionNumber",
     "Queue",
     "Request",
@@ -67,10 +81,15 @@ __all__ = [
     "UriError",
     "default_client",
     "delete",
+    "fetch",
     "get",
     "get_hub",
+    "ipatch",
     "joinall",
+    "observe",
     "parse_uri",
+    "patch",
+    "ping",
     "post",
     "put",
     "request",

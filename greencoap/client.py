@@ -2,12 +2,14 @@
 
 ``Client.get(uri)`` parks only the calling greenlet: any number of greenlets
 can share one client and their requests run concurrently over one socket.
-The module-level :func:`get`, :func:`post`, :func:`put` and :func:`delete`
-use a default client per thread.
+The module-level :func:`get`, :func:`post`, :func:`put`, :func:`delete`,
+:func:`fetch`, :func:`patch`, :func:`ipatch`, :func:`ping` and
+:func:`observe` use a default client per thread.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -31,7 +33,7 @@ from .hub import (
 from .linkformat import Link, filter_links, parse_link_format
 from .message import Message
 from .observation import Observation
-from .options import Block, OptionNumber, encode_uint
+from .options import Block, OptionNumber, content_format_number, encode_uint
 from .protocol.blockwise import Block1Uploader, Block2Assembler, BlockwiseError, szx_for
 from .protocol.messaging import TransmissionParameters
 from .response import Response
@@ -105,6 +107,40 @@ def _method(method: int | str) -> Code:
 _DNS_TTL = 60.0
 
 
+def check_timeout(timeout: float) -> float:
+    """``timeout`` as a float; ValueError when it is negative or not a number."""
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        raise TypeError(f"a timeout is a number of seconds, not {timeout!r}") from None
+    if not value >= 0:  # also NaN
+        raise ValueError(f"a timeout cannot be negative: {timeout!r}")
+    return value
+
+
+def request_body(payload: Any, content_format: int | str | None) -> tuple[bytes, int | None]:
+    """A request payload as bytes and its Content-Format: ``str`` is UTF-8
+    (text/plain unless given), bytes-like is sent as it is, a dict, list,
+    number or bool is JSON (application/json unless given); anything else
+    is a TypeError (``bytes(5)`` would have sent five NUL bytes)."""
+    if content_format is not None and content_format.__class__ is not int:
+        content_format = content_format_number(content_format)
+    if isinstance(payload, str):
+        return payload.encode(), 0 if content_format is None else content_format
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload), content_format
+    if isinstance(payload, (dict, list, tuple, int, float)):  # bool is an int
+        try:
+            body = json.dumps(payload, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"payload cannot be sent as JSON: {e}") from None
+        return body, 50 if content_format is None else content_format
+    raise TypeError(
+        "payload is bytes, str or a JSON value (dict, list, number, bool), "
+        f"not {type(payload).__name__}"
+    )
+
+
 class Client:
     """A CoAP client: blocking calls, concurrent across greenlets.
 
@@ -156,7 +192,7 @@ class Client:
             max_retransmit=max_retransmit,
             nstart=nstart,
         )
-        self.timeout = self.params.max_transmit_wait if timeout is None else float(timeout)
+        self.timeout = self.params.max_transmit_wait if timeout is None else check_timeout(timeout)
         self.token_length = token_length
         self.block_size = block_size
         if block_size is not None:
@@ -441,7 +477,7 @@ class Client:
             return self._elsewhere(call, timeout=timeout)
         if method.__class__ is not Code:
             method = _method(method)
-        timeout = self.timeout if timeout is None else timeout
+        timeout = self.timeout if timeout is None else check_timeout(timeout)
         u, uri_opts = self._parse(uri)
         if ep is None or u.scheme != "coap":
             ep = self.endpoint_for(u)
@@ -466,12 +502,11 @@ class Client:
         if payload is None:
             payload = b""
         elif payload.__class__ is not bytes:
-            if isinstance(payload, str):
-                payload = payload.encode()
-                if content_format is None:
-                    content_format = 0
-            else:
-                payload = bytes(payload)
+            payload, content_format = request_body(payload, content_format)
+        elif content_format is not None and content_format.__class__ is not int:
+            content_format = content_format_number(content_format)
+        if accept is not None and accept.__class__ is not int:
+            accept = content_format_number(accept)
         if content_format is None and accept is None and not options:
             opts = uri_opts  # shared, never mutated below the API
         else:
@@ -636,6 +671,8 @@ class Client:
         itself (``reregister=False`` turns that off); ``max_reregistrations``
         failed attempts in a row end it with :class:`RequestTimeoutError`.
         """
+        if timeout is not None:
+            check_timeout(timeout)
         return Observation(
             self,
             uri,
@@ -677,7 +714,7 @@ class Client:
         if os_thread_ident() != self._home and not self._on_remote():
             return self._elsewhere(self.ping, uri, timeout, timeout=timeout)
         u, _ = self._parse(uri)
-        timeout = self.timeout if timeout is None else timeout
+        timeout = self.timeout if timeout is None else check_timeout(timeout)
         ep, peer = self.connect(u, timeout)
         t0 = monotonic()
         try:
@@ -757,3 +794,28 @@ def put(uri: str, payload: Any = None, **kwargs: Any) -> Response:
 def delete(uri: str, **kwargs: Any) -> Response:
     """DELETE with the default client."""
     return default_client().delete(uri, **kwargs)
+
+
+def fetch(uri: str, payload: Any = None, **kwargs: Any) -> Response:
+    """FETCH (RFC 8132) with the default client."""
+    return default_client().fetch(uri, payload, **kwargs)
+
+
+def patch(uri: str, payload: Any = None, **kwargs: Any) -> Response:
+    """PATCH (RFC 8132) with the default client."""
+    return default_client().patch(uri, payload, **kwargs)
+
+
+def ipatch(uri: str, payload: Any = None, **kwargs: Any) -> Response:
+    """iPATCH (RFC 8132) with the default client."""
+    return default_client().ipatch(uri, payload, **kwargs)
+
+
+def ping(uri: str, timeout: float | None = None) -> float:
+    """CoAP ping with the default client: the round-trip time in seconds."""
+    return default_client().ping(uri, timeout)
+
+
+def observe(uri: str, **kwargs: Any) -> Observation:
+    """Observe ``uri`` with the default client (see :meth:`Client.observe`)."""
+    return default_client().observe(uri, **kwargs)

@@ -280,3 +280,139 @@ class Block(NamedTuple):
     def from_size(cls, num: int, more: bool, size: int) -> Block:
         """Build from a byte size instead of an exponent: ``Block.from_size(0, True, 1024)``."""
         return cls(num, more, size_to_szx(size))
+
+
+#: short Content-Format names people type, beside the registered media types
+CONTENT_FORMAT_ALIASES: dict[str, ContentFormat] = {
+    "text": ContentFormat.TEXT_PLAIN,
+    "text/plain": ContentFormat.TEXT_PLAIN,
+    "link": ContentFormat.LINK_FORMAT,
+    "link-format": ContentFormat.LINK_FORMAT,
+    "xml": ContentFormat.XML,
+    "octet": ContentFormat.OCTET_STREAM,
+    "octet-stream": ContentFormat.OCTET_STREAM,
+    "binary": ContentFormat.OCTET_STREAM,
+    "exi": ContentFormat.EXI,
+    "json": ContentFormat.JSON,
+    "cbor": ContentFormat.CBOR,
+    "senml+json": ContentFormat.SENML_JSON,
+    "senml+cbor": ContentFormat.SENML_CBOR,
+    "lwm2m+tlv": ContentFormat.LWM2M_TLV,
+    "lwm2m+json": ContentFormat.LWM2M_JSON,
+}
+
+
+def content_format_number(value: int | str) -> int:
+    """A Content-Format (or Accept) number from a number, a
+    :class:`ContentFormat`, a media type (``"application/json"``,
+    ``"text/plain;charset=utf-8"``) or a short name (``"json"``, ``"cbor"``,
+    ``"text"``, ``"link"``, ``"octet"``); ValueError with examples otherwise."""
+    if isinstance(value, int):
+        if not 0 <= value <= 0xFFFF:
+            raise ValueError(f"a Content-Format number is 0..65535, not {value}")
+        return int(value)
+    if not isinstance(value, str):
+        raise TypeError(f"a content format is a number or a name, not {type(value).__name__}")
+    text = value.strip()
+    if text.isdigit():
+        return content_format_number(int(text))
+    alias = CONTENT_FORMAT_ALIASES.get(text.lower())
+    if alias is not None:
+        return int(alias)
+    try:
+        return int(ContentFormat.from_media_type(text))
+    except ValueError:
+        raise ValueError(
+            f"unknown content format {value!r}: give a number or a name such as "
+            "application/json, text/plain;charset=utf-8, application/cbor, "
+            "application/link-format (or json, text, cbor, link)"
+        ) from None
+
+
+class OptionList(list):
+    """A message's options: the raw ``[(number, value), ...]`` list, also
+    readable by name — ``options.etag``, ``options.max_age``,
+    ``options.content_format``, ``options.get(number)`` (the first value's
+    bytes), ``options.get_all(number)``."""
+
+    __slots__ = ()
+
+    def get(self, number: int, default: bytes | None = None) -> bytes | None:
+        """The value of the first option ``number`` (its bytes), or ``default``."""
+        for n, v in self:
+            if n == number:
+                return v
+        return default
+
+    def get_all(self, number: int) -> list[bytes]:
+        """The values of every option ``number``, in order."""
+        return [v for n, v in self if n == number]
+
+    def _uint(self, number: int) -> int | None:
+        v = self.get(number)
+        return None if v is None else decode_uint(v)
+
+    def _strs(self, number: int) -> list[str]:
+        return [v.decode("utf-8", "replace") for v in self.get_all(number)]
+
+    @property
+    def etag(self) -> bytes | None:
+        return self.get(OptionNumber.ETAG)
+
+    @property
+    def etags(self) -> list[bytes]:
+        return self.get_all(OptionNumber.ETAG)
+
+    @property
+    def max_age(self) -> int | None:
+        return self._uint(OptionNumber.MAX_AGE)
+
+    @property
+    def content_format(self) -> int | None:
+        return self._uint(OptionNumber.CONTENT_FORMAT)
+
+    @property
+    def accept(self) -> int | None:
+        return self._uint(OptionNumber.ACCEPT)
+
+    @property
+    def observe(self) -> int | None:
+        return self._uint(OptionNumber.OBSERVE)
+
+    @property
+    def size1(self) -> int | None:
+        return self._uint(OptionNumber.SIZE1)
+
+    @property
+    def size2(self) -> int | None:
+        return self._uint(OptionNumber.SIZE2)
+
+    @property
+    def block1(self) -> Block | None:
+        v = self.get(OptionNumber.BLOCK1)
+        return None if v is None else Block.from_bytes(v)
+
+    @property
+    def block2(self) -> Block | None:
+        v = self.get(OptionNumber.BLOCK2)
+        return None if v is None else Block.from_bytes(v)
+
+    @property
+    def uri_path(self) -> list[str]:
+        return self._strs(OptionNumber.URI_PATH)
+
+    @property
+    def uri_query(self) -> list[str]:
+        return self._strs(OptionNumber.URI_QUERY)
+
+    @property
+    def location_path(self) -> list[str]:
+        return self._strs(OptionNumber.LOCATION_PATH)
+
+    @property
+    def location_query(self) -> list[str]:
+        return self._strs(OptionNumber.LOCATION_QUERY)
+
+    @property
+    def echo(self) -> bytes | None:
+        return self.get(OptionNumber.ECHO)

@@ -15,7 +15,7 @@ from .dtls_channel import secure_identity
 from .endpoint import display_peer
 from .errors import ResponseError
 from .message import Message
-from .options import Block, ContentFormat, OptionNumber
+from .options import Block, ContentFormat, OptionList, OptionNumber
 
 JSON = int(ContentFormat.JSON)
 CBOR = int(ContentFormat.CBOR)
@@ -64,7 +64,9 @@ class Response:
             else:
                 payload = bytes(payload)
         self.payload = payload
-        self.options: list[tuple[int, bytes]] = list(options) if options else []
+        #: the raw ``[(number, value), ...]`` list, also readable by name
+        #: (``options.etag``, ``options.get(number)``: :class:`OptionList`)
+        self.options: OptionList = OptionList(options) if options else OptionList()
         self._peer: tuple | None = None
         self.message: Message | None = None
         #: a client's cached representation that the server confirmed with
@@ -89,7 +91,7 @@ class Response:
             self.options += [(OptionNumber.LOCATION_QUERY, q.encode()) for q in location_query]
 
     def _set(self, number: int, value: int) -> None:
-        self.options = [o for o in self.options if o[0] != number]
+        self.options = OptionList(o for o in self.options if o[0] != number)
         self.options.append((number, _uint(value)))
 
     @classmethod
@@ -98,7 +100,7 @@ class Response:
         r = cls.__new__(cls)
         r.code = msg.code
         r.payload = msg.payload
-        r.options = msg.options
+        r.options = OptionList(msg.options)
         r._peer = peer
         r.message = msg
         r.validated = False
