@@ -1,14 +1,16 @@
 # Two commands do all setup on a fresh Debian machine:
 #   make demo   - install greencoap, run the demo server and the tour against it
 #   make test   - install greencoap with its test extras, run ruff and the test suite
+# and `make docs` builds the documentation site into build/site.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.greencoap-installed-demo
 TEST_STAMP := $(VENV)/.greencoap-installed-test
+DOCS_STAMP := $(VENV)/.greencoap-installed-docs
 SYSDEPS := $(VENV)/.greencoap-sysdeps
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean docs
 
 demo: $(DEMO_STAMP)
 	PY=$(PY) scripts/demo.sh
@@ -46,6 +48,16 @@ $(TEST_STAMP): $(INSTALL_DEPS)
 
 bench: $(TEST_STAMP)
 	$(PY) bench/server.py
+
+# The documentation site (mkdocs.yml: mkdocs-material, mkdocstrings), strict:
+# a warning (a broken link, a docstring mkdocstrings cannot render) fails it.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site
+
+$(DOCS_STAMP): $(INSTALL_DEPS)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,docs]'
+	touch $@
 
 # Hostile input at scale: 1,000,000 mutated datagrams at a live demo server on
 # each hub, with a good client alongside (scripts/fuzz.py; tests/test_fuzz.py is
