@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from time import monotonic
 from typing import Any
@@ -686,6 +686,10 @@ class Client:
     def discover(self, base: str, *, timeout: float | None = None, **filters: Any) -> list[Link]:
         """Resource discovery (RFC 6690): the links of ``base``'s ``/.well-known/core``.
 
+        A multicast ``base`` (``coap://224.0.1.187``, ``coap://[ff02::fd%eth0]``)
+        asks every server of the group (see :meth:`multicast`; ``timeout``,
+        default 2 s, is the window) and returns all their links.
+
         Keyword arguments are §4.1 query filters (``rt="temp*"``, ``if_="sensor"``,
         ``ct=40``, ``obs=""``, ``href="/s*"``, any attribute, ``*`` for a
         prefix): sent to the server and applied again here, since a server
@@ -700,10 +704,75 @@ class Client:
         uri = root.rstrip("/") + "/.well-known/core"
         if query:
             uri += "?" + "&".join(f"{k}={v}" for k, v in query)
+        from .multicast import is_multicast
+
+        if is_multicast(u.host):  # every server of the group: links resolved against each
+            found = []
+            for r in self.multicast("GET", uri, timeout=2.0 if timeout is None else timeout):
+                host, port = r.peer
+                there = compose_uri("coap", host, port, (), ())
+                links = filter_links(parse_link_format(r.payload), query)
+                found += [Link(k.resolve(there), k.params) for k in links if not _template(k)]
+            return found
         r = self.get(uri, timeout=timeout)
         r.raise_for_status()
         links = filter_links(parse_link_format(r.payload), query)
         return [Link(link.resolve(root), link.params) for link in links if not _template(link)]
+
+    def multicast(
+        self,
+        method: int | str,
+        uri: str,
+        payload: Any = None,
+        *,
+        timeout: float = 2.0,
+        interface: str | int | None = None,
+        content_format: int | str | None = None,
+        accept: int | str | None = None,
+        options: list[tuple[int, bytes | str | int]] | None = None,
+        hops: int = 1,
+    ) -> Iterator[Response]:
+        """A request to a multicast group (RFC 7252 §8): ``uri``'s host is a
+        group address (``coap://224.0.1.187/...``, ``coap://[ff02::fd%eth0]/...``;
+        the ``%zone`` or ``interface=`` picks the link of a link-local group).
+        The request goes as NON, once; the iterator yields a
+        :class:`Response` (with :attr:`~Response.peer`) from each server that
+        answers within ``timeout`` seconds, as they come, and ends when the
+        window closes.  ``hops`` is the multicast TTL / hop limit.  Servers
+        stay silent for errors (§8.2), so no answer is not an error here.
+        Call it from the client's own thread (it has a socket of its own)."""
+        from .multicast import MulticastRequest, is_multicast
+
+        check_timeout(timeout)
+        if method.__class__ is not Code:
+            method = _method(method)
+        u = parse_uri(uri)
+        if not is_multicast(u.host):
+            raise UriError(f"{u.host} is not a multicast group address")
+        if u.scheme != "coap":
+            raise UriError("multicast is coap:// only (DTLS has no group keys)")
+        body, content_format = (
+            request_body(payload, content_format)
+            if payload is not None
+            else (
+                b"",
+                content_format_number(content_format) if content_format is not None else None,
+            )
+        )
+        opts: list = list(u.options(include_host=False))
+        if content_format is not None:
+            opts.append((OptionNumber.CONTENT_FORMAT, encode_uint(int(content_format))))
+        if accept is not None:
+            opts.append((OptionNumber.ACCEPT, encode_uint(content_format_number(accept))))
+        for number, value in options or ():
+            if isinstance(value, str):
+                value = value.encode()
+            elif isinstance(value, int):
+                value = encode_uint(value)
+            opts.append((number, value))
+        msg = Message(Type.NON, method, 0, b"", opts, body)
+        request = MulticastRequest(u.host, u.port, msg, timeout, interface=interface, hops=hops)
+        return (Response.from_message(m, peer) for m, peer in request)
 
     def ping(self, uri: str, timeout: float | None = None) -> float:
         """Send a CoAP ping (empty CON) and return the round-trip time in seconds.

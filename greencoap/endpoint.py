@@ -48,6 +48,7 @@ def make_udp_socket(
     *,
     reuse_port: bool = False,
     buffer_size: int | None = DEFAULT_SOCKET_BUFFER,
+    reuse_addr: bool = False,
 ) -> socket.socket:
     """Create and bind a non-blocking UDP socket.
 
@@ -78,6 +79,8 @@ def make_udp_socket(
                 addr = ("::", port)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_addr:  # a multicast group socket shares the port (bound to the group)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if buffer_size:
             set_buffer_sizes(sock, buffer_size)
         if wildcard:

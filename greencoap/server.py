@@ -11,6 +11,7 @@ each is counted in :attr:`Server.stats`.
 from __future__ import annotations
 
 import logging
+import random
 import types
 from functools import partial
 from time import monotonic
@@ -134,6 +135,16 @@ class Server:
     socket activation) instead of binding ``host``:``port``; it is closed
     when the server stops.
 
+    ``multicast=True`` also listens to the All-CoAP-Nodes groups
+    (224.0.1.187, ff02::fd, ff05::fd; or the list of groups given) on
+    ``multicast_interface`` (a name or an index; None: the kernel's choice)
+    at the server's port (RFC 7252 §8.2): a NON request to a group is
+    answered as NON, from the server's own address, after a random leisure
+    of up to ``multicast_leisure`` seconds (default 5, §8.2's
+    DEFAULT_LEISURE); errors (4.xx, 5.xx) are not answered at all, and
+    nothing a group receives gets an RST or ACK.  Serve on a wildcard
+    ``host`` (``"::"``, ``"0.0.0.0"``) so that answers can reach the link.
+
     With ``dtls_port`` the same router is also served over DTLS 1.2 with
     pre-shared keys (``coaps://``, TLS_PSK_WITH_AES_128_CCM_8): ``psk`` is a
     dict ``{identity: key}`` or a callable ``identity -> key or None``;
@@ -179,6 +190,9 @@ class Server:
         dtls_sessions: int = 10_000,
         dtls_idle_timeout: float = 300.0,
         sock: Any = None,
+        multicast: bool | list[str] = False,
+        multicast_interface: str | int | None = None,
+        multicast_leisure: float = 5.0,
     ) -> None:
         self.router = router
         #: an already bound UDP socket to serve on instead of binding host:port
@@ -212,6 +226,15 @@ class Server:
         self.psk_hint = psk_hint
         self.dtls_sessions = dtls_sessions
         self.dtls_idle_timeout = dtls_idle_timeout
+        from .multicast import ALL_COAP_NODES
+
+        #: the groups listened to (``multicast=``) and their endpoints once started
+        self.multicast_groups: tuple[str, ...] = (
+            ALL_COAP_NODES if multicast is True else tuple(multicast or ())
+        )
+        self.multicast_interface = multicast_interface
+        self.multicast_leisure = multicast_leisure
+        self.group_endpoints: list[Endpoint] = []
         self.hub = None
         self._stopped = None
         self._stats = {
@@ -231,7 +254,12 @@ class Server:
             "load_level_changes": 0,
             "throttled": 0,
             "shed": 0,
+            "multicast_requests": 0,
+            "multicast_answered": 0,
+            "multicast_suppressed": 0,
+            "multicast_ignored": 0,
         }
+        self._rng = random.Random()  # the multicast leisure
         self.observers = ObserverRegistry(self, con_every, max_observers, max_observers_per_peer)
         self._housekeeper: Any = None
         self._handler_log = LogThrottle()
@@ -315,7 +343,11 @@ class Server:
         sock = self._sock
         if sock is None:
             sock = make_udp_socket(
-                self.host, self._port, reuse_port=self.reuse_port, buffer_size=self.buffer_size
+                self.host,
+                self._port,
+                reuse_port=self.reuse_port,
+                buffer_size=self.buffer_size,
+                reuse_addr=bool(self.multicast_groups),  # the group sockets share its port
             )
         else:
             self._sock = None  # served once: a stopped server closed it
@@ -357,9 +389,53 @@ class Server:
             ep.admit = self._admission
             self._limit_sources(ep)
             self._dtls_port = ep.address[1]
+        if self.multicast_groups:
+            self._listen_to_groups()
         self._stopped = Event()
         self._housekeeper = self.hub.call_later(self.housekeeping_interval, self._housekeeping)
         return self
+
+    def _listen_to_groups(self) -> None:
+        """A receive-only endpoint per group (see the class docstring)."""
+        from .multicast import ReceiveOnly, group_socket, no_group_traffic
+
+        no_group_traffic(self.endpoint.sock)  # the unicast socket: its own datagrams only
+        try:
+            for group in self.multicast_groups:
+                gsock = group_socket(group, self._port, self.multicast_interface)
+                ep = Endpoint(
+                    gsock, params=self.params, on_request=self._handle_group, hub=self.hub
+                )
+                ep.impairment = ReceiveOnly()
+                self.group_endpoints.append(ep)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _handle_group(self, msg: Message, peer: tuple) -> None:
+        """A request that came to a group (on a worker): answered as NON after
+        the leisure, from the unicast socket; errors and CONs get nothing."""
+        stats = self._stats
+        if msg.mtype != Type.NON or msg.code == 0:
+            stats["multicast_ignored"] += 1  # §8.1: multicast requests are NON
+            return
+        stats["multicast_requests"] += 1
+        reply = self.handle_request(msg, peer).to_message()
+        if reply.code >= 128:
+            stats["multicast_suppressed"] += 1  # §8.2: no error responses to a group
+            return
+        leisure = self.multicast_leisure
+        if leisure > 0:
+            sleep(self._rng.uniform(0.0, leisure))
+        ep = self.endpoint
+        if ep is None:
+            return
+        from .multicast import unicast_peer
+
+        reply.mtype = Type.NON
+        reply.token = msg.token
+        ep.send(reply, unicast_peer(peer, ep.family))
+        stats["multicast_answered"] += 1
 
     def _housekeeping(self) -> None:
         """Timer (every :attr:`housekeeping_interval` s): let the tables of
@@ -468,6 +544,9 @@ class Server:
             if self.secure_endpoint is not None:
                 self.secure_endpoint.close()
                 self.secure_endpoint = None
+            for ep in self.group_endpoints:
+                ep.close()
+            self.group_endpoints = []
             self.endpoint.close()
             self.endpoint = None
         if self._stopped is not None:
