@@ -171,3 +171,48 @@ def test_through_the_lossy_relay(hub, demo_proc):
         assert r.returncode == 0 and r.stdout == b"0123456789abcdef" * 187 + b"01234567"
         r = cli(hub, "observe", relay.uri + "/counter?interval=0.05", "--count", "3")
         assert r.returncode == 0 and len(r.stdout.splitlines()) == 3
+
+
+def test_on_a_terminal_json_is_pretty_and_link_format_a_table(hub, demo_proc):
+    """stdout a terminal (a pty): JSON indented, link-format as a table; --raw
+    and a pipe get the bytes as they came."""
+    import pty
+
+    def on_tty(*args):
+        master, slave = pty.openpty()
+        env = dict(os.environ, GREENCOAP_HUB=hub.backend)
+        try:
+            p = subprocess.run(
+                [sys.executable, "-m", "greencoap", *args],
+                stdout=slave,
+                stderr=subprocess.PIPE,
+                timeout=30,
+                env=env,
+            )
+            os.close(slave)
+            slave = -1
+            chunks = []
+            while True:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the other side is closed and drained
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            return p.returncode, b"".join(chunks).replace(b"\r\n", b"\n")
+        finally:
+            os.close(master)
+            if slave >= 0:
+                os.close(slave)
+
+    rc, out = hub.run_in_thread(on_tty, "get", demo_proc.uri + "/sensors/1", timeout=40)
+    assert rc == 0 and out.startswith(b"{\n  ") and json.loads(out)["id"] == "1", out
+    rc, raw = hub.run_in_thread(on_tty, "get", demo_proc.uri + "/sensors/1", "--raw", timeout=40)
+    assert rc == 0 and b"\n  " not in raw.rstrip(b"\n")
+    rc, table = hub.run_in_thread(on_tty, "get", demo_proc.uri + "/.well-known/core", timeout=40)
+    lines = table.decode().splitlines()
+    assert rc == 0 and lines[0].startswith("target") and any("</" not in x for x in lines)
+    assert any(line.split()[0] == "/hello" for line in lines[2:]), lines
+    piped = cli(hub, "get", demo_proc.uri + "/sensors/1").stdout
+    assert b"\n  " not in piped and json.loads(piped)["id"] == "1"

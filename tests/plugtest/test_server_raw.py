@@ -254,7 +254,9 @@ def test_lossy(hub, make_plug, td):
                 got.append(resp)
                 if tap.dropped(C2S) and tap.dropped(S2C):
                     break
-            peer.gather(0.2)  # ACK late retransmissions
+            # ACK late retransmissions: one whose ACK was dropped twice is due
+            # again ~0.6 s after its first send (ACK_TIMEOUT 0.1, doubling)
+            peer.gather(1.2)
             return got
 
         got = raw_session(hub, plug.port, script, timeout=40)
