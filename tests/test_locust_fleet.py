@@ -423,7 +423,7 @@ def test_2000_device_users_in_one_worker_against_aiocoap_rd(one_hub):
             str(port),
             "--host",
             f"coap://127.0.0.1:{rd_port}",
-            *headless(2000, 400, 14),
+            *headless(2000, 400, 20),  # 5 s of spawning, then room for a busy RD
         )
         out = in_thread(hub, cmd, 150)
         done[0] = True
