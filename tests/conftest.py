@@ -220,7 +220,6 @@ SERIAL = {
     "test_fuzz.py",
     "test_locust.py",
     "test_locust_fleet.py",
-    "test_multicast.py",
     "test_dtls_api.py::test_50000_hostile_datagrams_counted_while_a_good_client_is_served",
 }
 

@@ -36,6 +36,7 @@ def test_every_example_is_tested():
     scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")}
     tested = {*NEEDS_SERVER, "server", "slow_handler", "dtls", "locustfile"}
     tested |= {"tour", "coapthon_legacy", "fleet_gateway"}  # test_tour, test_coapthon, test_fleet
+    tested |= {"multicast"}  # test_multicast (in network namespaces of its own)
     assert scripts == tested
 
 

@@ -169,6 +169,21 @@ def ask() -> dict:
         timeout=30,
     )
     out["cli"] = {"rc": cli.returncode, "stdout": cli.stdout, "stderr": cli.stderr}
+    example = os.path.join(os.path.dirname(HERE), "..", "..", "examples", "multicast.py")
+    ex = subprocess.run(
+        [sys.executable, example, "coap://224.0.1.187", "1.5"],  # libcoap may be later
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    out["example"] = {"rc": ex.returncode, "stdout": ex.stdout, "stderr": ex.stderr}
+    nobody = subprocess.run(
+        [sys.executable, example, "coap://224.0.1.99", "0.5"],  # a group no one joined
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    out["example_nobody"] = {"rc": nobody.returncode, "stderr": nobody.stderr}
     libc = subprocess.run(
         ["coap-client-notls", "-N", "-m", "get", "-B", "2", "coap://224.0.1.187/hello"],
         capture_output=True,
