@@ -161,6 +161,16 @@ def test_against_libcoap_and_like_coap_client(hub):
         assert ours.stdout == body and theirs.stdout.rstrip(b"\n") == body.rstrip(b"\n")
         r = cli(hub, "discover", f"coap://127.0.0.1:{port}")
         assert r.returncode == 0 and b"/thing" in r.stdout
+        base = f"coap://127.0.0.1:{port}"
+        r = cli(hub, "observe", base + "/time", "--count", "2", timeout=40)  # a tick a second
+        assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
+        r = cli(hub, "ping", base, "--count", "2", "--interval", "0.1")
+        assert r.returncode == 0 and r.stdout.count(b" ms") == 2
+        r = cli(hub, "post", uri, "-p", "x", "-v")
+        assert r.returncode in (0, 1) and b"POST" in r.stderr  # answered, whatever its code
+        r = cli(hub, "delete", uri)
+        assert r.returncode == 0 and r.stderr.startswith(b"2.02 Deleted"), r.stderr
+        assert cli(hub, "get", uri).returncode == 1  # 4.04 now
     finally:
         proc.stop()
 
