@@ -295,8 +295,10 @@ def run_coapload(
     window: int = 64,
     sockets: int = 4,
     warmup: float = 1.0,
+    port_count: int = 1,
 ) -> dict[str, Any]:
-    """Run coapload on CPU 0 against 127.0.0.1:port; return the parsed RESULT."""
+    """Run coapload on CPU 0 against 127.0.0.1:port (``port_count`` ports from
+    it, round-robin); return the parsed RESULT."""
     ensure_tools()
     cmd = pinned(
         [
@@ -317,6 +319,8 @@ def run_coapload(
             duration,
             "--warmup",
             warmup,
+            "--port-count",
+            port_count,
         ],
         CLIENT_CPU,
     )

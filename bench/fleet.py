@@ -274,32 +274,8 @@ def sample_answers(targets: list[tuple[str, int, str]]) -> int:
 
 
 def coapload(port: int, count: int, duration: float) -> dict[str, Any]:
-    cmd = c.pinned(
-        [
-            c.COAPLOAD,
-            "--host",
-            c.HOST,
-            "--port",
-            port,
-            "--port-count",
-            count,
-            "--path",
-            LOAD_PATH,
-            "--type",
-            "con",
-            "--window",
-            64,
-            "--sockets",
-            4,
-            "--duration",
-            duration,
-            "--warmup",
-            1,
-        ],
-        LOAD_CPU,
-    )
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
-    return c.parse_result(p.stdout)
+    """CON GET LOAD_PATH over ``count`` ports from ``port``, window 64 x 4 sockets."""
+    return c.run_coapload(port, "con", duration, path=LOAD_PATH, port_count=count)
 
 
 def measure_hub(hub: str, n: int, sample: int, duration: float, runs: int) -> dict[str, Any]:

@@ -41,7 +41,7 @@ class Response:
     ``token`` and the raw ``message``.
     """
 
-    __slots__ = ("code", "payload", "options", "_peer", "message", "validated")
+    __slots__ = ("code", "payload", "_options", "_peer", "message", "validated")
 
     def __init__(
         self,
@@ -64,9 +64,7 @@ class Response:
             else:
                 payload = bytes(payload)
         self.payload = payload
-        #: the raw ``[(number, value), ...]`` list, also readable by name
-        #: (``options.etag``, ``options.get(number)``: :class:`OptionList`)
-        self.options: OptionList = OptionList(options) if options else OptionList()
+        self._options = OptionList(options) if options else OptionList()
         self._peer: tuple | None = None
         self.message: Message | None = None
         #: a client's cached representation that the server confirmed with
@@ -91,7 +89,7 @@ class Response:
             self.options += [(OptionNumber.LOCATION_QUERY, q.encode()) for q in location_query]
 
     def _set(self, number: int, value: int) -> None:
-        self.options = OptionList(o for o in self.options if o[0] != number)
+        self._options = OptionList(o for o in self._options if o[0] != number)
         self.options.append((number, _uint(value)))
 
     @classmethod
@@ -100,7 +98,7 @@ class Response:
         r = cls.__new__(cls)
         r.code = msg.code
         r.payload = msg.payload
-        r.options = OptionList(msg.options)
+        r._options = OptionList(msg.options)
         r._peer = peer
         r.message = msg
         r.validated = False
@@ -115,40 +113,40 @@ class Response:
         """The message a server sends for this response (type/MID/token set later)."""
         return Message(Type.ACK, self.code, 0, b"", self.options, self.payload)
 
-    def _opt(self, number: int) -> bytes | None:
-        for n, v in self.options:
-            if n == number:
-                return v
-        return None
+    @property
+    def options(self) -> OptionList:
+        """The raw ``[(number, value), ...]`` list, also readable by name
+        (``options.etag``, ``options.get(number)``: :class:`OptionList`); a
+        list assigned here becomes one."""
+        return self._options
+
+    @options.setter
+    def options(self, value: list) -> None:
+        self._options = value if value.__class__ is OptionList else OptionList(value)
 
     @property
     def content_format(self) -> int | None:
         """The Content-Format option as an int, or None when absent."""
-        v = self._opt(OptionNumber.CONTENT_FORMAT)
-        return None if v is None else int.from_bytes(v, "big")
+        return self._options.content_format
 
     @property
     def max_age(self) -> int | None:
-        v = self._opt(OptionNumber.MAX_AGE)
-        return None if v is None else int.from_bytes(v, "big")
+        return self._options.max_age
 
     @property
     def etag(self) -> bytes | None:
         """The ETag option, or None."""
-        return self._opt(OptionNumber.ETAG)
-
-    def _strs(self, number: int) -> list[str]:
-        return [v.decode("utf-8", "replace") for n, v in self.options if n == number]
+        return self._options.etag
 
     @property
     def location_path(self) -> list[str]:
         """Location-Path segments (a 2.01 Created says where)."""
-        return self._strs(OptionNumber.LOCATION_PATH)
+        return self._options.location_path
 
     @property
     def location_query(self) -> list[str]:
         """Location-Query items."""
-        return self._strs(OptionNumber.LOCATION_QUERY)
+        return self._options.location_query
 
     @property
     def location(self) -> str:
@@ -162,20 +160,17 @@ class Response:
     @property
     def block2(self) -> Block | None:
         """The Block2 option (on a block of a block-wise body), or None."""
-        v = self._opt(OptionNumber.BLOCK2)
-        return None if v is None else Block.from_bytes(v)
+        return self._options.block2
 
     @property
     def observe(self) -> int | None:
         """The Observe option (a notification's sequence number), or None."""
-        v = self._opt(OptionNumber.OBSERVE)
-        return None if v is None else int.from_bytes(v, "big")
+        return self._options.observe
 
     @property
     def size2(self) -> int | None:
         """The Size2 option (the whole body's size), or None."""
-        v = self._opt(OptionNumber.SIZE2)
-        return None if v is None else int.from_bytes(v, "big")
+        return self._options.size2
 
     @property
     def text(self) -> str:

@@ -12,10 +12,10 @@ from typing import Any
 
 from ..client import Client
 from ..errors import CoapError, HandshakeError, RequestTimeoutError, ResetError, UriError
-from ..options import OptionNumber
+from ..options import OptionNumber, content_format_number
 from ..uri import parse_uri
 from . import render
-from .formats import format_name, parse_format
+from .formats import format_name
 
 OK, RESPONSE_ERROR, USAGE, NO_ANSWER, LOCAL_IO = 0, 1, 2, 3, 4
 METHODS = ("get", "post", "put", "delete", "fetch", "patch", "ipatch")
@@ -32,7 +32,7 @@ class LocalIO(Exception):
 # -- options ---------------------------------------------------------------------
 def _format(text: str) -> int:
     try:
-        return parse_format(text)
+        return content_format_number(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

@@ -1,15 +1,9 @@
-"""Content-Format names for the command line: ``application/json``,
-``json``, ``text/plain;charset=utf-8``, ``text``, ``60`` ..."""
+"""Content-Format names as the command line shows them (parsing them is
+:func:`greencoap.options.content_format_number`)."""
 
 from __future__ import annotations
 
-from ..options import ContentFormat, content_format_number
-
-
-def parse_format(text: str) -> int:
-    """A Content-Format number from a number, a media type or a short name
-    (see :func:`~greencoap.options.content_format_number`)."""
-    return content_format_number(text)
+from ..options import ContentFormat
 
 
 def format_name(number: int | None) -> str:
