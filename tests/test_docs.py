@@ -79,3 +79,10 @@ def test_docs_build_strict(tmp_path):
         assert (site / guide / "index.html").is_file(), guide
     # a repository file linked from a page is served (scripts/mkdocs_hooks.py)
     assert (site / "repo" / "examples" / "coapthon_legacy.py").is_file()
+    # the docstrings' reST roles render as code, linked where the target is
+    # documented (scripts/griffe_rest_roles.py), never as ":class:`X`" text
+    for page in (site / "api").glob("*/index.html"):
+        text = page.read_text()
+        assert not any(f":{role}:" in text for role in ("class", "meth", "func", "attr")), page
+    server = (site / "api" / "server" / "index.html").read_text()
+    assert 'href="#greencoap.server.Server.stop"><code>stop</code></a>' in server
