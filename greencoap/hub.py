@@ -130,7 +130,11 @@ _UNSET = object()
 
 
 class Timer:
-    """A scheduled callback; ``cancel()`` makes it a no-op (lazy heap removal)."""
+    """A scheduled callback; ``cancel()`` makes it a no-op (lazy heap removal).
+
+    The hub's heap holds ``(deadline, seq, timer)`` tuples, so that ordering
+    is tuple comparison in C (``seq`` is unique: timers are never compared).
+    """
 
     __slots__ = ("deadline", "seq", "callback", "args", "cancelled")
 
@@ -140,9 +144,6 @@ class Timer:
         self.callback = callback
         self.args = args
         self.cancelled = False
-
-    def __lt__(self, other: Timer) -> bool:
-        return (self.deadline, self.seq) < (other.deadline, other.seq)
 
     def cancel(self) -> None:
         """Prevent the callback from running; safe to call more than once."""
@@ -363,7 +364,7 @@ class Hub(RawGreenlet, HubBase):
         self.greenlet = self
         self._init_common()
         self._callbacks: deque = deque()
-        self._timers: list[Timer] = []
+        self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = 0
         self._threadsafe: deque = deque()
         self._threadsafe_lock = _os_lock()
@@ -391,16 +392,17 @@ class Hub(RawGreenlet, HubBase):
 
     def call_at(self, deadline: float, fn: Callable, *args: Any) -> Timer:
         """Run ``fn(*args)`` in the hub at monotonic time ``deadline``."""
-        self._timer_seq += 1
-        t = Timer(deadline, self._timer_seq, fn, args)
-        heapq.heappush(self._timers, t)
+        seq = self._timer_seq = self._timer_seq + 1
+        t = Timer(deadline, seq, fn, args)
+        heapq.heappush(self._timers, (deadline, seq, t))
         return t
 
     def call_later(self, delay: float, fn: Callable, *args: Any) -> Timer:
         """Run ``fn(*args)`` in the hub after ``delay`` seconds."""
-        self._timer_seq += 1
-        t = Timer(monotonic() + delay, self._timer_seq, fn, args)
-        heapq.heappush(self._timers, t)
+        seq = self._timer_seq = self._timer_seq + 1
+        deadline = monotonic() + delay
+        t = Timer(deadline, seq, fn, args)
+        heapq.heappush(self._timers, (deadline, seq, t))
         return t
 
     # -- the loop ------------------------------------------------------
@@ -432,8 +434,8 @@ class Hub(RawGreenlet, HubBase):
                     self.handle_error(fn)
             if timers:
                 now = monotonic()
-                while timers and timers[0].deadline <= now:
-                    t = heappop(timers)
+                while timers and timers[0][0] <= now:
+                    t = heappop(timers)[2]
                     if t.cancelled:
                         continue
                     fn, args = t.callback, t.args
@@ -442,12 +444,12 @@ class Hub(RawGreenlet, HubBase):
                         fn(*args)
                     except BaseException:  # noqa: BLE001
                         self.handle_error(fn)
-                while timers and timers[0].cancelled:
+                while timers and timers[0][2].cancelled:
                     heappop(timers)
             if callbacks or self._threadsafe:
                 timeout = 0.0
             elif timers:
-                timeout = max(0.0, timers[0].deadline - monotonic())
+                timeout = max(0.0, timers[0][0] - monotonic())
             elif io.has_work() or self._thread_jobs or self.keepalive:
                 timeout = None
             else:

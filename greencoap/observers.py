@@ -276,6 +276,9 @@ class ObserverRegistry:
         #: ``on_sent(path, confirmable, size)`` after each notification goes out
         #: (device fleets report them to Locust); None costs nothing
         self.on_sent: Any = None
+        #: ``on_observed(flag)`` when the first observer comes (True) and the
+        #: last goes (False): a fleet visits only observed devices; None costs nothing
+        self.on_observed: Any = None
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -319,6 +322,8 @@ class ObserverRegistry:
         if obs.format is None:
             obs.format = response.content_format
         self.by_key[key] = obs
+        if len(self.by_key) == 1 and self.on_observed is not None:
+            self.on_observed(True)
         self.by_path.setdefault(obs.path, {})[key] = obs
         self.per_peer[obs.peer] = self.per_peer.get(obs.peer, 0) + 1
         self.server._stats["observers"] = len(self.by_key)
@@ -351,6 +356,8 @@ class ObserverRegistry:
                 self.per_peer[obs.peer] = n
             else:
                 self.per_peer.pop(obs.peer, None)
+            if not self.by_key and self.on_observed is not None:
+                self.on_observed(False)
             stats = self.server._stats
             stats["observers"] = len(self.by_key)
             stats[f"observers_dropped_{why}"] = stats.get(f"observers_dropped_{why}", 0) + 1

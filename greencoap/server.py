@@ -155,8 +155,10 @@ class Server:
     """
 
     #: seconds between two sweeps of the expiring tables (Block1/Block2
-    #: state, rate buckets, Echo): how late abandoned state may be let go
-    housekeeping_interval: float = HOUSEKEEPING_INTERVAL
+    #: state, rate buckets, Echo): how late abandoned state may be let go;
+    #: None: no timer of its own, the owner calls :meth:`housekeep` (a fleet
+    #: sweeps its devices from one timer)
+    housekeeping_interval: float | None = HOUSEKEEPING_INTERVAL
 
     def __init__(
         self,
@@ -392,7 +394,8 @@ class Server:
         if self.multicast_groups:
             self._listen_to_groups()
         self._stopped = Event()
-        self._housekeeper = self.hub.call_later(self.housekeeping_interval, self._housekeeping)
+        if self.housekeeping_interval is not None:
+            self._housekeeper = self.hub.call_later(self.housekeeping_interval, self._housekeeping)
         return self
 
     def _listen_to_groups(self) -> None:
@@ -437,22 +440,29 @@ class Server:
         ep.send(reply, unicast_peer(peer, ep.family))
         stats["multicast_answered"] += 1
 
-    def _housekeeping(self) -> None:
-        """Timer (every :attr:`housekeeping_interval` s): let the tables of
-        abandoned state go -- Block1 uploads and Block2 bodies past their
-        lifetime, rate buckets that are full again, Echo verifications past
-        theirs -- whether or not more requests come."""
+    def housekeep(self, now: float) -> None:
+        """Let the tables of abandoned state go -- Block1 uploads and Block2
+        bodies past their lifetime, rate buckets that are full again, Echo
+        verifications past theirs -- whether or not more requests come.  The
+        server's timer calls it every :attr:`housekeeping_interval` s (in
+        the hub); an owner that set the interval to None calls it itself."""
         if self.endpoint is None:
             return
-        now = monotonic()
+        self.block1.expire(now)
+        self.block2.expire(now)
+        self.buckets.expire(now)
+        if self.echo is not None:
+            self.echo.expire(now)
+
+    def _housekeeping(self) -> None:
+        """Timer: :meth:`housekeep`, then again after the interval."""
         try:
-            self.block1.expire(now)
-            self.block2.expire(now)
-            self.buckets.expire(now)
-            if self.echo is not None:
-                self.echo.expire(now)
+            self.housekeep(monotonic())
         finally:
-            self._housekeeper = self.hub.call_later(self.housekeeping_interval, self._housekeeping)
+            if self.endpoint is not None and self.housekeeping_interval is not None:
+                self._housekeeper = self.hub.call_later(
+                    self.housekeeping_interval, self._housekeeping
+                )
 
     def _limit_sources(self, ep: Endpoint) -> None:
         """Early shedding on ``ep``'s socket (see the class docstring)."""

@@ -74,8 +74,10 @@ class DeviceServer(Server):
     delay: float = 0.0
     served: Callable[[str, str, float, int, int], None] | None = None
     #: ten thousand devices sweeping their tables every second would cost the
-    #: hub ten thousand timers a second; abandoned state may wait longer
-    housekeeping_interval = 10.0
+    #: hub ten thousand timers a second; abandoned state may wait longer (a
+    #: :class:`~greencoap.fleet.Fleet` sets None and sweeps its devices from
+    #: its one ticker instead)
+    housekeeping_interval: float | None = 10.0
 
     def handle_request(self, msg: Message, peer: tuple) -> Any:
         served = self.served
@@ -113,7 +115,10 @@ class Device:
     ``links(router)``, by default :func:`links_of`) and ``rd_peer`` (the
     RD's socket address) make it register; ``events`` hears of every
     registration exchange, ``served`` of every request answered and
-    ``notified`` of every notification sent.
+    ``notified`` of every notification sent; ``observed(device, flag)``
+    hears when the device gains its first observer (True) or loses its last.
+    ``housekeeping_interval`` is its server's (None: the owner calls
+    ``device.server.housekeep(now)``, as a fleet does).
     """
 
     def __init__(
@@ -135,6 +140,8 @@ class Device:
         links: Callable[[Router], bytes] | None = None,
         rng: random.Random | None = None,
         server_options: dict[str, Any] | None = None,
+        housekeeping_interval: float | None = 10.0,
+        observed: Callable[[Device, bool], None] | None = None,
     ) -> None:
         self.index = index
         self.name = name
@@ -151,6 +158,8 @@ class Device:
         self.links = links or links_of
         self.rng = rng or random.Random(index)
         self.server_options = server_options or {}
+        self.housekeeping_interval = housekeeping_interval
+        self.observed = observed
         self.router: Router | None = None
         #: what the template returned beside the router (None if nothing)
         self.state: Any = None
@@ -211,7 +220,10 @@ class Device:
         server = DeviceServer(router, host=self.host, port=self._port, **options)
         server.delay = self.slow
         server.served = self.served
+        server.housekeeping_interval = self.housekeeping_interval
         server.observers.on_sent = self.notified
+        if self.observed is not None:
+            server.observers.on_observed = self._observed
         try:
             server.start()
         except OSError as e:
@@ -226,6 +238,12 @@ class Device:
         self.boots += 1
         if self.registration is not None and self.registration.config.payload == b"":
             self.registration.config.payload = self.links(router)
+
+    def _observed(self, observed: bool) -> None:
+        """The device's server gained its first observer or lost its last."""
+        hook = self.observed
+        if hook is not None:
+            hook(self, observed)
 
     def stop(self, deregister: bool = True, timeout: float = 5.0) -> None:
         """Remove the registration (``deregister``; waits at most ``timeout``

@@ -34,6 +34,10 @@ RD_PROBE_TIMEOUT = 3.0
 #: registrations per second a fleet's default ramp allows
 DEFAULT_RAMP_RATE = 500.0
 
+#: seconds in which the fleet's ticker sweeps every device's expiring tables
+#: once (a slice of the devices each tick, no timer per device)
+HOUSEKEEPING_SWEEP = 10.0
+
 
 class FleetError(CoapError):
     """A fleet that cannot start as configured (an unreachable RD, a port in use …)."""
@@ -67,6 +71,9 @@ class Fleet:
 
     Telemetry (a template state's ``telemetry`` list) is looked at every
     ``tick`` seconds: a value that changed is notified to its observers.
+    The devices' expiring tables (abandoned block-wise transfers, rate
+    buckets) are swept from the same ticker, each device once per
+    ``housekeeping`` seconds (no timer per device).
     ``events(kind, name, seconds, size, error)`` hears of every RD exchange
     and fault (see :data:`~greencoap.fleet.device.EventHook`).
     ``server_options`` go to every device's :class:`~greencoap.Server`.
@@ -105,6 +112,7 @@ class Fleet:
         seed: int = 0,
         server_options: dict[str, Any] | None = None,
         freeze_gc: bool = True,
+        housekeeping: float = HOUSEKEEPING_SWEEP,
     ) -> None:
         if count < 1:
             raise ValueError("a fleet has at least one device")
@@ -126,6 +134,7 @@ class Fleet:
         self.dtls_base_port = dtls_base_port
         self.rd_timeout = rd_timeout
         self.tick = tick
+        self.housekeeping = housekeeping
         self.events = events
         self.rng = random.Random(seed)
         options = {"buffer_size": DEVICE_SOCKET_BUFFER}
@@ -138,6 +147,8 @@ class Fleet:
         self.rd_path: str | None = None
         self.started: float | None = None
         self._ticker: Any = None
+        self._observed: dict[Device, None] = {}  # devices with observers (telemetry)
+        self._sweep = 0  # the next device to housekeep
         self._fault_timers: list[Any] = []
         self.fault_counts = {kind: 0 for kind in FAULTS}
         self.event_counts: dict[str, int] = {}
@@ -222,6 +233,8 @@ class Fleet:
                     events=self._hook,
                     rng=random.Random(self.rng.random()),
                     server_options=self.server_options,
+                    housekeeping_interval=None,
+                    observed=self._observed_change,
                 )
                 device._build()
                 config = self._registration(device)
@@ -314,11 +327,19 @@ class Fleet:
 
         return Client(timeout=10)
 
+    def _observed_change(self, device: Device, observed: bool) -> None:
+        if observed:
+            self._observed[device] = None
+        else:
+            self._observed.pop(device, None)
+
     def _tick(self) -> None:
-        """Telemetry: notify observers of the values that changed."""
+        """Telemetry: notify observers of the values that changed (observed
+        devices only); housekeeping for the next slice of the devices."""
         now = monotonic()
         try:
-            for device in self.devices:
+            self._housekeep(now)
+            for device in list(self._observed):
                 server = device.server
                 if server is None or not server.observers.by_key:
                     continue
@@ -333,6 +354,23 @@ class Fleet:
                             server.observers.notify(t.path)
         finally:
             self._ticker = get_hub().call_later(self.tick, self._tick)
+
+    def _housekeep(self, now: float) -> None:
+        """Sweep the expiring tables of the next devices: all of them once
+        per :attr:`housekeeping` seconds."""
+        devices = self.devices
+        if not devices:
+            return
+        n = min(len(devices), max(1, -(-len(devices) * self.tick // self.housekeeping)))
+        start = self._sweep % len(devices)
+        for k in range(start, start + int(n)):
+            server = devices[k % len(devices)].server
+            if server is not None:
+                try:
+                    server.housekeep(now)
+                except Exception:  # noqa: BLE001 - one device's bug must not stop the sweep
+                    get_hub().handle_error(server.housekeep)
+        self._sweep = start + int(n)
 
     def stop(self, deregister: bool = True, timeout: float = 5.0) -> None:
         """Remove every registration (at most ``timeout`` s in all, many at
