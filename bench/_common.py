@@ -260,12 +260,12 @@ def wait_ready(server: Pinned, port: int, timeout: float = 15.0) -> None:
     )
 
 
-def start_coapecho(port: int, body: int = 13) -> Pinned:
-    """coapecho on CPU 1 (no ``-t``: it runs until the ``with`` block stops it)."""
+def start_coapecho(port: int, body: int = 13, count: int = 1) -> Pinned:
+    """coapecho on CPU 1 (no ``-t``: it runs until the ``with`` block stops it);
+    ``count`` sockets on ports ``port``.. (one per simulated device)."""
     ensure_tools()
-    return Pinned(
-        [COAPECHO, "-a", HOST, "-p", str(port), "-b", str(body)], SERVER_CPU, name="coapecho"
-    )
+    cmd = [COAPECHO, "-a", HOST, "-p", str(port), "-b", str(body), "-n", str(count)]
+    return Pinned(cmd, SERVER_CPU, name="coapecho")
 
 
 # -- coapload ------------------------------------------------------------------

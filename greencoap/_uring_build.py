@@ -33,8 +33,8 @@ int gc_add_socket(gc_ring *r, int fd, int pktinfo);
 int gc_remove_socket(gc_ring *r, int slot);
 int gc_set_limit(gc_ring *r, int slot, double rate, double burst, unsigned trigger, double persist,
                  double hold);
-int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
-                  const char *addrs, int n);
+int gc_send_many(gc_ring *r, const int32_t *slots, const char *blob, const uint32_t *lens,
+                 const char *addrs, int n, uint8_t *failed);
 int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char *arena,
             int arena_size, int *arena_used, int *more);
 unsigned gc_setup_flags(gc_ring *r);

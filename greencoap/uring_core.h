@@ -10,7 +10,7 @@
  *   3. re-arms the multishot recvmsgs that ended (no IORING_CQE_F_MORE, e.g.
  *      the buffers ran dry with ENOBUFS): only those, from a list, so a ring
  *      with thousands of sockets pays nothing per idle socket.
- * Sends are queued by gc_send_batch(): one call per socket per turn, each
+ * Sends are queued by gc_send_many(): one call per turn for all sockets, each
  * datagram becoming one sendmsg SQE whose memory lives until its CQE.  Every
  * send in flight is on a list, so gc_free() can reclaim the ones whose CQE
  * never came.
@@ -594,60 +594,79 @@ static void gc_set_source(struct gc_send *s, const char *rec)
     }
 }
 
-/* Queue n datagrams on a slot's socket as sendmsg SQEs.  blob holds the
- * payloads back to back (lens[i] bytes each); addrs holds n records of
- * GC_NAMELEN bytes each (sockaddr_in padded, or sockaddr_in6), followed on a
- * pktinfo socket by a GC_LOCAL_REC source-address record.  Returns the number
- * queued (the rest were not: no memory or no SQE), or -EINVAL for a slot
- * that is not active. */
-int gc_send_batch(gc_ring *r, int slot, const char *blob, const uint32_t *lens,
-                  const char *addrs, int n)
+/* Queue one datagram on the (active) socket in `slot` as a sendmsg SQE:
+ * `rec` is its address record (see gc_send_many).  0 when queued, -ENOMEM
+ * or -EBUSY (no SQE even after a submit) when not. */
+static int gc_queue_send(gc_ring *r, int slot, const char *data, uint32_t len, const char *rec)
 {
-    int i, fd, pktinfo;
-    size_t off = 0, stride;
-    if (slot < 0 || slot >= r->nslots || r->socks[slot]->state != SLOT_ACTIVE)
-        return -EINVAL;
-    fd = r->socks[slot]->fd;
-    pktinfo = r->socks[slot]->pktinfo;
-    stride = GC_NAMELEN + (pktinfo ? GC_LOCAL_REC : 0);
+    struct gc_sock *k = r->socks[slot];
+    const struct sockaddr *sa = (const struct sockaddr *)rec;
+    struct gc_send *s = malloc(sizeof(*s) + len);
+    struct io_uring_sqe *sqe;
+    if (!s)
+        return -ENOMEM;
+    sqe = gc_sqe(r); /* taken last: a taken SQE must be filled */
+    if (!sqe) {
+        free(s);
+        return -EBUSY;
+    }
+    memcpy(s->data, data, len);
+    memcpy(&s->addr, sa, GC_NAMELEN);
+    s->iov.iov_base = s->data;
+    s->iov.iov_len = len;
+    memset(&s->msg, 0, sizeof(s->msg));
+    s->msg.msg_name = &s->addr;
+    s->msg.msg_namelen =
+        sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    s->msg.msg_iov = &s->iov;
+    s->msg.msg_iovlen = 1;
+    s->slot = slot;
+    s->fd = k->fd;
+    if (k->pktinfo)
+        gc_set_source(s, rec + GC_NAMELEN);
+    io_uring_prep_sendmsg(sqe, k->fd, &s->msg, 0);
+    io_uring_sqe_set_data64(sqe, (GC_SEND << GC_KIND_SHIFT) | (uint64_t)(uintptr_t)s);
+    s->next = &r->sends;
+    s->prev = r->sends.prev;
+    r->sends.prev->next = s;
+    r->sends.prev = s;
+    r->inflight_sends++;
+    r->sends_total++;
+    return 0;
+}
+
+/* Queue n datagrams, on any of the ring's sockets, as sendmsg SQEs: one call
+ * per loop turn for every socket (a device fleet sends one datagram on each
+ * of thousands).  Datagram i goes out on slots[i]; blob holds the payloads
+ * back to back (lens[i] bytes each); addrs holds the address records back to
+ * back: GC_NAMELEN bytes (sockaddr_in padded, or sockaddr_in6), followed for
+ * a pktinfo socket's datagram by a GC_LOCAL_REC source-address record.
+ * Returns how many were not queued, each marked failed[i] = 1: those on a
+ * slot that is not active, and once memory or SQEs run out, all the rest. */
+int gc_send_many(gc_ring *r, const int32_t *slots, const char *blob, const uint32_t *lens,
+                 const char *addrs, int n, uint8_t *failed)
+{
+    int i, bad = 0;
+    size_t off = 0, roff = 0;
     for (i = 0; i < n; i++) {
+        int slot = slots[i];
         uint32_t len = lens[i];
-        const char *rec = addrs + (size_t)i * stride;
-        const struct sockaddr *sa = (const struct sockaddr *)rec;
-        struct gc_send *s = malloc(sizeof(*s) + len);
-        struct io_uring_sqe *sqe;
-        if (!s)
-            break;
-        sqe = gc_sqe(r); /* taken last: a taken SQE must be filled */
-        if (!sqe) {
-            free(s);
+        struct gc_sock *k;
+        failed[i] = 0;
+        if (slot < 0 || slot >= r->nslots) { /* its record's size is unknown: stop here */
+            for (; i < n; i++, bad++)
+                failed[i] = 1;
             break;
         }
-        memcpy(s->data, blob + off, len);
+        k = r->socks[slot];
+        if (k->state != SLOT_ACTIVE || gc_queue_send(r, slot, blob + off, len, addrs + roff) < 0) {
+            failed[i] = 1;
+            bad++;
+        }
         off += len;
-        memcpy(&s->addr, sa, GC_NAMELEN);
-        s->iov.iov_base = s->data;
-        s->iov.iov_len = len;
-        memset(&s->msg, 0, sizeof(s->msg));
-        s->msg.msg_name = &s->addr;
-        s->msg.msg_namelen =
-            sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-        s->msg.msg_iov = &s->iov;
-        s->msg.msg_iovlen = 1;
-        s->slot = slot;
-        s->fd = fd;
-        if (pktinfo)
-            gc_set_source(s, rec + GC_NAMELEN);
-        io_uring_prep_sendmsg(sqe, fd, &s->msg, 0);
-        io_uring_sqe_set_data64(sqe, (GC_SEND << GC_KIND_SHIFT) | (uint64_t)(uintptr_t)s);
-        s->next = &r->sends;
-        s->prev = r->sends.prev;
-        r->sends.prev->next = s;
-        r->sends.prev = s;
-        r->inflight_sends++;
-        r->sends_total++;
+        roff += GC_NAMELEN + (k->pktinfo ? GC_LOCAL_REC : 0);
     }
-    return i;
+    return bad;
 }
 
 /* A send with a source address was refused (see the top): send it

@@ -6,9 +6,10 @@ Same shape as :mod:`greencoap.epoll_hub` (``open_channel``, ``Channel.sendto``,
 * every registered socket has a multishot ``recvmsg`` armed with a
   provided-buffer ring; it is re-armed in C when a completion arrives without
   ``IORING_CQE_F_MORE`` (buffers ran dry);
-* sends are queued per socket in Python and handed to C once per loop turn
-  (``gc_send_batch``: one call for all of a socket's datagrams), each becoming
-  a ``sendmsg`` SQE;
+* sends are queued in Python, for all sockets together, and handed to C once
+  per loop turn (``gc_send_many``: one call for every datagram of the turn,
+  on whichever socket: a device fleet sends one on each of thousands), each
+  becoming a ``sendmsg`` SQE;
 * ``poll`` is one C call per turn: submit everything and wait with the next
   timer's deadline in a single ``io_uring_enter``, then harvest the CQEs into
   a preallocated arena that Python copies out with one ``bytes`` slice;
@@ -122,15 +123,13 @@ def _buffer_count() -> int:
 class Channel:
     """One registered UDP socket on the ring: queued sends, batched receives."""
 
-    __slots__ = ("sock", "slot", "on_batch", "backend", "_out", "_addrs", "closed", "_stats")
+    __slots__ = ("sock", "slot", "on_batch", "backend", "closed", "_stats")
     _pktinfo = 0
 
     def __init__(self, backend: UringBackend, sock: socket.socket, on_batch: Callable) -> None:
         self.backend = backend
         self.sock = sock
         self.on_batch = on_batch
-        self._out: list = []
-        self._addrs: list = []
         self.closed = False
         self._stats = {"send_errors": 0, "recv_errors": 0}
         slot = lib.gc_add_socket(backend._ring, sock.fileno(), self._pktinfo)
@@ -170,14 +169,13 @@ class Channel:
 
     def sendto(self, data: bytes, addr: Any) -> None:
         """Queue one datagram; it leaves with this loop turn's submit."""
-        out = self._out
-        if not out:
-            self.backend._dirty.append(self)
-        out.append(data)
-        sa = self.backend._sa_cache.get(addr)
+        b = self.backend
+        b._out.append(data)
+        b._out_slots.append(self.slot)
+        sa = b._sa_cache.get(addr)
         if sa is None:
-            sa = self.backend._sockaddr(addr)
-        self._addrs.append(sa)
+            sa = b._sockaddr(addr)
+        b._out_addrs.append(sa)
 
     def close(self) -> None:
         """Stop receiving (cancels the multishot recv); does not close the socket."""
@@ -191,7 +189,7 @@ class PktinfoChannel(Channel):
     the peer wrote to (see :mod:`greencoap.pktinfo`).
 
     ``local`` (and ``local_old``, the previous generation) map a peer to the
-    record ``gc_send_batch`` takes for it: its sockaddr, then the source
+    record ``gc_send_many`` takes for it: its sockaddr, then the source
     address to send from.
     """
 
@@ -205,17 +203,16 @@ class PktinfoChannel(Channel):
 
     def sendto(self, data: bytes, addr: Any) -> None:
         """Queue one datagram, from the address ``addr`` last wrote to."""
-        out = self._out
-        if not out:
-            self.backend._dirty.append(self)
-        out.append(data)
+        b = self.backend
+        b._out.append(data)
+        b._out_slots.append(self.slot)
         rec = self.local.get(addr) or self.local_old.get(addr)
         if rec is None:
-            sa = self.backend._sa_cache.get(addr)
+            sa = b._sa_cache.get(addr)
             if sa is None:
-                sa = self.backend._sockaddr(addr)
+                sa = b._sockaddr(addr)
             rec = sa + pktinfo.NO_RECORD
-        self._addrs.append(rec)
+        b._out_addrs.append(rec)
 
     def deliver(self, batch: list) -> None:
         """Records with a local address: ``[(payload, (peer, send record)), ...]``."""
@@ -259,10 +256,14 @@ class UringBackend(DatagramBackend):
         self._arena = ffi.new("char[]", ARENA)
         self._arena_buf = ffi.buffer(self._arena)
         self._used = ffi.new("int *")
+        self._failed = ffi.new("uint8_t[]", 256)  # gc_send_many's per-datagram failures
         self._more = ffi.new("int *")
         self._slot_stats = ffi.new("uint64_t[]", lib.GC_SLOT_STATS)
         self._channels: dict[int, Channel] = {}
-        self._dirty: list[Channel] = []
+        # this turn's sends, all sockets together: payload, slot, address record
+        self._out: list[bytes] = []
+        self._out_slots: list[int] = []
+        self._out_addrs: list[bytes] = []
         self._addr_cache: dict[bytes, tuple] = {}
         self._sa_cache: dict[tuple, bytes] = {}
         self.closed = False
@@ -290,35 +291,44 @@ class UringBackend(DatagramBackend):
     def _remove(self, ch: Channel) -> None:
         if self._channels.get(ch.slot) is ch:
             del self._channels[ch.slot]
-            if ch._out:
-                self._flush_channel(ch)  # what was accepted still leaves
+            if self._out:
+                self._flush()  # what was accepted still leaves
             lib.gc_remove_socket(self._ring, ch.slot)
 
-    def _flush_channel(self, ch: Channel) -> None:
-        out, addrs = ch._out, ch._addrs
+    def _flush(self) -> None:
+        """Hand this turn's sends, every socket's, to C in one call."""
+        out, slots, addrs = self._out, self._out_slots, self._out_addrs
+        self._out, self._out_slots, self._out_addrs = [], [], []
         n = len(out)
         lens = struct.pack(f"={n}I", *map(len, out))
-        blob, sas = b"".join(out), b"".join(addrs)
-        sent = lib.gc_send_batch(
-            self._ring, ch.slot, blob, ffi.from_buffer("uint32_t[]", lens), sas, n
+        slot_arr = struct.pack(f"={n}i", *slots)
+        failed = self._failed
+        if len(failed) < n:
+            failed = self._failed = ffi.new("uint8_t[]", max(n, 2 * len(failed)))
+        bad = lib.gc_send_many(
+            self._ring,
+            ffi.from_buffer("int32_t[]", slot_arr),
+            b"".join(out),
+            ffi.from_buffer("uint32_t[]", lens),
+            b"".join(addrs),
+            n,
+            failed,
         )
-        if sent < n:
-            ch._stats["send_errors"] += n - max(sent, 0)
-        out.clear()
-        addrs.clear()
+        if bad:
+            channels = self._channels
+            for i in range(n):
+                if failed[i]:
+                    ch = channels.get(slots[i])
+                    if ch is not None:
+                        ch._stats["send_errors"] += 1
 
     def poll(self, timeout: float | None) -> None:
         """Submit queued sends, wait up to ``timeout`` s, dispatch arrivals."""
-        if self._dirty:
-            dirty, self._dirty = self._dirty, []
-            for ch in dirty:
-                if ch._out and not ch.closed:
-                    try:
-                        self._flush_channel(ch)
-                    except Exception:  # noqa: BLE001 - the other sockets' sends still leave
-                        ch._out.clear()
-                        ch._addrs.clear()
-                        self.hub.handle_error(self._flush_channel)
+        if self._out:
+            try:
+                self._flush()
+            except Exception:  # noqa: BLE001 - report, keep the loop alive
+                self.hub.handle_error(self._flush)
         tns = -1 if timeout is None else int(timeout * 1e9)
         ring = self._ring
         while True:

@@ -309,3 +309,31 @@ def test_coapload_port_count_usage_errors(tools, args, message):
     p = subprocess.run([tools["coapload"], *args], capture_output=True, text=True, timeout=5)
     assert p.returncode == 2 and message in p.stderr and "usage:" in p.stderr, p.stderr
     assert "RESULT" not in p.stdout
+
+
+def test_coapecho_many_sockets(tools):
+    """``coapecho -n 200``: one process answers on 200 consecutive ports (the C
+    reference for a device fleet) and coapload spread over them loses nothing."""
+    n = 200
+    for _ in range(3):
+        base, socks = bind_consecutive(n)
+        for s in socks:
+            s.close()
+        cmd = [tools["coapecho"], "-a", "127.0.0.1", "-p", str(base), "-n", str(n), "-t", "12"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_udp_ready(base + n - 1, "127.0.0.1", timeout=5)
+            break
+        except RuntimeError:  # a port was taken meanwhile (the process failed to bind)
+            stop(p)
+    else:
+        raise RuntimeError("could not start coapecho -n on consecutive ports")
+    try:
+        rc, r = load(tools, base, "--port-count", str(n), "--sockets", "2", "--window", "16")
+    finally:
+        stop(p)
+    out = p.communicate()[0]
+    assert f"ports {base}-{base + n - 1}" in out, out
+    assert rc == 0 and r["ports"] == n and r["lost"] == 0 and r["errors"] == 0, r
+    answered = int(re.search(r"answered (\d+) requests", out).group(1))
+    assert answered >= r["sent"] > n, (answered, r)
