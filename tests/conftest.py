@@ -219,7 +219,12 @@ SERIAL = {
     "test_flood.py",
     "test_fuzz.py",
     "test_locust.py",
-    "test_locust_fleet.py",
+    # the Locust runs that measure rates, ages or totals under load; the other
+    # tests of test_locust_fleet.py check behaviour and share the machine
+    "test_locust_fleet.py::test_2000_device_users_in_one_worker_against_aiocoap_rd",
+    "test_locust_fleet.py::test_distributed_device_users",
+    "test_locust_fleet.py::test_distributed_coap_users",
+    "test_locust_fleet.py::test_hold_observations_reports_rate_and_age",
     "test_dtls_api.py::test_50000_hostile_datagrams_counted_while_a_good_client_is_served",
 }
 

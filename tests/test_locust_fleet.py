@@ -9,6 +9,7 @@ test's hub while the run goes on in a thread.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -37,10 +38,8 @@ LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 
 
 def locust_cmd(locustfile: Path, *args: str) -> list[str]:
-    try:
-        import locust  # noqa: F401
-    except ImportError:
-        require_or_skip(False, "locust")
+    # found, not imported: importing locust monkey-patches this process (gevent)
+    require_or_skip(importlib.util.find_spec("locust") is not None, "locust")
     return [sys.executable, "-m", "locust", "-f", str(locustfile), *args]
 
 
