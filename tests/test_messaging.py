@@ -770,7 +770,7 @@ def test_a_flooding_peer_cannot_evict_other_peers_dedup_entries():
     assert ml.receive(incoming(mid=158), PEER, 1.0) is None
     assert ml.receive(incoming(mid=100), PEER, 1.0)[0] == REQUEST
     assert ml.stats["duplicates"] == 4
-    assert len(ml._dedup) <= 8 and sum(ml._dedup_per_peer.values()) == len(ml._dedup)
+    assert len(ml._dedup) <= 8 and sum(ml.dedup._per_peer.values()) == len(ml._dedup)
 
 
 def test_dedup_bookkeeping_stays_bounded_under_mixed_traffic():
@@ -789,10 +789,10 @@ def test_dedup_bookkeeping_stays_bounded_under_mixed_traffic():
         if i % 500 == 0:
             ml.expire(now)
         assert len(ml._dedup) <= 64
-        assert sum(ml._dedup_per_peer.values()) == len(ml._dedup)
-        assert sum(len(q) for q in ml._dedup_order) <= 2 * 64 + 1024 + 1
+        assert sum(ml.dedup._per_peer.values()) == len(ml._dedup)
+        assert sum(len(q) for q in ml.dedup._order) <= 2 * 64 + 1024 + 1
     ml.expire(now + 1000)
-    assert ml._dedup == {} and ml._dedup_per_peer == {} and ml._dedup_peer_order == {}
+    assert ml._dedup == {} and ml.dedup._per_peer == {} and ml.dedup._peer_order == {}
 
 
 def test_a_flood_at_its_share_keeps_the_expiry_queues_bounded():
@@ -802,8 +802,8 @@ def test_a_flood_at_its_share_keeps_the_expiry_queues_bounded():
     ml = MessageLayer(rng=Random(4), dedup_capacity=4096)  # share 1,024, batch 64
     for i in range(200_000):
         ml.receive(incoming(NON, mid=i & 0xFFFF, token=i.to_bytes(3, "big")), PEER, i * 1e-5)
-    assert ml._dedup_per_peer[PEER] <= 1024
-    assert sum(len(q) for q in ml._dedup_order) <= 1024 + 1024 + 64
+    assert ml.dedup._per_peer[PEER] <= 1024
+    assert sum(len(q) for q in ml.dedup._order) <= 1024 + 1024 + 64
     assert ml.stats["dedup_evicted"] >= 200_000 - 1024 and ml.stats["dedup_peer_full"] == 0
 
 
@@ -823,7 +823,7 @@ def test_a_reused_mid_with_a_new_token_is_a_new_request():
     assert ml.receive(incoming(mid=7, token=b"new"), PEER, 2.0) is None
     assert drain(ml) == [(new, PEER)]
     assert ml.stats["mid_reused"] == 1 and ml.stats["duplicates"] == 1
-    assert len(ml._dedup) == 1 and ml._dedup_per_peer[PEER] == 1
+    assert len(ml._dedup) == 1 and ml.dedup._per_peer[PEER] == 1
 
 
 def test_full_cache_evicts_the_oldest_in_batches():
@@ -831,7 +831,7 @@ def test_full_cache_evicts_the_oldest_in_batches():
     request); the cache never exceeds its capacity and recent requests stay
     deduplicated."""
     ml = MessageLayer(rng=Random(5), dedup_capacity=1024)  # share 256, batch 16
-    assert ml._evict_batch == 16
+    assert ml.dedup.evict_batch == 16
     peers = [(f"198.51.100.{i}", 5683) for i in range(5)]
     n = 0
     for i in range(1200):

@@ -42,6 +42,7 @@ from ..message import encode as encode_message
 
 if TYPE_CHECKING:
     from random import Random
+from .dedup import DedupCache, DedupEntry
 from .limits import TokenBuckets
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
@@ -156,26 +157,6 @@ class Exchange:
         return f"<Exchange {self.peer} token={token} mid={self.mid} {names[self.state]}>"
 
 
-class _Dedup:
-    """Server-side record of a received CON/NON (§4.5).
-
-    ``response`` is the answer sent (None until then); ``running`` tells
-    whether the request is being handled (``started()`` was called);
-    ``dups`` counts copies that came while it was still queued: each gets the
-    response when it is ready.
-    """
-
-    __slots__ = ("response", "expires", "running", "dups", "separated", "token")
-
-    def __init__(self, expires: float, token: bytes = b"") -> None:
-        self.token = token  # a "duplicate" with another token is a new request (MID reused)
-        self.response: bytes | None = None
-        self.expires = expires
-        self.running = False
-        self.dups = 0
-        self.separated = False  # answered with an empty ACK; the response goes as a CON
-
-
 REQUEST = "request"  # event: ("request", Message, peer) — a new request to handle
 ACKNOWLEDGED = "acknowledged"  # event: ("acknowledged", Exchange, None) — our CON reply was ACKed
 RESPONSE = "response"  # event: ("response", Exchange, None) — exchange.result is the Message
@@ -227,23 +208,9 @@ class MessageLayer:
         #: the earliest time scheduled since the driver last looked (it resets
         #: this to inf): lets the driver re-arm its one timer only when needed
         self.new_due = float("inf")
-        # server role
-        # one lookup table; expiry order kept per lifetime (CON, NON) as (expires, key)
-        self._dedup: dict[tuple, _Dedup] = {}
-        self._dedup_order: tuple[deque, deque] = (deque(), deque())
-        self.dedup_capacity = dedup_capacity
-        #: the most entries one peer may hold: a flooding peer cannot evict others'
-        self.dedup_peer_cap = max(1, int(dedup_capacity * dedup_peer_share))
-        self._dedup_per_peer: dict[Any, int] = {}
-        # for peers that reached their share only: their entries in expiry
-        # order (CON, NON), so that they push out their own oldest entries
-        self._dedup_peer_order: dict[Any, tuple[deque, deque]] = {}
-        self._stale = 0  # evicted entries still sitting in the global queues
         p = self.params
         self._con_lifetime = p.exchange_lifetime  # the parameters are frozen
         self._non_lifetime = p.non_lifetime
-        #: entries evicted at once when the cache (or a peer's share) is full
-        self._evict_batch = max(1, min(64, self.dedup_peer_cap >> 4))
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "requests_sent",
@@ -270,6 +237,15 @@ class MessageLayer:
             ),
             0,
         )
+        #: server role: the received CONs/NONs and their answers (§4.5)
+        self.dedup = DedupCache(
+            self._con_lifetime,
+            self._non_lifetime,
+            capacity=dedup_capacity,
+            peer_share=dedup_peer_share,
+            stats=self.stats,
+        )
+        self._dedup = self.dedup.entries  # the hot path's lookups go straight to the dict
 
     # -- identifiers ---------------------------------------------------
     def next_mid(self, peer: Any) -> int:
@@ -471,9 +447,9 @@ class MessageLayer:
                 break
             heapq.heappop(keys)
             del buckets[k]
-        for q in self._dedup_order:
-            if q and (first is None or q[0][0] < first):
-                first = q[0][0]
+        d = self.dedup.next_expiry()
+        if d is not None and (first is None or d < first):
+            first = d
         return first
 
     def expire(self, now: float) -> list[tuple[str, Exchange, None]]:
@@ -527,111 +503,8 @@ class MessageLayer:
         notes = self._non_notes
         while notes and notes[0].state == DONE:
             notes.popleft()
-        dedup = self._dedup
-        for kind, q in enumerate(self._dedup_order):
-            while q and q[0][0] <= now:
-                item = q.popleft()
-                expires, key = item
-                entry = dedup.get(key)
-                if entry is not None and entry.expires == expires:
-                    del dedup[key]
-                    self._forget_peer(key[0], kind, item)
+        self.dedup.expire(now)
         return events
-
-    def _forget_peer(self, peer: Any, kind: int = -1, item: tuple | None = None) -> None:
-        """One entry of ``peer`` left the cache (``item``: the head of its
-        ``kind`` queue, when that is how it left)."""
-        counts = self._dedup_per_peer
-        n = counts[peer] - 1
-        if n:
-            counts[peer] = n
-            if item is not None:
-                order = self._dedup_peer_order.get(peer)
-                if order is not None:
-                    q = order[kind]
-                    if q and q[0] is item:
-                        q.popleft()
-        else:
-            del counts[peer]
-            self._dedup_peer_order.pop(peer, None)
-
-    def _evict_oldest(self, only_peer: Any = None, want: int = 1) -> int:
-        """Drop up to ``want`` dedup entries, those that would expire first (the
-        cache is full); with ``only_peer``, only while they are the peer's own.
-        Returns how many went."""
-        dedup = self._dedup
-        con, non = self._dedup_order
-        forget = self._forget_peer
-        dropped = 0
-        while (con or non) and dropped < want:
-            q = con if not non or (con and con[0][0] <= non[0][0]) else non
-            expires, key = item = q[0]
-            entry = dedup.get(key)
-            if entry is None or entry.expires != expires:
-                q.popleft()
-                continue  # stale: expired or replaced already
-            if only_peer is not None and key[0] != only_peer:
-                break
-            q.popleft()
-            del dedup[key]
-            forget(key[0], 0 if q is con else 1, item)
-            dropped += 1
-        if dropped:
-            self.stats["dedup_evicted"] += dropped
-        return dropped
-
-    def _evict_own_oldest(self, peer: Any) -> int:
-        """``peer`` holds its share: drop its entries that would expire first,
-        a batch of them (1/16 of the share) so that the next requests insert
-        without evicting; returns how many went."""
-        dedup = self._dedup
-        order = self._dedup_peer_order.get(peer)
-        if order is None:  # it just reached its share: collect its entries once
-            order = self._dedup_peer_order[peer] = (deque(), deque())
-            for kind, q in enumerate(self._dedup_order):
-                mine = order[kind]
-                for item in q:
-                    if item[1][0] == peer:
-                        mine.append(item)
-        con, non = order
-        want = max(1, self.dedup_peer_cap >> 4)
-        dropped = 0
-        while (con or non) and dropped < want:
-            q = con if not non or (con and con[0][0] <= non[0][0]) else non
-            expires, key = q.popleft()
-            entry = dedup.get(key)
-            if entry is None or entry.expires != expires:
-                continue  # stale; the global queues skip this one later too
-            del dedup[key]
-            dropped += 1
-        if dropped:
-            self._stale += dropped
-            self.stats["dedup_evicted"] += dropped
-            n = self._dedup_per_peer[peer] - dropped
-            if n:
-                self._dedup_per_peer[peer] = n
-            else:
-                del self._dedup_per_peer[peer]
-                del self._dedup_peer_order[peer]
-            if self._stale > len(dedup) + 1024:
-                self._compact()
-        return dropped
-
-    def _compact(self) -> None:
-        """Drop the entries evicted from the middle of the global expiry
-        queues (their count is ``_stale``): the queues stay within about
-        twice the cache's size whatever the traffic."""
-        dedup = self._dedup
-        fresh = []
-        for q in self._dedup_order:
-            live = deque()
-            for item in q:
-                entry = dedup.get(item[1])
-                if entry is not None and entry.expires == item[0]:
-                    live.append(item)
-            fresh.append(live)
-        self._dedup_order = (fresh[0], fresh[1])
-        self._stale = 0
 
     def pending(self) -> int:
         """Number of client exchanges not yet finished (for leak checks)."""
@@ -651,10 +524,7 @@ class MessageLayer:
                 for ex in b
                 if ex.state != DONE and ex.due_key == k
             ),
-            "dedup": len(self._dedup),
-            "dedup_peers": len(self._dedup_per_peer),
-            "dedup_queued": len(self._dedup_order[0]) + len(self._dedup_order[1]),
-            "dedup_peer_orders": len(self._dedup_peer_order),
+            **self.dedup.table_sizes(),
             "non_notifications": len(self._non_notes),
         }
 
@@ -734,9 +604,7 @@ class MessageLayer:
                 # the peer's MIDs wrapped within EXCHANGE_LIFETIME (a server sharing
                 # one counter among its peers): a new message, not a copy
                 self.stats["mid_reused"] += 1
-                del self._dedup[key]
-                self._forget_peer(peer)
-                self._stale += 1
+                self.dedup.drop(key)
                 entry = None
             if entry is not None:
                 # §4.5: a retransmitted separate response (our ACK was lost): ACK again
@@ -794,9 +662,7 @@ class MessageLayer:
             # EXCHANGE_LIFETIME): forget the old exchange rather than answer the
             # new request with the old response
             self.stats["mid_reused"] += 1
-            del dedup[key]
-            self._forget_peer(peer)
-            self._stale += 1
+            self.dedup.drop(key)
             entry = None
         if entry is not None:
             self.stats["duplicates"] += 1
@@ -812,37 +678,11 @@ class MessageLayer:
         self.stats["requests_received"] += 1
         return (REQUEST, msg, peer)
 
-    def _remember(self, key: tuple, mtype: int, now: float, token: bytes = b"") -> _Dedup:
+    def _remember(self, key: tuple, mtype: int, now: float, token: bytes = b"") -> DedupEntry:
         """Start deduplicating ``key`` = (peer, mid) for its lifetime (§4.5)."""
-        con = mtype == CON
-        expires = now + (self._con_lifetime if con else self._non_lifetime)
-        peer = key[0]
-        counts = self._dedup_per_peer
-        held = counts.get(peer, 0)
-        if held >= self.dedup_peer_cap:
-            # a peer holding its fair share pushes out its own oldest entry,
-            # never other peers'
-            # (cheapest when its entry is the oldest of all: nothing left stale)
-            batch = self._evict_batch
-            if not (self._evict_oldest(peer, batch) or self._evict_own_oldest(peer)):
-                self.stats["dedup_peer_full"] += 1
-                return _Dedup(expires, token)  # not remembered
-            held = counts.get(peer, 0)
-        elif len(self._dedup) >= self.dedup_capacity:
-            # full: the entries that would expire first go, a batch at a time
-            # (the next requests then insert without evicting)
-            self._evict_oldest(None, self._evict_batch)
-            held = counts.get(peer, 0)
-        counts[peer] = held + 1
-        entry = self._dedup[key] = _Dedup(expires, token)
-        if expires < self.new_due:
-            self.new_due = expires
-        item = (expires, key)
-        kind = 0 if con else 1
-        self._dedup_order[kind].append(item)
-        order = self._dedup_peer_order.get(peer)
-        if order is not None:  # a peer at its share (see _evict_own_oldest)
-            order[kind].append(item)
+        entry = self.dedup.remember(key, mtype == CON, now, token)
+        if entry.expires < self.new_due:
+            self.new_due = entry.expires
         return entry
 
     def forget_request(self, request: Message, peer: Any) -> None:
@@ -851,9 +691,7 @@ class MessageLayer:
         key = (peer, request.mid)
         entry = self._dedup.get(key)
         if entry is not None and entry.response is None and not entry.running:
-            del self._dedup[key]
-            self._forget_peer(peer)
-            self._stale += 1
+            self.dedup.drop(key)
 
     def started(self, request: Message, peer: Any) -> None:
         """The request is now being handled: a duplicate of it gets an empty ACK."""
