@@ -30,7 +30,6 @@ Peers are opaque hashable keys (the endpoint uses ``(host, port)``).
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from random import Random
 from .dedup import DedupCache, DedupEntry
 from .limits import TokenBuckets
+from .timers import TimerWheel
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
 INF = float("inf")
@@ -203,8 +203,7 @@ class MessageLayer:
         self._queued: dict[Any, deque] = {}
         # timers: millisecond buckets of exchanges (one live entry per exchange,
         # older entries are skipped lazily) and a heap of the bucket keys
-        self._buckets: dict[int, list[Exchange]] = {}
-        self._bucket_keys: list[int] = []
+        self._timers = TimerWheel()
         #: the earliest time scheduled since the driver last looked (it resets
         #: this to inf): lets the driver re-arm its one timer only when needed
         self.new_due = float("inf")
@@ -370,6 +369,7 @@ class MessageLayer:
         return doomed
 
     def _finish(self, ex: Exchange, result: Any) -> None:
+        ex.due_key = -1  # no timer any more (see .timers)
         if ex.reply:  # a confirmable response of ours: only its MID is registered
             ex.state = DONE
             ex.result = result
@@ -419,34 +419,14 @@ class MessageLayer:
     _now = 0.0
 
     def _schedule(self, ex: Exchange, when: float) -> None:
-        """Make ``when`` the exchange's one live timer (bucketed by millisecond;
-        entries left in older buckets are skipped lazily)."""
-        k = int(when * 1000.0)
-        ex.due = when
-        ex.due_key = k
+        """Make ``when`` the exchange's one live timer (see :mod:`.timers`)."""
         if when < self.new_due:
             self.new_due = when
-        b = self._buckets.get(k)
-        if b is None:
-            self._buckets[k] = [ex]
-            heapq.heappush(self._bucket_keys, k)
-        else:
-            b.append(ex)
+        self._timers.schedule(ex, when)
 
     def next_deadline(self) -> float | None:
         """When ``expire`` must next be called (None: nothing pending)."""
-        keys = self._bucket_keys
-        buckets = self._buckets
-        first = None
-        while keys:
-            k = keys[0]
-            live = [ex for ex in buckets[k] if ex.due_key == k and ex.state != DONE]
-            if live:
-                buckets[k] = live
-                first = min(ex.due for ex in live)
-                break
-            heapq.heappop(keys)
-            del buckets[k]
+        first = self._timers.next_due()
         d = self.dedup.next_expiry()
         if d is not None and (first is None or d < first):
             first = d
@@ -456,19 +436,12 @@ class MessageLayer:
         """Retransmit what is due, end exchanges past their deadline, age the dedup cache."""
         self._now = now
         events = []
-        keys = self._bucket_keys
-        buckets = self._buckets
-        heappop = heapq.heappop
-        limit = now * 1000.0
-        while keys and keys[0] <= limit:
-            k = heappop(keys)
-            not_yet = []
-            for ex in buckets.pop(k):
-                if ex.state == DONE or ex.due_key != k:
-                    continue  # finished, or rescheduled since
-                if ex.due > now:
-                    not_yet.append(ex)  # later within this very millisecond
-                    continue
+        # an exchange started by one that finished here may be due already:
+        # look again until nothing more is due
+        while due := self._timers.pop_due(now):
+            for ex in due:
+                if ex.state == DONE or ex.due_key != -1:
+                    continue  # finished, or rescheduled by an earlier one of this turn
                 if ex.deadline <= now:
                     if ex.reply and not ex.con:  # a NON notification's RST window closed
                         self._finish(ex, TIMEOUT)
@@ -492,14 +465,6 @@ class MessageLayer:
                         events.append((TIMEOUT, ex, None))
                 else:  # ACKed (no more retransmissions) or queued: wait for the deadline
                     self._schedule(ex, ex.deadline)
-            if not_yet:
-                b = buckets.get(k)
-                if b is None:
-                    buckets[k] = not_yet
-                    heapq.heappush(keys, k)
-                else:
-                    b.extend(not_yet)
-                break  # nothing later than this millisecond can be due yet
         notes = self._non_notes
         while notes and notes[0].state == DONE:
             notes.popleft()
@@ -518,12 +483,7 @@ class MessageLayer:
             "by_mid": len(self._by_mid),
             "inflight": len(self._inflight),
             "queued": len(self._queued),
-            "deadlines": sum(
-                1
-                for k, b in self._buckets.items()
-                for ex in b
-                if ex.state != DONE and ex.due_key == k
-            ),
+            "deadlines": self._timers.live(),
             **self.dedup.table_sizes(),
             "non_notifications": len(self._non_notes),
         }
