@@ -416,7 +416,7 @@ def test_incoming_con_request_and_piggybacked_response():
     assert req == Message.decode(data)
     assert ml.outbox == []
     assert ml.stats["requests_received"] == 1
-    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"hello"))
+    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"hello"), 0.0)
     assert drain(ml) == []  # respond() returns the bytes for the caller to send
     resp = Message.decode(out)
     assert resp.mtype == ACK
@@ -427,12 +427,12 @@ def test_incoming_con_request_and_piggybacked_response():
 def test_incoming_non_request_gets_non_response_with_new_mid():
     ml = layer()
     _, req, _ = ml.receive(incoming(NON, mid=0x2000, token=b"n1"), PEER, 0.0)
-    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"a"))
+    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"a"), 0.0)
     resp = Message.decode(out)
     assert resp.mtype == NON and resp.token == b"n1"
     assert resp.mid != 0x2000
     _, req2, _ = ml.receive(incoming(NON, mid=0x2001, token=b"n2"), PEER, 0.0)
-    resp2 = Message.decode(ml.respond(req2, PEER, Message(code=Code.CONTENT)))
+    resp2 = Message.decode(ml.respond(req2, PEER, Message(code=Code.CONTENT), 0.0))
     assert resp2.mid == (resp.mid + 1) & 0xFFFF  # fresh, sequential MIDs
     assert drain(ml) == []
 
@@ -441,7 +441,7 @@ def test_duplicate_con_after_response_resends_cached_bytes():
     ml = layer()
     data = incoming()
     _, req, _ = ml.receive(data, PEER, 0.0)
-    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"once"))
+    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"once"), 0.0)
     drain(ml)
     assert ml.receive(data, PEER, 1.0) is None
     assert drain(ml) == [(out, PEER)]
@@ -468,7 +468,7 @@ def test_duplicate_con_before_handling_gets_the_response_when_ready():
     assert ml.receive(data, PEER, 0.1) is None  # same batch, handler not started yet
     assert drain(ml) == []
     ml.started(req, PEER)
-    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"x"))
+    out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"x"), 0.1)
     assert drain(ml) == [(out, PEER)]  # the copy is answered with the same response
     assert ml.stats["duplicates"] == 1 and ml.stats["requests_received"] == 1
 
@@ -495,7 +495,7 @@ def test_dedup_entry_expires_after_exchange_lifetime():
     lifetime = ml.params.exchange_lifetime
     data = incoming()
     _, req, _ = ml.receive(data, PEER, 0.0)
-    ml.respond(req, PEER, Message(code=Code.CONTENT))
+    ml.respond(req, PEER, Message(code=Code.CONTENT), 0.0)
     drain(ml)
     assert ml.next_deadline() == lifetime
     ml.expire(lifetime - 1)
@@ -742,7 +742,7 @@ def test_property_receive_never_raises(datagrams, seed):
             assert event[0] in (REQUEST, RESPONSE, RESET)
             if event[0] == REQUEST:
                 assert event[2] == PEERS[0]
-                ml.respond(event[1], PEERS[0], Message(code=Code.CONTENT))
+                ml.respond(event[1], PEERS[0], Message(code=Code.CONTENT), now)
             else:
                 assert event[1] in exchanges and event[1].state == DONE
         for out, _ in ml.outbox:
@@ -812,12 +812,12 @@ def test_a_reused_mid_with_a_new_token_is_a_new_request():
     in 247 s) gets its new request handled, not the old cached response."""
     ml = layer()
     _, req, _ = ml.receive(incoming(mid=7, token=b"old"), PEER, 0.0)
-    old = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"old"))
+    old = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"old"), 0.0)
     drain(ml)
     ev = ml.receive(incoming(mid=7, token=b"new"), PEER, 1.0)
     assert ev is not None and ev[0] == REQUEST and ev[1].token == b"new"
     assert drain(ml) == []  # the old response was not sent for it
-    new = ml.respond(ev[1], PEER, Message(code=Code.CONTENT, payload=b"new"))
+    new = ml.respond(ev[1], PEER, Message(code=Code.CONTENT, payload=b"new"), 1.0)
     assert new != old
     # a real retransmission of the new request is still a duplicate
     assert ml.receive(incoming(mid=7, token=b"new"), PEER, 2.0) is None

@@ -305,7 +305,7 @@ class MessageLayer:
             if old is not None:
                 if not (replace and old.state == OBSERVING):
                     raise ValueError(f"token {token.hex()} already in use with {peer}")
-                self._finish(old, "replaced")  # a re-registration takes the token over
+                self._finish(old, "replaced", now)  # a re-registration takes the token over
         ex = Exchange(peer, token, msg.mtype == CON, now + timeout)
         ex.observe = observe
         if mid is not None:
@@ -344,9 +344,8 @@ class MessageLayer:
 
     def cancel(self, ex: Exchange, now: float, reason: str = "cancelled") -> None:
         """Forget ``ex`` (its caller gave up): no more retransmissions, no state left."""
-        self._now = now
         if ex.state != DONE:
-            self._finish(ex, reason)
+            self._finish(ex, reason, now)
 
     def cancel_peer(self, peer: Any, now: float, reason: Any) -> list[tuple[Exchange, bool]]:
         """Cancel every exchange with ``peer`` (its transport failed); returns
@@ -368,7 +367,7 @@ class MessageLayer:
             self.cancel(ex, now, reason)
         return doomed
 
-    def _finish(self, ex: Exchange, result: Any) -> None:
+    def _finish(self, ex: Exchange, result: Any, now: float) -> None:
         ex.due_key = -1  # no timer any more (see .timers)
         if ex.reply:  # a confirmable response of ours: only its MID is registered
             ex.state = DONE
@@ -399,24 +398,22 @@ class MessageLayer:
                 if not q:
                     del self._queued[peer]
             return
-        self._release_slot(peer)
+        self._release_slot(peer, now)
 
-    def _release_slot(self, peer: Any) -> None:
+    def _release_slot(self, peer: Any, now: float) -> None:
         """An exchange with ``peer`` stopped counting against NSTART: send the next."""
         q = self._queued.get(peer)
         if q:
             nxt = q.popleft()
             if not q:
                 del self._queued[peer]
-            self._transmit(nxt, self._now)
+            self._transmit(nxt, now)
         else:
             n = self._inflight[peer] - 1
             if n:
                 self._inflight[peer] = n
             else:
                 del self._inflight[peer]
-
-    _now = 0.0
 
     def _schedule(self, ex: Exchange, when: float) -> None:
         """Make ``when`` the exchange's one live timer (see :mod:`.timers`)."""
@@ -434,7 +431,6 @@ class MessageLayer:
 
     def expire(self, now: float) -> list[tuple[str, Exchange, None]]:
         """Retransmit what is due, end exchanges past their deadline, age the dedup cache."""
-        self._now = now
         events = []
         # an exchange started by one that finished here may be due already:
         # look again until nothing more is due
@@ -444,10 +440,10 @@ class MessageLayer:
                     continue  # finished, or rescheduled by an earlier one of this turn
                 if ex.deadline <= now:
                     if ex.reply and not ex.con:  # a NON notification's RST window closed
-                        self._finish(ex, TIMEOUT)
+                        self._finish(ex, TIMEOUT, now)
                         continue
                     self.stats["timeouts"] += 1
-                    self._finish(ex, TIMEOUT)
+                    self._finish(ex, TIMEOUT, now)
                     events.append((TIMEOUT, ex, None))
                 elif ex.state == SENT and ex.con and ex.next_retransmit <= now:
                     if ex.retransmits < self.params.max_retransmit:
@@ -461,7 +457,7 @@ class MessageLayer:
                         # §4.2: the timeout fired with the counter at MAX_RETRANSMIT:
                         # give up (at MAX_TRANSMIT_WAIT from the first transmission)
                         self.stats["timeouts"] += 1
-                        self._finish(ex, TIMEOUT)
+                        self._finish(ex, TIMEOUT, now)
                         events.append((TIMEOUT, ex, None))
                 else:  # ACKed (no more retransmissions) or queued: wait for the deadline
                     self._schedule(ex, ex.deadline)
@@ -497,14 +493,13 @@ class MessageLayer:
         exchange of ours.  Datagrams to answer with (ACK, RST, cached
         responses) are appended to ``outbox``.
         """
-        self._now = now
         try:
             msg = Message.decode(data)
         except MessageFormatError:
             self.stats["malformed"] += 1
             # §4.2/§4.3: reject a malformed CON with RST if we can read its header
             if len(data) >= 4 and data[0] >> 4 == 0b0100:  # version 1, CON
-                self._rst(int.from_bytes(data[2:4], "big"), peer)
+                self._rst(int.from_bytes(data[2:4], "big"), peer, now)
             return None
         code = msg.code
         mtype = msg.mtype
@@ -512,13 +507,13 @@ class MessageLayer:
             if mtype >= ACK:
                 self.stats["malformed"] += 1  # §4.2/§4.3: requests travel in CON/NON only
                 if mtype == ACK:
-                    self._rst(msg.mid, peer)
+                    self._rst(msg.mid, peer, now)
                 return None
             return self._incoming_request(msg, peer, now)
         if code == 0:  # empty message
             if mtype == CON:
                 self.stats["pings"] += 1
-                self._rst(msg.mid, peer)
+                self._rst(msg.mid, peer, now)
                 return None
             if mtype == NON:
                 self.stats["malformed"] += 1
@@ -529,11 +524,11 @@ class MessageLayer:
                 return None
             if mtype == RST:
                 self.stats["resets_received"] += 1
-                self._finish(ex, RESET)
+                self._finish(ex, RESET, now)
                 return (RESET, ex, None)
             if ex.reply:  # our confirmable response (or notification) was acknowledged
                 self.stats["responses_acked"] += 1
-                self._finish(ex, ACK)
+                self._finish(ex, ACK, now)
                 return (ACKNOWLEDGED, ex, None)
             # empty ACK: separate response follows (§5.2.2)
             if ex.state == SENT:
@@ -543,7 +538,7 @@ class MessageLayer:
         if code < 64:
             self.stats["malformed"] += 1  # reserved classes 1.xx
             if mtype == CON:
-                self._rst(msg.mid, peer)
+                self._rst(msg.mid, peer, now)
             return None
         # a response
         ex = self._by_token.get((peer, msg.token))
@@ -574,7 +569,7 @@ class MessageLayer:
                 return None
             if ex is None:
                 self.stats["unexpected"] += 1
-                self._rst(msg.mid, peer)
+                self._rst(msg.mid, peer, now)
                 return None
             self._remember(key, CON, now, msg.token).response = ack = empty_ack(msg.mid)
             self.outbox.append((ack, peer))
@@ -582,7 +577,7 @@ class MessageLayer:
             if ex is None:
                 self.stats["unexpected"] += 1
                 if msg.has_option(6):
-                    self._rst(msg.mid, peer)  # RFC 7641 §3.6: a notification we don't want
+                    self._rst(msg.mid, peer, now)  # RFC 7641 §3.6: a notification we don't want
                 return None
         else:  # RST with a code: malformed (§4.3 says RST is empty)
             self.stats["malformed"] += 1
@@ -593,16 +588,16 @@ class MessageLayer:
                 return None
             self.stats["notifications"] += 1
             if not (64 <= code < 96 and msg.has_option(6)):
-                self._finish(ex, msg)  # a final response ends the observation
+                self._finish(ex, msg, now)  # a final response ends the observation
             return (NOTIFICATION, ex, msg)
         self.stats["responses_received"] += 1
         if ex.observe and 64 <= code < 96 and msg.has_option(6):
-            self._registered(ex, msg)
+            self._registered(ex, msg, now)
         else:
-            self._finish(ex, msg)
+            self._finish(ex, msg, now)
         return (RESPONSE, ex, None)
 
-    def _registered(self, ex: Exchange, msg: Message) -> None:
+    def _registered(self, ex: Exchange, msg: Message, now: float) -> None:
         """An Observe registration succeeded: keep the token, release the rest."""
         peer = ex.peer
         ex.result = msg
@@ -611,7 +606,7 @@ class MessageLayer:
         ex.next_retransmit = INF
         if self._by_mid.get((peer, ex.mid)) is ex:
             del self._by_mid[(peer, ex.mid)]
-        self._release_slot(peer)
+        self._release_slot(peer, now)
 
     def _incoming_request(self, msg: Message, peer: Any, now: float) -> tuple | None:
         key = (peer, msg.mid)
@@ -687,7 +682,6 @@ class MessageLayer:
         bounded however fast notifications go.  The caller sets
         ``exchange.waiter`` to receive those events.
         """
-        self._now = now
         msg.mtype = CON if confirmable else NON
         if confirmable:
             life = self.params.max_transmit_wait
@@ -704,7 +698,7 @@ class MessageLayer:
             if len(notes) > self.non_notify_cap:
                 old = notes.popleft()
                 if old.state != DONE:
-                    self._finish(old, TIMEOUT)  # its RST window closes early
+                    self._finish(old, TIMEOUT, now)  # its RST window closes early
         return ex
 
     def replace_notification(self, ex: Exchange, msg: Message, now: float) -> None:
@@ -716,7 +710,6 @@ class MessageLayer:
         late ACK no longer counts."""
         if ex.state == DONE or not ex.con or not ex.reply:
             raise ValueError("only a CON notification still in flight can be replaced")
-        self._now = now
         peer = ex.peer
         if self._by_mid.get((peer, ex.mid)) is ex:
             del self._by_mid[(peer, ex.mid)]
@@ -727,9 +720,7 @@ class MessageLayer:
         self._by_mid[(peer, mid)] = ex
         self.stats["notifications_replaced"] += 1
 
-    def respond(
-        self, request: Message, peer: Any, response: Message, now: float | None = None
-    ) -> bytes:
+    def respond(self, request: Message, peer: Any, response: Message, now: float) -> bytes:
         """Encode ``response`` to ``request``: piggybacked on the ACK for a CON,
         as a NON for a NON.  The bytes are cached for duplicates and returned
         for the caller to send (they are not put in ``outbox``; copies for
@@ -742,13 +733,11 @@ class MessageLayer:
         response.token = request.token
         entry = self._dedup.get((peer, request.mid))
         if entry is not None and entry.separated:
-            if now is not None:
-                self._now = now
             response.mtype = CON
-            ex = Exchange(peer, request.token, True, self._now + self.params.max_transmit_wait)
+            ex = Exchange(peer, request.token, True, now + self.params.max_transmit_wait)
             ex.reply = True
             ex.datagram = response
-            self._transmit(ex, self._now)
+            self._transmit(ex, now)
             self.stats["separate_responses"] += 1
             return b""
         if request.mtype == CON:
@@ -767,13 +756,13 @@ class MessageLayer:
     def _ack(self, mid: int, peer: Any) -> None:
         self.outbox.append((empty_ack(mid), peer))
 
-    def _rst(self, mid: int, peer: Any) -> None:
+    def _rst(self, mid: int, peer: Any, now: float) -> None:
         """Queue an RST for ``mid`` to ``peer``, unless that peer used up its
         RST budget: a reflector (a UDP echo service, a spoofed source) must not
         be able to ping-pong with us, so RSTs to one peer are held to
         ``rst_rate`` per second (``rst_burst`` at most); the rest are counted
         as ``rst_suppressed``."""
-        if not self._rst_buckets.allow(peer, self._now):
+        if not self._rst_buckets.allow(peer, now):
             self.stats["rst_suppressed"] += 1
             return
         self.stats["rst_sent"] += 1
