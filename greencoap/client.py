@@ -16,7 +16,7 @@ from functools import partial
 from time import monotonic
 from typing import Any
 
-from .codes import Code, Type
+from .codes import Code, Type, is_success
 from .dtls_channel import DtlsChannel, client_credentials
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, peer_key
 from .errors import ClientClosedError, CoapError, RequestTimeoutError, ResetError, UriError
@@ -637,7 +637,7 @@ class Client:
             extra = [(OptionNumber.BLOCK2, encode_uint(nxt.encode()))]
             msg = Message(mtype, method, 0, b"", base + extra)
             reply = _send(ep, msg, peer, _left(deadline))
-            if not 64 <= reply.code < 96:
+            if not is_success(reply.code):
                 raise BlockwiseError(f"block {nxt.num} of the response failed: {reply.code}")
             nxt = asm.feed(reply)
         whole = Message(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["CODES", "TYPES", "Code", "Type"]
+__all__ = ["CODES", "TYPES", "Code", "Type", "dotted", "is_success"]
 
 
 class Type(IntEnum):
@@ -33,6 +33,16 @@ class Type(IntEnum):
 # method name instead.  Kept outside the enum so they are not members.
 _PHRASES: dict[int, str] = {}
 _METHOD_NAMES = {5: "FETCH", 6: "PATCH", 7: "iPATCH"}
+
+
+def is_success(code: int) -> bool:
+    """True for a 2.xx code (an int or a :class:`Code`)."""
+    return code >> 5 == 2
+
+
+def dotted(code: int) -> str:
+    """The ``"c.dd"`` notation of a code (an int or a :class:`Code`), e.g. ``"2.05"``."""
+    return f"{code >> 5}.{code & 31:02d}"
 
 
 class Code(IntEnum):
@@ -127,7 +137,7 @@ class Code(IntEnum):
     @property
     def dotted(self) -> str:
         """The ``"c.dd"`` notation, e.g. ``"2.05"``."""
-        return f"{self >> 5}.{self & 31:02d}"
+        return dotted(self)
 
     @property
     def is_request(self) -> bool:
@@ -142,7 +152,7 @@ class Code(IntEnum):
     @property
     def is_success(self) -> bool:
         """True for 2.xx codes."""
-        return self >> 5 == 2
+        return is_success(self)
 
     @property
     def is_error(self) -> bool:

@@ -30,6 +30,7 @@ from .options import (
     OPTION_SPECS,
     Block,
     OptionFormat,
+    OptionNumber,
     encode_uint,
 )
 
@@ -40,6 +41,29 @@ __all__ = ["DEFAULT_MAX_AGE", "Message", "bad_option_numbers", "decode", "encode
 
 #: Max-Age a response has when it carries no Max-Age option (RFC 7252 §5.10.5).
 DEFAULT_MAX_AGE = 60
+
+# option numbers as plain ints, for the accessors below
+_URI_HOST, _URI_PORT, _PROXY_URI = (
+    int(OptionNumber.URI_HOST),
+    int(OptionNumber.URI_PORT),
+    int(OptionNumber.PROXY_URI),
+)
+_CONTENT_FORMAT, _ACCEPT, _OBSERVE = (
+    int(OptionNumber.CONTENT_FORMAT),
+    int(OptionNumber.ACCEPT),
+    int(OptionNumber.OBSERVE),
+)
+_BLOCK1, _BLOCK2, _SIZE1, _SIZE2 = (
+    int(OptionNumber.BLOCK1),
+    int(OptionNumber.BLOCK2),
+    int(OptionNumber.SIZE1),
+    int(OptionNumber.SIZE2),
+)
+_ETAG, _MAX_AGE, _IF_NONE_MATCH = (
+    int(OptionNumber.ETAG),
+    int(OptionNumber.MAX_AGE),
+    int(OptionNumber.IF_NONE_MATCH),
+)
 
 _pack_header = Struct("!BBH").pack
 _by_number = itemgetter(0)
@@ -260,7 +284,7 @@ class Message:
     @property
     def uri_host(self) -> str | None:
         """Uri-Host, or None if absent."""
-        return self.str_opt(3)
+        return self.str_opt(_URI_HOST)
 
     @uri_host.setter
     def uri_host(self, value: str | None) -> None:
@@ -269,7 +293,7 @@ class Message:
     @property
     def uri_port(self) -> int | None:
         """Uri-Port, or None if absent."""
-        return self.uint_opt(7)
+        return self.uint_opt(_URI_PORT)
 
     @uri_port.setter
     def uri_port(self, value: int | None) -> None:
@@ -278,7 +302,7 @@ class Message:
     @property
     def proxy_uri(self) -> str | None:
         """Proxy-Uri, or None if absent."""
-        return self.str_opt(35)
+        return self.str_opt(_PROXY_URI)
 
     @proxy_uri.setter
     def proxy_uri(self, value: str | None) -> None:
@@ -287,7 +311,7 @@ class Message:
     @property
     def content_format(self) -> int | None:
         """Content-Format number, or None if absent."""
-        return self.uint_opt(12)
+        return self.uint_opt(_CONTENT_FORMAT)
 
     @content_format.setter
     def content_format(self, value: int | None) -> None:
@@ -296,7 +320,7 @@ class Message:
     @property
     def accept(self) -> int | None:
         """Accept (wanted Content-Format), or None if absent."""
-        return self.uint_opt(17)
+        return self.uint_opt(_ACCEPT)
 
     @accept.setter
     def accept(self, value: int | None) -> None:
@@ -305,7 +329,7 @@ class Message:
     @property
     def observe(self) -> int | None:
         """Observe value (0 register / 1 deregister in requests, sequence in notifications)."""
-        return self.uint_opt(6)
+        return self.uint_opt(_OBSERVE)
 
     @observe.setter
     def observe(self, value: int | None) -> None:
@@ -314,7 +338,7 @@ class Message:
     @property
     def block1(self) -> Block | None:
         """Block1 value, or None; SZX 7 raises :class:`MessageFormatError`."""
-        value = self.opt(27)
+        value = self.opt(_BLOCK1)
         return None if value is None else Block.decode(_from_bytes(value, "big"))
 
     @block1.setter
@@ -324,7 +348,7 @@ class Message:
     @property
     def block2(self) -> Block | None:
         """Block2 value, or None; SZX 7 raises :class:`MessageFormatError`."""
-        value = self.opt(23)
+        value = self.opt(_BLOCK2)
         return None if value is None else Block.decode(_from_bytes(value, "big"))
 
     @block2.setter
@@ -334,7 +358,7 @@ class Message:
     @property
     def size1(self) -> int | None:
         """Size1 (request body size indication), or None if absent."""
-        return self.uint_opt(60)
+        return self.uint_opt(_SIZE1)
 
     @size1.setter
     def size1(self, value: int | None) -> None:
@@ -343,7 +367,7 @@ class Message:
     @property
     def size2(self) -> int | None:
         """Size2 (response body size indication), or None if absent."""
-        return self.uint_opt(28)
+        return self.uint_opt(_SIZE2)
 
     @size2.setter
     def size2(self, value: int | None) -> None:
@@ -352,7 +376,7 @@ class Message:
     @property
     def etag(self) -> bytes | None:
         """First ETag (the one a response carries), or None if absent."""
-        return self.opt(4)
+        return self.opt(_ETAG)
 
     @etag.setter
     def etag(self, value: bytes | None) -> None:
@@ -361,7 +385,7 @@ class Message:
     @property
     def max_age(self) -> int | None:
         """Max-Age in seconds, or None if absent (then RFC 7252 means :data:`DEFAULT_MAX_AGE`)."""
-        return self.uint_opt(14)
+        return self.uint_opt(_MAX_AGE)
 
     @max_age.setter
     def max_age(self, value: int | None) -> None:
@@ -370,7 +394,7 @@ class Message:
     @property
     def if_none_match(self) -> bool:
         """True if the If-None-Match option is present."""
-        return self.has_option(5)
+        return self.has_option(_IF_NONE_MATCH)
 
     @if_none_match.setter
     def if_none_match(self, value: bool) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from .codes import Code, Type
+from .codes import Code, Type, is_success
 from .errors import RequestTimeoutError, ResetError
 from .hub import Timeout, os_thread_ident, spawn
 from .message import DEFAULT_MAX_AGE, Message
@@ -182,7 +182,7 @@ class Observation:
         if isinstance(msg, Exception):
             self._queue.put(msg)
             return
-        if self.freshness.accept(msg.observe if 64 <= msg.code < 96 else None, monotonic()):
+        if self.freshness.accept(msg.observe if is_success(msg.code) else None, monotonic()):
             self._queue.put(msg)
             if self._ex is not None and self._ex.state != OBSERVING:
                 self._queue.put(_FINAL)

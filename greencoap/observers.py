@@ -49,7 +49,7 @@ import types
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from .codes import Code
+from .codes import Code, is_success
 from .dtls_channel import SecurePeer
 from .hub import Greenlet, GreenletExit, getcurrent, spawn
 from .options import OptionNumber
@@ -120,7 +120,7 @@ class Observer:
 
     def with_observe(self, response: Response) -> Response:
         """``response`` with this observer's next Observe number (2.xx only)."""
-        if 64 <= response.code < 96:
+        if is_success(response.code):
             self.seq = (self.seq + 1) & 0xFFFFFF
             opts = [o for o in response.options if o[0] != OptionNumber.OBSERVE]
             opts.append((OptionNumber.OBSERVE, self.seq.to_bytes(3, "big").lstrip(b"\0")))
@@ -142,11 +142,11 @@ class Observer:
             self.registry.remove(self, "session_closed")  # its DTLS session is gone
             return
         fmt = self.format
-        if fmt is not None and 64 <= response.code < 96 and response.content_format != fmt:
+        if fmt is not None and is_success(response.code) and response.content_format != fmt:
             # §4.2: a notification keeps the registration's format; the
             # observation ends with 4.06 (sent without Observe, as final)
             response = Response(Code.NOT_ACCEPTABLE, "the representation changed format")
-        final = not 64 <= response.code < 96
+        final = not is_success(response.code)
         inflight = self.inflight
         if inflight is not None and inflight.state != DONE:
             # one CON in flight: the newer state rides its retransmissions
@@ -311,13 +311,13 @@ class ObserverRegistry:
             except StopIteration as stop:
                 return as_response(stop.value, method, accept)
             response = as_response(first, method, accept)
-            if not 64 <= response.code < 96:
+            if not is_success(response.code):
                 result.close()
                 return response
             obs.gen = result
         else:
             response = as_response(result, method, accept)
-            if not 64 <= response.code < 96:
+            if not is_success(response.code):
                 return response
         if obs.format is None:
             obs.format = response.content_format

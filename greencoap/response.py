@@ -10,7 +10,7 @@ from __future__ import annotations
 import json as _json
 from typing import Any
 
-from .codes import CODES, Code, Type
+from .codes import CODES, Code, Type, is_success
 from .dtls_channel import secure_identity
 from .endpoint import display_peer
 from .errors import ResponseError
@@ -184,7 +184,7 @@ class Response:
     @property
     def ok(self) -> bool:
         """True for a 2.xx response."""
-        return 64 <= self.code < 96
+        return is_success(self.code)
 
     def raise_for_status(self) -> Response:
         """Raise :class:`ResponseError` for 4.xx/5.xx; return self otherwise."""

@@ -46,7 +46,7 @@ import gevent
 from locust import User, events
 from locust.exception import StopTest
 
-from ..codes import Code
+from ..codes import Code, dotted
 from ..errors import CoapError, RequestTimeoutError
 from ..fleet.behaviours import sensor
 from ..fleet.device import Device, lwm2m_links
@@ -248,7 +248,7 @@ class CoapDeviceUser(User):
         self._fire("RD", kind, seconds * 1000, size, err, time.time() - seconds)
 
     def _served(self, method: str, name: str, seconds: float, size: int, code: int) -> None:
-        err = CoapRequestError(f"{code >> 5}.{code & 31:02d}") if code >= 160 else None
+        err = CoapRequestError(dotted(code)) if code >= 160 else None
         self._fire("SERVE", f"{method} {name}", seconds * 1000, size, err, time.time() - seconds)
 
     def _notified(self, path: str, confirmable: bool, size: int) -> None:

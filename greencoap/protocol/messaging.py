@@ -34,10 +34,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..codes import Type
+from ..codes import Type, is_success
 from ..errors import MessageFormatError
 from ..message import Message
 from ..message import encode as encode_message
+from ..options import OptionNumber
 
 if TYPE_CHECKING:
     from random import Random
@@ -46,6 +47,7 @@ from .limits import TokenBuckets
 from .timers import TimerWheel
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
+_OBSERVE = int(OptionNumber.OBSERVE)
 INF = float("inf")
 
 
@@ -576,7 +578,7 @@ class MessageLayer:
         elif mtype == NON:
             if ex is None:
                 self.stats["unexpected"] += 1
-                if msg.has_option(6):
+                if msg.has_option(_OBSERVE):
                     self._rst(msg.mid, peer, now)  # RFC 7641 §3.6: a notification we don't want
                 return None
         else:  # RST with a code: malformed (§4.3 says RST is empty)
@@ -587,11 +589,11 @@ class MessageLayer:
                 self.stats["unexpected"] += 1  # (e.g. the registration's, again) is ignored
                 return None
             self.stats["notifications"] += 1
-            if not (64 <= code < 96 and msg.has_option(6)):
+            if not (is_success(code) and msg.has_option(_OBSERVE)):
                 self._finish(ex, msg, now)  # a final response ends the observation
             return (NOTIFICATION, ex, msg)
         self.stats["responses_received"] += 1
-        if ex.observe and 64 <= code < 96 and msg.has_option(6):
+        if ex.observe and is_success(code) and msg.has_option(_OBSERVE):
             self._registered(ex, msg, now)
         else:
             self._finish(ex, msg, now)

@@ -46,6 +46,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..codes import dotted
+
 __all__ = [
     "CREATED",
     "Action",
@@ -222,7 +224,7 @@ class Registration:
                 self.location = location
                 self._registered(now)
                 return None
-            self._failed(now, f"registration answered {_code(code)}", permanent=code < 160)
+            self._failed(now, f"registration answered {dotted(code)}", permanent=code < 160)
             if code == CREATED:
                 self.last_error = "registration answered 2.01 without a Location-Path"
             return None
@@ -237,7 +239,7 @@ class Registration:
             self._due = now
             self._failures = 0
             return None
-        self._failed(now, f"refresh answered {_code(code)}", permanent=False)
+        self._failed(now, f"refresh answered {dotted(code)}", permanent=False)
         return None
 
     def on_failure(self, now: float, reason: str = "timeout") -> None:
@@ -305,7 +307,3 @@ class Registration:
             "last_error": self.last_error,
             **self.stats,
         }
-
-
-def _code(code: int) -> str:
-    return f"{code >> 5}.{code & 31:02d}"
