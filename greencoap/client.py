@@ -23,11 +23,11 @@ from .errors import ClientClosedError, CoapError, RequestTimeoutError, ResetErro
 from .hub import (
     HubThread,
     Timeout,
-    _os_lock,
-    _os_thread_local,
     acquire_hub_thread,
     get_hub,
+    os_lock,
     os_thread_ident,
+    os_thread_local,
     release_hub_thread,
 )
 from .linkformat import Link, filter_links, parse_link_format
@@ -42,7 +42,7 @@ from .uri import URI, compose_uri, is_ip_literal, parse_uri
 _URI_CACHE_SIZE = 512
 #: Seconds a thread waits beyond its call's own timeout for the hub thread.
 _REMOTE_MARGIN = 10.0
-_remote_lock = _os_lock()
+_remote_lock = os_lock()
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 _BLOCK_OPTIONS = frozenset(
     (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.SIZE1, OptionNumber.ECHO)
@@ -829,7 +829,7 @@ class Client:
         return self.request(Code.IPATCH, uri, payload, **kwargs)
 
 
-_default = _os_thread_local()
+_default = os_thread_local()
 
 
 def default_client() -> Client:

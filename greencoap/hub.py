@@ -367,7 +367,7 @@ class Hub(RawGreenlet, HubBase):
         self._timers: list[tuple[float, int, Timer]] = []
         self._timer_seq = 0
         self._threadsafe: deque = deque()
-        self._threadsafe_lock = _os_lock()
+        self._threadsafe_lock = os_lock()
         from .backends import create_backend  # backends sit beside the hub
 
         self.io = create_backend(self, backend)
@@ -488,7 +488,7 @@ def _worker_loop(hub: HubBase, fn: Callable, args: tuple) -> None:
             return
 
 
-def _os_thread_local() -> Any:
+def os_thread_local() -> Any:
     """A thread-local that is per OS thread even after gevent monkey-patching."""
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("threading"):
@@ -496,7 +496,7 @@ def _os_thread_local() -> Any:
     return threading.local()
 
 
-def _os_lock() -> Any:
+def os_lock() -> Any:
     """A lock between OS threads even after gevent monkey-patching."""
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("threading"):
@@ -505,7 +505,7 @@ def _os_lock() -> Any:
 
 
 _thread_numbers = itertools.count(1)
-_thread_number = _os_thread_local()
+_thread_number = os_thread_local()
 
 
 def os_thread_ident() -> int:
@@ -537,7 +537,7 @@ class _Outcome:
     __slots__ = ("lock", "value", "error")
 
     def __init__(self) -> None:
-        self.lock = _os_lock()
+        self.lock = os_lock()
         self.lock.acquire()
         self.value: Any = None
         self.error: BaseException | None = None
@@ -600,7 +600,7 @@ class HubThread:
 
 _shared: HubThread | None = None
 _shared_users = 0
-_shared_lock = _os_lock()
+_shared_lock = os_lock()
 
 
 def acquire_hub_thread() -> HubThread:
@@ -628,7 +628,7 @@ def release_hub_thread(thread: HubThread) -> None:
             thread.stop()
 
 
-_local = _os_thread_local()
+_local = os_thread_local()
 
 
 def get_hub(backend: str | None = None) -> HubBase:

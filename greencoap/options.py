@@ -149,10 +149,16 @@ OPTION_BOUNDS: dict[int, tuple[int, int]] = {
 }
 
 
+_SMALL_UINTS = [b""] + [bytes((i,)) for i in range(1, 256)]
+
+
 def encode_uint(value: int) -> bytes:
-    """Encode a uint option value in the fewest bytes (``0 -> b""``)."""
-    if value < 0:
-        raise ValueError(f"uint option value must not be negative: {value}")
+    """Encode a uint option value in the fewest bytes (``0 -> b""``); the one
+    uint encoder of the codec (values below 256 come from a table)."""
+    if value < 256:
+        if value < 0:
+            raise ValueError(f"uint option value must not be negative: {value}")
+        return _SMALL_UINTS[value]
     return value.to_bytes((value.bit_length() + 7) >> 3, "big")
 
 

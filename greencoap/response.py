@@ -15,18 +15,10 @@ from .dtls_channel import secure_identity
 from .endpoint import display_peer
 from .errors import ResponseError
 from .message import Message
-from .options import Block, ContentFormat, OptionList, OptionNumber
+from .options import Block, ContentFormat, OptionList, OptionNumber, encode_uint
 
 JSON = int(ContentFormat.JSON)
 CBOR = int(ContentFormat.CBOR)
-_UINTS = [b""] + [bytes((i,)) for i in range(1, 256)]
-
-
-def _uint(value: int) -> bytes:
-    """Minimal big-endian bytes of a non-negative int (option uint format)."""
-    if value < 256:
-        return _UINTS[value]
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
 TEXT = int(ContentFormat.TEXT_PLAIN)
@@ -74,7 +66,7 @@ class Response:
             if self.options:
                 self._set(OptionNumber.CONTENT_FORMAT, content_format)
             else:
-                self.options.append((12, _uint(content_format)))
+                self.options.append((12, encode_uint(content_format)))
         if max_age is not None:
             self._set(OptionNumber.MAX_AGE, max_age)
         if etag is not None:
@@ -90,7 +82,7 @@ class Response:
 
     def _set(self, number: int, value: int) -> None:
         self._options = OptionList(o for o in self._options if o[0] != number)
-        self.options.append((number, _uint(value)))
+        self.options.append((number, encode_uint(value)))
 
     @classmethod
     def from_message(cls, msg: Message, peer: tuple | None = None) -> Response:

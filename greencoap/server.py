@@ -26,7 +26,7 @@ from .hub import LogThrottle, get_hub, sleep
 from .linkformat import filter_links, format_link_format
 from .message import Message
 from .observers import ObserverRegistry
-from .options import Block
+from .options import Block, encode_uint
 from .options import OptionNumber as O
 from .protocol.blockwise import szx_for
 from .protocol.blockwise_server import Block1Assembler, Block2Cache, block_of
@@ -34,7 +34,7 @@ from .protocol.echo import DEFAULT_FACTOR, EchoVerifier
 from .protocol.limits import NORMAL, SHED_TRIGGER, THROTTLED, LoadLevels, TokenBuckets
 from .protocol.messaging import TransmissionParameters
 from .protocol.validation import UNDERSTOOD_OPTIONS, inspect_request
-from .response import CBOR, JSON, Request, Response, _uint, as_response, cbor_available
+from .response import CBOR, JSON, Request, Response, as_response, cbor_available
 from .router import Router
 
 log = logging.getLogger("greencoap.server")
@@ -663,13 +663,15 @@ class Server:
             key = (peer, msg.code, raw_key, msg.opt(O.REQUEST_TAG))
             status, value = self.block1.feed(key, b1, msg.payload, msg.size1, now)
             if status == "continue":
-                return Response(Code.CONTINUE, options=[(O.BLOCK1, _uint(value.encode()))])
+                return Response(Code.CONTINUE, options=[(O.BLOCK1, encode_uint(value.encode()))])
             if status == "incomplete":
                 self._stats["block1_incomplete"] += 1
                 return Response(Code.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
             if status == "too_large":
                 self._stats["block1_too_large"] += 1
-                return Response(Code.REQUEST_ENTITY_TOO_LARGE, options=[(O.SIZE1, _uint(value))])
+                return Response(
+                    Code.REQUEST_ENTITY_TOO_LARGE, options=[(O.SIZE1, encode_uint(value))]
+                )
             if status == "busy":
                 self._stats["block1_busy"] += 1
                 return Response(Code.SERVICE_UNAVAILABLE, "too many uploads in progress")
@@ -699,7 +701,7 @@ class Server:
             if len(body) <= 1 << (szx + 4) and b2 is None:
                 if b1 is not None:
                     last = Block(b1.num, False, b1.szx)
-                    response.options.append((O.BLOCK1, _uint(last.encode())))
+                    response.options.append((O.BLOCK1, encode_uint(last.encode())))
                 return response
             options = [o for o in response.options if o[0] not in _BLOCK2_OWN]
             own = response.etag  # the handler's ETag, when it gave one, else the cache's
@@ -710,9 +712,13 @@ class Server:
             return Response(Code.BAD_OPTION, "Block2 past the end of the body")
         payload, block = piece
         opts = [o for o in response.options if o[0] not in _BLOCK2_OWN]
-        opts += [(O.ETAG, etag), (O.BLOCK2, _uint(block.encode())), (O.SIZE2, _uint(len(body)))]
+        opts += [
+            (O.ETAG, etag),
+            (O.BLOCK2, encode_uint(block.encode())),
+            (O.SIZE2, encode_uint(len(body))),
+        ]
         if b1 is not None:
-            opts.append((O.BLOCK1, _uint(Block(b1.num, False, b1.szx).encode())))
+            opts.append((O.BLOCK1, encode_uint(Block(b1.num, False, b1.szx).encode())))
         self._stats["block2_served"] += 1
         return Response(response.code, payload, options=opts)
 
@@ -736,7 +742,11 @@ class Server:
         cached = [o for o in options if o[0] != O.OBSERVE]
         etag = self.block2.put(key, body, (response.code, cached, own), monotonic(), own)
         payload, block = block_of(body, 0, self.block_szx)
-        options += [(O.ETAG, etag), (O.BLOCK2, _uint(block.encode())), (O.SIZE2, _uint(len(body)))]
+        options += [
+            (O.ETAG, etag),
+            (O.BLOCK2, encode_uint(block.encode())),
+            (O.SIZE2, encode_uint(len(body))),
+        ]
         self._stats["block2_served"] += 1
         return Response(response.code, payload, options=options)
 
