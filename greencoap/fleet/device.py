@@ -140,7 +140,7 @@ class Device:
         links: Callable[[Router], bytes] | None = None,
         rng: random.Random | None = None,
         server_options: dict[str, Any] | None = None,
-        housekeeping_interval: float | None = 10.0,
+        housekeeping_interval: float | None = DeviceServer.housekeeping_interval,
         observed: Callable[[Device, bool], None] | None = None,
     ) -> None:
         self.index = index

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from random import Random
 from .dedup import DedupCache, DedupEntry
 from .limits import TokenBuckets
-from .timers import TimerWheel
+from .timers import NOT_SCHEDULED, TimerWheel
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
 _OBSERVE = int(OptionNumber.OBSERVE)
@@ -147,7 +147,7 @@ class Exchange:
         self.result: Any = None
         self.waiter: Any = None
         self.due = 0.0  # when expire() must look at this exchange next
-        self.due_key = -1  # the timer bucket (ms) holding its live entry
+        self.due_key = NOT_SCHEDULED  # the timer bucket (ms) holding its live entry
         self.observe = False  # an Observe registration (RFC 7641)
         self.sink: Any = None  # the layer above's notification consumer (never touched here)
         self.reply = False  # a response we sent as CON (server role): it only awaits an ACK
@@ -370,7 +370,7 @@ class MessageLayer:
         return doomed
 
     def _finish(self, ex: Exchange, result: Any, now: float) -> None:
-        ex.due_key = -1  # no timer any more (see .timers)
+        TimerWheel.cancel(ex)  # no timer any more
         if ex.reply:  # a confirmable response of ours: only its MID is registered
             ex.state = DONE
             ex.result = result
@@ -438,7 +438,7 @@ class MessageLayer:
         # look again until nothing more is due
         while due := self._timers.pop_due(now):
             for ex in due:
-                if ex.state == DONE or ex.due_key != -1:
+                if ex.state == DONE or ex.due_key != NOT_SCHEDULED:
                     continue  # finished, or rescheduled by an earlier one of this turn
                 if ex.deadline <= now:
                     if ex.reply and not ex.con:  # a NON notification's RST window closed
@@ -604,7 +604,7 @@ class MessageLayer:
         peer = ex.peer
         ex.result = msg
         ex.state = OBSERVING
-        ex.due_key = -1  # its timers become stale
+        TimerWheel.cancel(ex)  # its timers become stale
         ex.next_retransmit = INF
         if self._by_mid.get((peer, ex.mid)) is ex:
             del self._by_mid[(peer, ex.mid)]
