@@ -34,7 +34,7 @@ from .linkformat import Link, LinkFormatError
 from .message import Message
 from .observation import Observation
 from .options import Block, ContentFormat, OptionList, OptionNumber
-from .protocol.blockwise import BlockwiseError, BodyTooLargeError
+from .protocol.blockwise import BlockwiseError, BodyTooLargeError, RepresentationChangedError
 from .response import Request, Response
 from .router import Router
 from .server import Server
@@ -68,6 +68,7 @@ __all__ = [
     "OptionList",
     "OptionNumber",
     "Queue",
+    "RepresentationChangedError",
     "Request",
     "RequestTimeoutError",
     "ResetError",

@@ -33,6 +33,7 @@ from .errors import RequestTimeoutError, ResetError
 from .hub import Timeout, os_thread_ident, spawn
 from .message import DEFAULT_MAX_AGE, Message
 from .options import OptionNumber
+from .protocol.blockwise import RepresentationChangedError
 from .protocol.messaging import OBSERVING, Exchange
 from .protocol.observe import FreshnessFilter
 from .response import Response
@@ -76,6 +77,9 @@ class Observation:
         self._started = False
         self.cancelled = False
         self.notifications = 0
+        #: notifications dropped because their representation changed while
+        #: their blocks were fetched (a newer notification follows)
+        self.torn = 0
         self.reregister = reregister
         self.max_reregistrations = max_reregistrations
         #: re-registrations made (§3.3.1), and how many in a row failed
@@ -192,13 +196,19 @@ class Observation:
             else:
                 self._arm_expiry(msg)
 
-    def _whole(self, msg: Message) -> Response:
-        """The response for ``msg``, with the rest of a block-wise body fetched."""
+    def _whole(self, msg: Message) -> Response | None:
+        """The response for ``msg``, with the rest of a block-wise body fetched;
+        None when the resource changed while its blocks were fetched (RFC 7959
+        §3.4: the torn state is dropped, the change's own notification follows)."""
         if msg.block2 is not None and msg.block2.more:
             client = self.client
-            msg = client._fetch_rest(
-                self._ep, Type.CON, Code.GET, self._opts, msg, self._peer, self.timeout
-            )
+            try:
+                msg = client._fetch_rest(
+                    self._ep, Type.CON, Code.GET, self._opts, msg, self._peer, self.timeout
+                )
+            except RepresentationChangedError:
+                self.torn += 1
+                return None
         return Response.from_message(msg, self._peer)
 
     # -- iteration ---------------------------------------------------------
@@ -229,8 +239,10 @@ class Observation:
                 return
             if isinstance(item, Exception):
                 raise item
-            self.notifications += 1
-            yield self._run(self._whole, item, timeout=self.timeout)
+            whole = self._run(self._whole, item, timeout=self.timeout)
+            if whole is not None:
+                self.notifications += 1
+                yield whole
 
     def _next_item(self, timeout: float | None) -> Any:
         try:

@@ -11,6 +11,7 @@ import pytest
 import greencoap
 from greencoap import Client, Code, RequestTimeoutError, ResetError, Type, UriError
 from greencoap.message import Message
+from greencoap.options import Block, OptionNumber
 
 from .conftest import hub_for
 
@@ -33,7 +34,7 @@ class RawPeer:
     """A plain-socket CoAP peer in an OS thread, scripted by ``answer(n, msg)``.
 
     ``answer`` gets the copy number (1, 2, …) and the decoded message and
-    returns bytes to send back or None to stay silent.
+    returns bytes to send back (or a list of datagrams) or None to stay silent.
     """
 
     def __init__(self, answer, family=socket.AF_INET, host="127.0.0.1"):
@@ -55,8 +56,8 @@ class RawPeer:
                 continue
             self.received.append((time.monotonic(), data))
             reply = self.answer(len(self.received), Message.decode(data))
-            if reply:
-                self.sock.sendto(reply, addr)
+            for datagram in [reply] if isinstance(reply, bytes) else reply or ():
+                self.sock.sendto(datagram, addr)
 
     def close(self):
         self._stop.set()
@@ -299,3 +300,64 @@ def test_one_client_talks_to_ipv4_and_ipv6_peers(hub, server):
             assert c.endpoint.family == socket.AF_INET6  # one dual-stack socket for both
     finally:
         v6.stop()
+
+
+def test_observe_drops_a_notification_torn_by_a_change(hub):
+    """RFC 7959 §3.4: the resource changes while a block-wise notification's
+    blocks are fetched (block 1 comes with another ETag).  The torn state is
+    dropped (counted in ``torn``) and the change's own notification is yielded;
+    the observation goes on rather than failing."""
+    block = OptionNumber.BLOCK2
+    sent: dict[str, bytes] = {}
+
+    def answer(n, m):
+        if m.opt(block) is None:  # the registration: answer, then a 2-block notification
+            sent["token"] = m.token
+            ack = Message(
+                Type.ACK, Code.CONTENT, m.mid, m.token, [(OptionNumber.OBSERVE, b"\x02")], b"first"
+            )
+            note = Message(
+                Type.NON,
+                Code.CONTENT,
+                0x7001,
+                m.token,
+                [
+                    (OptionNumber.ETAG, b"A"),
+                    (OptionNumber.OBSERVE, b"\x03"),
+                    (block, Block(0, True, 0).to_bytes()),
+                ],
+                b"a" * 16,
+            )
+            return [ack.encode(), note.encode()]
+        # block 1 of that state: the resource changed meanwhile (ETag B), and
+        # its notification follows
+        rest = Message(
+            Type.ACK,
+            Code.CONTENT,
+            m.mid,
+            m.token,
+            [(OptionNumber.ETAG, b"B"), (block, Block(1, False, 0).to_bytes())],
+            b"b" * 16,
+        )
+        note = Message(
+            Type.NON,
+            Code.CONTENT,
+            0x7002,
+            sent["token"],
+            [(OptionNumber.ETAG, b"B"), (OptionNumber.OBSERVE, b"\x04")],
+            b"new",
+        )
+        return [rest.encode(), note.encode()]
+
+    peer = RawPeer(answer)
+    try:
+        with Client(timeout=3) as c, c.observe(peer.uri + "/big") as obs:
+            items = []
+            for r in obs.iter(timeout=3):
+                items.append(r.payload)
+                if len(items) == 2:
+                    break
+            assert items == [b"first", b"new"]
+            assert obs.torn == 1 and obs.notifications == 1
+    finally:
+        peer.close()

@@ -90,7 +90,11 @@ def test_flood_is_shed_early_and_the_good_client_is_served(any_hub, coapload):
         stats = srv.stats
         assert good["lost"] == 0 and good["errors"] == 0, good
         assert good["rps"] >= 60, good
-        assert good["p99_us"] < 25_000, good  # CI machines are noisy; the bench has the figure
+        # Without early shedding the good client's median is 140-270 ms here (the
+        # control below); with it 0.6 ms, p99 5 ms on a quiet machine, 55 ms seen on
+        # a loaded CI machine (three processes on two cores).  bench/flood.py has figures.
+        assert good["p50_us"] < 20_000, good
+        assert good["p99_us"] < 120_000, good
         assert flooder["rps"] < 600, flooder  # held to rate 100/s (+ burst 200)
         assert stats["shed_early"] > 1000 and stats["shed_engagements"] >= 1, stats
         # the flood is over: within a couple of seconds nobody is limited

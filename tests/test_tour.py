@@ -18,5 +18,8 @@ def test_tour_runs_1000_concurrent_calls(demo_proc):
     assert out.returncode == 0, out.stdout + out.stderr
     m = re.search(r"(\d+)/1000 answered 2.05 in ([\d.]+) s", out.stdout)
     assert m and m.group(1) == "1000", out.stdout
-    assert float(m.group(2)) < 1.0, out.stdout
+    # One after another they would take 200 s; concurrently about 0.4 s.  A loaded
+    # CI machine may let 512+ datagrams queue, engage early shedding and so cost
+    # one CON retransmission (ACK_TIMEOUT 2-3 s): allowed, nothing else is.
+    assert float(m.group(2)) < 5.0, out.stdout
     assert "4.04 Not Found" in out.stdout

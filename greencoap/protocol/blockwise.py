@@ -23,7 +23,14 @@ from ..errors import CoapError
 from ..message import Message
 from ..options import Block, size_to_szx
 
-__all__ = ["BlockwiseError", "BodyTooLargeError", "Block2Assembler", "Block1Uploader", "szx_for"]
+__all__ = [
+    "BlockwiseError",
+    "BodyTooLargeError",
+    "RepresentationChangedError",
+    "Block2Assembler",
+    "Block1Uploader",
+    "szx_for",
+]
 
 
 class BlockwiseError(CoapError):
@@ -32,6 +39,10 @@ class BlockwiseError(CoapError):
 
 class BodyTooLargeError(BlockwiseError):
     """The (announced or received) body exceeds the configured maximum."""
+
+
+class RepresentationChangedError(BlockwiseError):
+    """A later block carried another ETag: the resource changed mid-transfer."""
 
 
 def szx_for(block_size: int) -> int:
@@ -72,7 +83,9 @@ class Block2Assembler:
         if self.blocks == 0:
             self.etag = etag
         elif etag != self.etag:
-            raise BlockwiseError("the resource changed during a block-wise transfer (ETag)")
+            raise RepresentationChangedError(
+                "the resource changed during a block-wise transfer (ETag)"
+            )
         if block.offset != len(self.body):
             raise BlockwiseError(
                 f"block {block.num} (offset {block.offset}) does not follow the "

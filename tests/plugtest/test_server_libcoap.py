@@ -563,7 +563,9 @@ def test_TD_COAP_OBS_12(hub, plug):
     assert r.mtype == 2 and r.code == 69 and r.observe is None and r.token == reg.token
     assert str(r.content_format) and r.content_format == 0
     later = [x.msg for x in seen[i:] if x.direction == S2C and x.msg.token == reg.token]
-    assert len(later) <= 2, later  # the answer, and one notification on its way at most
+    # the answer, and one notification on its way at most (counted by message ID:
+    # libcoap has exited, so a CON notification is retransmitted unacknowledged)
+    assert len({m.mid for m in later}) <= 2, later
 
 
 @pytest.mark.parametrize("td", ["TD_COAP_OBS_13", "TD_COAP_OBS_14"])
