@@ -198,8 +198,9 @@ class Observation:
 
     def _whole(self, msg: Message) -> Response | None:
         """The response for ``msg``, with the rest of a block-wise body fetched;
-        None when the resource changed while its blocks were fetched (RFC 7959
-        §3.4: the torn state is dropped, the change's own notification follows)."""
+        None when the resource changed while its blocks were fetched and the
+        observation goes on (RFC 7959 §3.4: the torn state is dropped, the
+        change's own notification follows)."""
         if msg.block2 is not None and msg.block2.more:
             client = self.client
             try:
@@ -207,6 +208,8 @@ class Observation:
                     self._ep, Type.CON, Code.GET, self._opts, msg, self._peer, self.timeout
                 )
             except RepresentationChangedError:
+                if not self.active:
+                    raise  # a final response: no newer notification will follow
                 self.torn += 1
                 return None
         return Response.from_message(msg, self._peer)
@@ -230,7 +233,8 @@ class Observation:
         if not self._started:
             first = self._run(self._start, timeout=self.timeout)
             registered = self.active
-            yield first
+            if first is not None:  # None: torn by a change, whose notification follows
+                yield first
             if not registered:  # a final answer: the server keeps no observation
                 return
         while not self.cancelled:

@@ -361,3 +361,30 @@ def test_observe_drops_a_notification_torn_by_a_change(hub):
             assert obs.torn == 1 and obs.notifications == 1
     finally:
         peer.close()
+
+
+def test_observe_drops_a_torn_registration_response(hub):
+    """The same when the registration's own response is the torn one: the
+    first item yielded is the change's notification."""
+    block = OptionNumber.BLOCK2
+    sent: dict[str, bytes] = {}
+
+    def answer(n, m):
+        if m.opt(block) is None:  # the registration: block 0 of state A
+            sent["token"] = m.token
+            opts = [(OptionNumber.ETAG, b"A"), (OptionNumber.OBSERVE, b"\x02")]
+            opts.append((block, Block(0, True, 0).to_bytes()))
+            return Message(Type.ACK, Code.CONTENT, m.mid, m.token, opts, b"a" * 16).encode()
+        opts = [(OptionNumber.ETAG, b"B"), (block, Block(1, False, 0).to_bytes())]
+        rest = Message(Type.ACK, Code.CONTENT, m.mid, m.token, opts, b"b" * 16)
+        opts = [(OptionNumber.ETAG, b"B"), (OptionNumber.OBSERVE, b"\x03")]
+        note = Message(Type.NON, Code.CONTENT, 0x7003, sent["token"], opts, b"new")
+        return [rest.encode(), note.encode()]
+
+    peer = RawPeer(answer)
+    try:
+        with Client(timeout=3) as c, c.observe(peer.uri + "/big") as obs:
+            first = next(iter(obs.iter(timeout=3)))
+            assert first.payload == b"new" and obs.torn == 1
+    finally:
+        peer.close()
