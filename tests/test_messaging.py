@@ -531,15 +531,15 @@ def test_dedup_expiry_with_mixed_con_and_non_lifetimes():
 
 
 def test_dedup_capacity_evicts_oldest():
-    ml = layer(dedup_capacity=3, dedup_peer_share=1.0)  # one peer may fill it all
-    for mid in (1, 2, 3, 4):
-        assert ml.receive(incoming(mid=mid), PEER, float(mid))[0] == REQUEST
-    assert ml.stats["dedup_evicted"] == 1
-    assert ml.receive(incoming(mid=4), PEER, 5.0) is None  # newest is remembered
-    assert ml.receive(incoming(mid=2), PEER, 5.0) is None
+    ml = layer(dedup_capacity=4, dedup_peer_share=1.0)
+    peers = [(f"192.0.2.{i}", 5683) for i in range(5)]
+    for i, peer in enumerate(peers):
+        assert ml.receive(incoming(mid=1), peer, float(i))[0] == REQUEST
+    assert ml.stats["dedup_evicted"] == 1 and len(ml.dedup) == 4
     drain(ml)
-    assert ml.receive(incoming(mid=1), PEER, 6.0)[0] == REQUEST  # oldest was evicted
-    assert ml.stats["dedup_evicted"] == 2
+    assert ml.receive(incoming(mid=1), peers[4], 5.0) is None  # newest is remembered
+    assert ml.receive(incoming(mid=1), peers[1], 5.0) is None
+    assert ml.receive(incoming(mid=1), peers[0], 6.0)[0] == REQUEST  # oldest was evicted
 
 
 def test_ping_gets_rst_with_same_mid():
@@ -760,7 +760,7 @@ def test_a_flooding_peer_cannot_evict_other_peers_dedup_entries():
     for mid in range(100, 160):  # a flood from one peer
         assert ml.receive(incoming(mid=mid), PEER, 0.0)[0] == REQUEST
     # the flooding peer pushed out its own oldest entries, one per new request
-    assert ml.stats["dedup_evicted"] == 58 and ml.stats["dedup_peer_full"] == 0
+    assert ml.stats["dedup_evicted"] == 58 and ml.stats["dedup_peer_full"] == 60  # 59 + 1 (other)
     # the other peer's entries survived: its retransmissions are still duplicates
     for mid in (1, 2):
         assert ml.receive(incoming(mid=mid), other, 1.0) is None
@@ -770,11 +770,11 @@ def test_a_flooding_peer_cannot_evict_other_peers_dedup_entries():
     assert ml.receive(incoming(mid=158), PEER, 1.0) is None
     assert ml.receive(incoming(mid=100), PEER, 1.0)[0] == REQUEST
     assert ml.stats["duplicates"] == 4
-    assert len(ml._dedup) <= 8 and sum(ml.dedup._per_peer.values()) == len(ml._dedup)
+    assert len(ml.dedup) <= 8 and ml.dedup.held_by(PEER) == 2
 
 
 def test_dedup_bookkeeping_stays_bounded_under_mixed_traffic():
-    """Per-peer queues follow the cache: expiry, own eviction, global eviction
+    """Generations follow the cache: expiry, own eviction, global eviction
     and MID reuse leave no stale bookkeeping behind once entries expire."""
     ml = MessageLayer(rng=Random(2), dedup_capacity=64)
     rnd = Random(3)
@@ -788,23 +788,23 @@ def test_dedup_bookkeeping_stays_bounded_under_mixed_traffic():
         ml.outbox.clear()
         if i % 500 == 0:
             ml.expire(now)
-        assert len(ml._dedup) <= 64
-        assert sum(ml.dedup._per_peer.values()) == len(ml._dedup)
-        assert sum(len(q) for q in ml.dedup._order) <= 2 * 64 + 1024 + 1
+        assert len(ml.dedup) <= 64
+        assert all(ml.dedup.held_by(p) <= ml.dedup.peer_cap for p in peers)
+        assert len(ml.dedup._births) <= 4 * 6 + 64 + 1
     ml.expire(now + 1000)
-    assert ml._dedup == {} and ml.dedup._per_peer == {} and ml.dedup._peer_order == {}
+    assert len(ml.dedup) == 0 and set(ml.dedup.table_sizes().values()) == {0}
 
 
-def test_a_flood_at_its_share_keeps_the_expiry_queues_bounded():
-    """A peer at its share evicts in batches; what it evicts from the middle of
-    the global expiry queues is compacted away, so memory follows the cache
-    size, not the request rate times EXCHANGE_LIFETIME."""
-    ml = MessageLayer(rng=Random(4), dedup_capacity=4096)  # share 1,024, batch 64
+def test_a_flood_at_its_share_keeps_the_bookkeeping_bounded():
+    """A peer at its share drops its own oldest generation (half a share) at a
+    time, so memory follows the cache size, not the request rate times
+    EXCHANGE_LIFETIME."""
+    ml = MessageLayer(rng=Random(4), dedup_capacity=4096)  # share 1,024
     for i in range(200_000):
         ml.receive(incoming(NON, mid=i & 0xFFFF, token=i.to_bytes(3, "big")), PEER, i * 1e-5)
-    assert ml.dedup._per_peer[PEER] <= 1024
-    assert sum(len(q) for q in ml.dedup._order) <= 1024 + 1024 + 64
-    assert ml.stats["dedup_evicted"] >= 200_000 - 1024 and ml.stats["dedup_peer_full"] == 0
+    assert ml.dedup.held_by(PEER) <= 1024
+    assert len(ml.dedup._births) <= 4 + 64 + 1
+    assert ml.stats["dedup_evicted"] >= 200_000 - 1024 and ml.stats["dedup_peer_full"] > 0
 
 
 def test_a_reused_mid_with_a_new_token_is_a_new_request():
@@ -823,25 +823,24 @@ def test_a_reused_mid_with_a_new_token_is_a_new_request():
     assert ml.receive(incoming(mid=7, token=b"new"), PEER, 2.0) is None
     assert drain(ml) == [(new, PEER)]
     assert ml.stats["mid_reused"] == 1 and ml.stats["duplicates"] == 1
-    assert len(ml._dedup) == 1 and ml.dedup._per_peer[PEER] == 1
+    assert len(ml.dedup) == 1 and ml.dedup.held_by(PEER) == 1
 
 
-def test_full_cache_evicts_the_oldest_in_batches():
-    """At capacity a batch of the oldest entries goes at once (cheaper per
-    request); the cache never exceeds its capacity and recent requests stay
+def test_full_cache_evicts_the_oldest_generation():
+    """At capacity the oldest generation goes at once (cheaper per request);
+    the cache never exceeds its capacity and recent requests stay
     deduplicated."""
-    ml = MessageLayer(rng=Random(5), dedup_capacity=1024)  # share 256, batch 16
-    assert ml.dedup.evict_batch == 16
+    ml = MessageLayer(rng=Random(5), dedup_capacity=1024)  # share 256
     peers = [(f"198.51.100.{i}", 5683) for i in range(5)]
     n = 0
     for i in range(1200):
         for peer in peers:
             ml.receive(incoming(NON, mid=i, token=i.to_bytes(2, "big")), peer, n * 1e-4)
             n += 1
-            assert len(ml._dedup) <= 1024
+            assert len(ml.dedup) <= 1024
     ml.outbox.clear()
-    assert ml.stats["dedup_evicted"] == n - len(ml._dedup)
-    assert len(ml._dedup) > 1024 - 16 - 1
+    assert ml.stats["dedup_evicted"] == n - len(ml.dedup)
+    assert len(ml.dedup) >= 5 * 128  # at least each peer's newest half-share
     for peer in peers:  # each peer's latest request is still remembered
         assert (
             ml.receive(incoming(NON, mid=1199, token=(1199).to_bytes(2, "big")), peer, 1.0) is None

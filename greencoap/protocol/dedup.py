@@ -1,28 +1,41 @@
 """Message deduplication for the server role (RFC 7252 §4.5), sans-I/O.
 
-A :class:`DedupCache` remembers each received CON or NON, keyed by
-``(peer, mid)``, for EXCHANGE_LIFETIME (CON) or NON_LIFETIME (NON), with
-what was answered (:class:`DedupEntry`), so that a copy of the message is
-answered the same way and not handled twice.
+A :class:`DedupCache` remembers each received CON or NON, keyed by its peer
+and message ID, for EXCHANGE_LIFETIME (CON) or NON_LIFETIME (NON), with what
+was answered (:class:`DedupEntry`), so that a copy of the message is answered
+the same way and not handled twice.
 
-The cache is bounded (``capacity`` entries) and fair: one peer holds at most
-``peer_share`` of it, so a flooding peer pushes out its own oldest entries,
-never another peer's; when the whole cache is full, the entries that would
-expire first go, a batch at a time (the next insertions then evict
-nothing).  Expiry order is kept per lifetime (CON, NON) as ``(expires, key)``
-queues; entries evicted from the middle are skipped lazily and the queues are
-compacted when such stale items outnumber the live ones.
+Every operation costs O(1), with no eviction walk per request.  Each peer
+has its own two *generations* of entries, ``cur`` and ``old`` (dicts keyed by
+MID); a lookup tries ``cur`` then ``old``, an insertion goes into ``cur``.  A
+peer's generations rotate (``old`` is dropped whole, ``cur`` becomes
+``old``) when ``cur`` is one lifetime old, so that an entry stays at least its
+lifetime, or when ``cur`` holds half the peer's share of the cache, so that
+a flooding peer pushes out its own oldest entries, never another peer's, and
+its newest half-share always stays.  Lookups compare the entry's own expiry
+time, so an entry is never taken for a copy past its lifetime even while it
+still sits in memory.
+
+The cache is bounded (``capacity`` entries): when it is full the oldest
+generation of all goes (a queue of generations in birth order finds it), so
+the §4.5 guarantee holds for as many exchanges as the bound allows, oldest
+lost first.  Memory of idle peers is released by :meth:`DedupCache.expire`,
+a sweep over the peers that runs at most every ``sweep_gap`` seconds.
 
 Time is an argument (``now``); nothing here reads a clock.  Counters go into
-the ``stats`` dict given at construction (``dedup_evicted``,
-``dedup_peer_full``), shared with the message layer's.  Not thread-safe: one
-endpoint's engine owns it.
+the ``stats`` dict given at construction (``dedup_evicted``: entries dropped
+for room before their lifetime ended, about; ``dedup_peer_full``: rotations
+forced by a peer's share), shared with the message layer's.  Not
+thread-safe: one endpoint's engine owns it.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
+
+INF = float("inf")
 
 
 class DedupEntry:
@@ -46,8 +59,25 @@ class DedupEntry:
         self.separated = False
 
 
+class _PeerStore:
+    """One peer's two generations (see the module docstring)."""
+
+    __slots__ = ("peer", "cur", "old", "born", "last", "old_last")
+
+    def __init__(self, peer: Any, now: float) -> None:
+        self.peer = peer
+        self.cur: dict[int, DedupEntry] = {}
+        self.old: dict[int, DedupEntry] = {}
+        self.born = now  # when ``cur`` started
+        self.last = -INF  # the latest expiry of any entry in either generation
+        self.old_last = -INF  # the latest expiry in ``old``
+
+    def __len__(self) -> int:
+        return len(self.cur) + len(self.old)
+
+
 class DedupCache:
-    """Bounded, per-peer fair deduplication state (see the module docstring)."""
+    """Bounded, per-peer fair, O(1) deduplication state (see the module docstring)."""
 
     def __init__(
         self,
@@ -65,187 +95,199 @@ class DedupCache:
         self.capacity = capacity
         #: the most entries one peer may hold: a flooding peer cannot evict others'
         self.peer_cap = max(1, int(capacity * peer_share))
-        #: entries evicted at once when the cache (or a peer's share) is full
-        self.evict_batch = max(1, min(64, self.peer_cap >> 4))
+        #: a peer's ``cur`` rotates when it holds this many entries
+        self.half_share = max(1, self.peer_cap // 2)
+        #: a generation rotates when it is this old (the longest lifetime)
+        self.rotate_after = max(con_lifetime, non_lifetime)
+        #: the least time between two sweeps of :meth:`expire`
+        self.sweep_gap = min(con_lifetime, non_lifetime) / 32
         self.stats = stats if stats is not None else {"dedup_evicted": 0, "dedup_peer_full": 0}
-        #: ``(peer, mid) -> DedupEntry``: the one lookup table
-        self.entries: dict[tuple, DedupEntry] = {}
-        # expiry order per lifetime (CON, NON) as (expires, key)
-        self._order: tuple[deque, deque] = (deque(), deque())
-        self._per_peer: dict[Any, int] = {}
-        # for peers that reached their share only: their entries in expiry
-        # order (CON, NON), so that they push out their own oldest entries
-        self._peer_order: dict[Any, tuple[deque, deque]] = {}
-        self._stale = 0  # evicted entries still sitting in the global queues
+        self._stores: dict[Any, _PeerStore] = {}
+        self._size = 0  # entries in all generations (expired ones not yet swept included)
+        # generations in birth order, (store, generation dict); a generation
+        # that is gone already is skipped when it reaches the front
+        self._births: deque[tuple[_PeerStore, dict]] = deque()
+        self._next = INF  # when expire() next has something to do
 
     def __len__(self) -> int:
-        return len(self.entries)
+        """Entries held, including expired ones not yet swept."""
+        return self._size
 
-    def get(self, key: tuple) -> DedupEntry | None:
-        """The entry of ``key`` = (peer, mid), or None."""
-        return self.entries.get(key)
+    # -- lookups ---------------------------------------------------------------
+    def lookup(self, peer: Any, mid: int, now: float) -> DedupEntry | None:
+        """The live entry of ``(peer, mid)`` at ``now`` (None: none, or expired)."""
+        store = self._stores.get(peer)
+        if store is None:
+            return None
+        entry = store.cur.get(mid)
+        if entry is None:
+            entry = store.old.get(mid)
+            if entry is None:
+                return None
+        return entry if entry.expires > now else None
 
-    def remember(self, key: tuple, con: bool, now: float, token: bytes = b"") -> DedupEntry:
-        """Start deduplicating ``key`` = (peer, mid) for its lifetime.  The
-        returned entry is not kept when the peer holds its share and none of
-        its own entries can go (counted as ``dedup_peer_full``)."""
+    def get(self, peer: Any, mid: int) -> DedupEntry | None:
+        """The entry of ``(peer, mid)`` still held (maybe past its lifetime:
+        for updates to an exchange just looked up with :meth:`lookup`)."""
+        store = self._stores.get(peer)
+        if store is None:
+            return None
+        entry = store.cur.get(mid)
+        return entry if entry is not None else store.old.get(mid)
+
+    def live(self, now: float) -> Iterator[tuple[tuple, DedupEntry]]:
+        """``((peer, mid), entry)`` for every entry alive at ``now`` (for tests
+        and diagnostics: walks everything)."""
+        for peer, store in self._stores.items():
+            seen = set()
+            for gen in (store.cur, store.old):
+                for mid, entry in gen.items():
+                    if mid not in seen and entry.expires > now:
+                        seen.add(mid)
+                        yield (peer, mid), entry
+
+    def held_by(self, peer: Any) -> int:
+        """Entries ``peer`` holds (expired ones not yet swept included)."""
+        store = self._stores.get(peer)
+        return 0 if store is None else len(store)
+
+    # -- changes ---------------------------------------------------------------
+    def remember(
+        self, peer: Any, mid: int, con: bool, now: float, token: bytes = b""
+    ) -> DedupEntry:
+        """Start deduplicating ``(peer, mid)`` for its lifetime; return its entry."""
         expires = now + (self.con_lifetime if con else self.non_lifetime)
-        peer = key[0]
-        counts = self._per_peer
-        held = counts.get(peer, 0)
-        if held >= self.peer_cap:
-            # a peer holding its fair share pushes out its own oldest entry,
-            # never other peers' (cheapest when its entry is the oldest of
-            # all: nothing left stale)
-            if not (self._evict_oldest(peer, self.evict_batch) or self._evict_own_oldest(peer)):
-                self.stats["dedup_peer_full"] += 1
-                return DedupEntry(expires, token)  # not remembered
-            held = counts.get(peer, 0)
-        elif len(self.entries) >= self.capacity:
-            # full: the entries that would expire first go, a batch at a time
-            self._evict_oldest(None, self.evict_batch)
-            held = counts.get(peer, 0)
-        counts[peer] = held + 1
-        entry = self.entries[key] = DedupEntry(expires, token)
-        item = (expires, key)
-        kind = 0 if con else 1
-        self._order[kind].append(item)
-        order = self._peer_order.get(peer)
-        if order is not None:  # a peer at its share (see _evict_own_oldest)
-            order[kind].append(item)
+        store = self._stores.get(peer)
+        if store is None:
+            store = self._stores[peer] = _PeerStore(peer, now)
+            self._births.append((store, store.cur))
+        elif now - store.born >= self.rotate_after:
+            self._rotate(store, now)
+        elif len(store.cur) >= self.half_share:
+            self.stats["dedup_peer_full"] += 1
+            self._rotate(store, now)
+        if self._size >= self.capacity:
+            self._make_room(store, now)
+        entry = DedupEntry(expires, token)
+        cur = store.cur
+        n = len(cur)
+        cur[mid] = entry
+        self._size += len(cur) - n
+        if expires > store.last:
+            store.last = expires
+        if expires < self._next:
+            self._next = expires
         return entry
 
-    def drop(self, key: tuple) -> None:
-        """Forget ``key`` now (its MID was reused for a new message, or the
-        request was never handled); its queue items are skipped later."""
-        if self.entries.pop(key, None) is not None:
-            self._forget_peer(key[0])
-            self._stale += 1
+    def drop(self, peer: Any, mid: int) -> None:
+        """Forget ``(peer, mid)`` now (its MID was reused for a new message, or
+        the request was never handled)."""
+        store = self._stores.get(peer)
+        if store is None:
+            return
+        for gen in (store.cur, store.old):
+            if gen.pop(mid, None) is not None:
+                self._size -= 1
+        if not store.cur and not store.old:
+            del self._stores[peer]
 
     def expire(self, now: float) -> None:
-        """Drop the entries whose lifetime is over."""
-        entries = self.entries
-        for kind, q in enumerate(self._order):
-            while q and q[0][0] <= now:
-                item = q.popleft()
-                expires, key = item
-                entry = entries.get(key)
-                if entry is not None and entry.expires == expires:
-                    del entries[key]
-                    self._forget_peer(key[0], kind, item)
+        """Release what is past its lifetime: idle peers and old generations
+        whose every entry expired.  Cheap when called early (one comparison);
+        a sweep over the peers otherwise, at most every ``sweep_gap`` s."""
+        if now < self._next:
+            return
+        stores = self._stores
+        nxt = INF
+        for peer, store in list(stores.items()):
+            if store.last <= now:
+                self._size -= len(store)
+                del stores[peer]
+                continue
+            if store.old and store.old_last <= now:
+                self._size -= len(store.old)
+                store.old = {}
+            due = store.old_last if store.old else store.last
+            if due < nxt:
+                nxt = due
+        self._next = max(nxt, now + self.sweep_gap) if stores else INF
+        if len(self._births) > 4 * len(stores) + 64:
+            self._compact_births()
 
     def next_expiry(self) -> float | None:
-        """When the next entry expires (None: the cache is empty)."""
-        first = None
-        for q in self._order:
-            if q and (first is None or q[0][0] < first):
-                first = q[0][0]
-        return first
+        """When :meth:`expire` next has something to release (None: empty)."""
+        return self._next if self._stores else None
 
     def table_sizes(self) -> dict[str, int]:
-        """Sizes of the cache's tables (all 0 once every entry expired)."""
-        return {
-            "dedup": len(self.entries),
-            "dedup_peers": len(self._per_peer),
-            "dedup_queued": len(self._order[0]) + len(self._order[1]),
-            "dedup_peer_orders": len(self._peer_order),
-        }
+        """Sizes of the cache's tables (all 0 once every entry expired and was swept)."""
+        return {"dedup": self._size, "dedup_peers": len(self._stores)}
 
-    # -- eviction ---------------------------------------------------------------
-    def _forget_peer(self, peer: Any, kind: int = -1, item: tuple | None = None) -> None:
-        """One entry of ``peer`` left the cache (``item``: the head of its
-        ``kind`` queue, when that is how it left)."""
-        counts = self._per_peer
-        n = counts[peer] - 1
-        if n:
-            counts[peer] = n
-            if item is not None:
-                order = self._peer_order.get(peer)
-                if order is not None:
-                    q = order[kind]
-                    if q and q[0] is item:
-                        q.popleft()
+    # -- generations -------------------------------------------------------------
+    def _rotate(self, store: _PeerStore, now: float) -> None:
+        """``store``'s ``old`` goes, ``cur`` becomes ``old``; a new ``cur`` starts."""
+        old = store.old
+        if old:
+            self._size -= len(old)
+            if store.old_last > now:
+                self.stats["dedup_evicted"] += len(old)
+        if store.last <= now:  # everything in it expired: start afresh
+            self._size -= len(store.cur)
+            store.old = {}
+        elif self.peer_cap == 1:  # a share of one entry: keep only the newest
+            self._size -= len(store.cur)
+            if store.cur:
+                self.stats["dedup_evicted"] += len(store.cur)
+            store.old = {}
         else:
-            del counts[peer]
-            self._peer_order.pop(peer, None)
+            store.old = store.cur
+            store.old_last = store.last
+        store.cur = {}
+        store.born = now
+        births = self._births
+        births.append((store, store.cur))
+        if len(births) > 4 * len(self._stores) + 64:
+            self._compact_births()  # amortized: the queue at least doubled since the last
 
-    def _evict_oldest(self, only_peer: Any = None, want: int = 1) -> int:
-        """Drop up to ``want`` entries, those that would expire first (the
-        cache is full); with ``only_peer``, only while they are the peer's own.
-        Returns how many went."""
-        entries = self.entries
-        con, non = self._order
-        forget = self._forget_peer
-        dropped = 0
-        while (con or non) and dropped < want:
-            q = con if not non or (con and con[0][0] <= non[0][0]) else non
-            expires, key = item = q[0]
-            entry = entries.get(key)
-            if entry is None or entry.expires != expires:
-                q.popleft()
-                continue  # stale: expired or replaced already
-            if only_peer is not None and key[0] != only_peer:
-                break
-            q.popleft()
-            del entries[key]
-            forget(key[0], 0 if q is con else 1, item)
-            dropped += 1
-        if dropped:
-            self.stats["dedup_evicted"] += dropped
-        return dropped
+    def _make_room(self, store: _PeerStore, now: float) -> None:
+        """The cache is full: drop the oldest generation of all (any peer's,
+        the inserting ``store``'s own included)."""
+        births = self._births
+        stores = self._stores
+        while births:
+            owner, gen = births[0]
+            if stores.get(owner.peer) is not owner or not gen:
+                births.popleft()  # that generation or its peer's store is gone
+            elif gen is owner.old:
+                births.popleft()
+                self.stats["dedup_evicted"] += len(gen)
+                self._size -= len(gen)
+                owner.old = {}
+                return
+            elif gen is not owner.cur:
+                births.popleft()  # rotated away already
+            elif owner is store:  # the inserting peer's only generation is the oldest
+                births.popleft()
+                self.stats["dedup_evicted"] += len(gen)
+                self._size -= len(gen)
+                store.cur = {}
+                store.born = now
+                births.append((store, store.cur))
+                return
+            else:  # a peer whose only generation is the oldest of all
+                births.popleft()
+                self.stats["dedup_evicted"] += len(gen)
+                self._size -= len(gen)
+                del stores[owner.peer]
+                return
 
-    def _evict_own_oldest(self, peer: Any) -> int:
-        """``peer`` holds its share: drop its entries that would expire first,
-        a batch of them (1/16 of the share) so that the next requests insert
-        without evicting; returns how many went."""
-        entries = self.entries
-        order = self._peer_order.get(peer)
-        if order is None:  # it just reached its share: collect its entries once
-            order = self._peer_order[peer] = (deque(), deque())
-            for kind, q in enumerate(self._order):
-                mine = order[kind]
-                for item in q:
-                    if item[1][0] == peer:
-                        mine.append(item)
-        con, non = order
-        want = max(1, self.peer_cap >> 4)
-        dropped = 0
-        while (con or non) and dropped < want:
-            q = con if not non or (con and con[0][0] <= non[0][0]) else non
-            expires, key = q.popleft()
-            entry = entries.get(key)
-            if entry is None or entry.expires != expires:
-                continue  # stale; the global queues skip this one later too
-            del entries[key]
-            dropped += 1
-        if dropped:
-            self._stale += dropped
-            self.stats["dedup_evicted"] += dropped
-            n = self._per_peer[peer] - dropped
-            if n:
-                self._per_peer[peer] = n
-            else:
-                del self._per_peer[peer]
-                del self._peer_order[peer]
-            if self._stale > len(entries) + 1024:
-                self._compact()
-        return dropped
-
-    def _compact(self) -> None:
-        """Drop the entries evicted from the middle of the global expiry
-        queues (their count is ``_stale``): the queues stay within about
-        twice the cache's size whatever the traffic."""
-        entries = self.entries
-        fresh = []
-        for q in self._order:
-            live = deque()
-            for item in q:
-                entry = entries.get(item[1])
-                if entry is not None and entry.expires == item[0]:
-                    live.append(item)
-            fresh.append(live)
-        self._order = (fresh[0], fresh[1])
-        self._stale = 0
+    def _compact_births(self) -> None:
+        """Keep only live generations in the birth queue (it grows by one per rotation)."""
+        stores = self._stores
+        self._births = deque(
+            (store, gen)
+            for store, gen in self._births
+            if gen and stores.get(store.peer) is store and (gen is store.cur or gen is store.old)
+        )
 
 
 __all__ = ["DedupCache", "DedupEntry"]

@@ -246,7 +246,6 @@ class MessageLayer:
             peer_share=dedup_peer_share,
             stats=self.stats,
         )
-        self._dedup = self.dedup.entries  # the hot path's lookups go straight to the dict
 
     # -- identifiers ---------------------------------------------------
     def next_mid(self, peer: Any) -> int:
@@ -555,13 +554,12 @@ class MessageLayer:
                 self.stats["unexpected"] += 1
                 return None
         elif mtype == CON:
-            key = (peer, msg.mid)
-            entry = self._dedup.get(key)
+            entry = self.dedup.lookup(peer, msg.mid, now)
             if entry is not None and entry.token != msg.token:
                 # the peer's MIDs wrapped within EXCHANGE_LIFETIME (a server sharing
                 # one counter among its peers): a new message, not a copy
                 self.stats["mid_reused"] += 1
-                self.dedup.drop(key)
+                self.dedup.drop(peer, msg.mid)
                 entry = None
             if entry is not None:
                 # §4.5: a retransmitted separate response (our ACK was lost): ACK again
@@ -573,7 +571,7 @@ class MessageLayer:
                 self.stats["unexpected"] += 1
                 self._rst(msg.mid, peer, now)
                 return None
-            self._remember(key, CON, now, msg.token).response = ack = empty_ack(msg.mid)
+            self._remember(peer, msg.mid, CON, now, msg.token).response = ack = empty_ack(msg.mid)
             self.outbox.append((ack, peer))
         elif mtype == NON:
             if ex is None:
@@ -611,15 +609,14 @@ class MessageLayer:
         self._release_slot(peer, now)
 
     def _incoming_request(self, msg: Message, peer: Any, now: float) -> tuple | None:
-        key = (peer, msg.mid)
-        dedup = self._dedup
-        entry = dedup.get(key)
+        mid = msg.mid
+        entry = self.dedup.lookup(peer, mid, now)
         if entry is not None and entry.token != msg.token:
             # the peer reused the MID for a new request (its MIDs wrapped within
             # EXCHANGE_LIFETIME): forget the old exchange rather than answer the
             # new request with the old response
             self.stats["mid_reused"] += 1
-            self.dedup.drop(key)
+            self.dedup.drop(peer, mid)
             entry = None
         if entry is not None:
             self.stats["duplicates"] += 1
@@ -631,13 +628,15 @@ class MessageLayer:
             elif entry.dups < 2:
                 entry.dups += 1  # not started yet: it gets the response when ready
             return None
-        self._remember(key, msg.mtype, now, msg.token)
+        self._remember(peer, mid, msg.mtype, now, msg.token)
         self.stats["requests_received"] += 1
         return (REQUEST, msg, peer)
 
-    def _remember(self, key: tuple, mtype: int, now: float, token: bytes = b"") -> DedupEntry:
-        """Start deduplicating ``key`` = (peer, mid) for its lifetime (§4.5)."""
-        entry = self.dedup.remember(key, mtype == CON, now, token)
+    def _remember(
+        self, peer: Any, mid: int, mtype: int, now: float, token: bytes = b""
+    ) -> DedupEntry:
+        """Start deduplicating ``(peer, mid)`` for its lifetime (§4.5)."""
+        entry = self.dedup.remember(peer, mid, mtype == CON, now, token)
         if entry.expires < self.new_due:
             self.new_due = entry.expires
         return entry
@@ -645,14 +644,13 @@ class MessageLayer:
     def forget_request(self, request: Message, peer: Any) -> None:
         """Stop deduplicating ``request`` (it was never handled: a bug above
         dropped it), so that its retransmission is taken as new."""
-        key = (peer, request.mid)
-        entry = self._dedup.get(key)
+        entry = self.dedup.get(peer, request.mid)
         if entry is not None and entry.response is None and not entry.running:
-            self.dedup.drop(key)
+            self.dedup.drop(peer, request.mid)
 
     def started(self, request: Message, peer: Any) -> None:
         """The request is now being handled: a duplicate of it gets an empty ACK."""
-        entry = self._dedup.get((peer, request.mid))
+        entry = self.dedup.get(peer, request.mid)
         if entry is not None:
             entry.running = True
 
@@ -664,7 +662,7 @@ class MessageLayer:
         """
         if request.mtype != CON:
             return
-        entry = self._dedup.get((peer, request.mid))
+        entry = self.dedup.get(peer, request.mid)
         if entry is None or entry.response is not None:
             return
         entry.separated = True
@@ -733,7 +731,7 @@ class MessageLayer:
         is put in ``outbox`` and ``b""`` is returned.
         """
         response.token = request.token
-        entry = self._dedup.get((peer, request.mid))
+        entry = self.dedup.get(peer, request.mid)
         if entry is not None and entry.separated:
             response.mtype = CON
             ex = Exchange(peer, request.token, True, now + self.params.max_transmit_wait)
