@@ -148,3 +148,15 @@ def test_bookkeeping_invariants_under_random_traffic(ops, capacity, share):
         assert sum(1 for _ in live) <= len(d)
     d.expire(now + 20.0)
     assert set(d.table_sizes().values()) == {0} and len(d._births) <= 64
+
+
+def test_admit_tells_a_copy_from_a_new_message_in_one_lookup():
+    d = cache()
+    assert d.admit(A, 9, True, 0.0, b"t") is None  # new: remembered
+    first = d.get(A, 9)
+    assert first is not None and first.token == b"t"
+    assert d.admit(A, 9, True, 1.0, b"t") is first  # a copy
+    assert d.admit(A, 9, True, 2.0, b"u") is None  # the MID came back with a new token
+    assert d.stats["mid_reused"] == 1 and d.get(A, 9) is not first and len(d) == 1
+    assert d.admit(A, 9, True, 250.0, b"u") is None  # past its lifetime: new again
+    assert d.stats["mid_reused"] == 1

@@ -25,7 +25,8 @@ a sweep over the peers that runs at most every ``sweep_gap`` seconds.
 Time is an argument (``now``); nothing here reads a clock.  Counters go into
 the ``stats`` dict given at construction (``dedup_evicted``: entries dropped
 for room before their lifetime ended, about; ``dedup_peer_full``: rotations
-forced by a peer's share), shared with the message layer's.  Not
+forced by a peer's share; ``mid_reused``: a live entry's MID came back with
+another token, a new message), shared with the message layer's.  Not
 thread-safe: one endpoint's engine owns it.
 """
 
@@ -36,6 +37,8 @@ from collections.abc import Iterator
 from typing import Any
 
 INF = float("inf")
+#: the counters a cache keeps in its ``stats`` dict
+STATS = ("dedup_evicted", "dedup_peer_full", "mid_reused")
 
 
 class DedupEntry:
@@ -101,13 +104,14 @@ class DedupCache:
         self.rotate_after = max(con_lifetime, non_lifetime)
         #: the least time between two sweeps of :meth:`expire`
         self.sweep_gap = min(con_lifetime, non_lifetime) / 32
-        self.stats = stats if stats is not None else {"dedup_evicted": 0, "dedup_peer_full": 0}
+        self.stats = stats if stats is not None else dict.fromkeys(STATS, 0)
         self._stores: dict[Any, _PeerStore] = {}
         self._size = 0  # entries in all generations (expired ones not yet swept included)
         # generations in birth order, (store, generation dict); a generation
         # that is gone already is skipped when it reaches the front
         self._births: deque[tuple[_PeerStore, dict]] = deque()
-        self._next = INF  # when expire() next has something to do
+        #: when :meth:`expire` next has something to do (inf: nothing held)
+        self.next_due = INF
 
     def __len__(self) -> int:
         """Entries held, including expired ones not yet swept."""
@@ -152,12 +156,51 @@ class DedupCache:
         return 0 if store is None else len(store)
 
     # -- changes ---------------------------------------------------------------
+    def admit(
+        self, peer: Any, mid: int, con: bool, now: float, token: bytes = b""
+    ) -> DedupEntry | None:
+        """A message ``mid`` from ``peer`` arrived: the entry it is a copy of,
+        or None when it is new (it is remembered from now on; :meth:`get`
+        returns its entry).  A live entry with another token is a reused MID
+        (counted as ``mid_reused``): the message is new and replaces it."""
+        store = self._stores.get(peer)
+        if store is not None:
+            entry = store.cur.get(mid)
+            if entry is None:
+                entry = store.old.get(mid)
+            if entry is not None and entry.expires > now:
+                if entry.token == token:
+                    return entry
+                self.stats["mid_reused"] += 1
+                self.drop(peer, mid)
+                store = self._stores.get(peer)
+        if store is None or self._size >= self.capacity or len(store.cur) >= self.half_share:
+            self._insert(store, peer, mid, con, now, token)  # with the rare cases
+            return None
+        if now - store.born >= self.rotate_after:
+            self._rotate(store, now)
+        # the common case, inline: a known peer below its share, room left
+        expires = now + (self.con_lifetime if con else self.non_lifetime)
+        cur = store.cur
+        n = len(cur)
+        cur[mid] = DedupEntry(expires, token)
+        self._size += len(cur) - n
+        if expires > store.last:
+            store.last = expires
+        if expires < self.next_due:
+            self.next_due = expires
+        return None
+
     def remember(
         self, peer: Any, mid: int, con: bool, now: float, token: bytes = b""
     ) -> DedupEntry:
         """Start deduplicating ``(peer, mid)`` for its lifetime; return its entry."""
+        return self._insert(self._stores.get(peer), peer, mid, con, now, token)
+
+    def _insert(
+        self, store: _PeerStore | None, peer: Any, mid: int, con: bool, now: float, token: bytes
+    ) -> DedupEntry:
         expires = now + (self.con_lifetime if con else self.non_lifetime)
-        store = self._stores.get(peer)
         if store is None:
             store = self._stores[peer] = _PeerStore(peer, now)
             self._births.append((store, store.cur))
@@ -175,8 +218,8 @@ class DedupCache:
         self._size += len(cur) - n
         if expires > store.last:
             store.last = expires
-        if expires < self._next:
-            self._next = expires
+        if expires < self.next_due:
+            self.next_due = expires
         return entry
 
     def drop(self, peer: Any, mid: int) -> None:
@@ -195,7 +238,7 @@ class DedupCache:
         """Release what is past its lifetime: idle peers and old generations
         whose every entry expired.  Cheap when called early (one comparison);
         a sweep over the peers otherwise, at most every ``sweep_gap`` s."""
-        if now < self._next:
+        if now < self.next_due:
             return
         stores = self._stores
         nxt = INF
@@ -210,13 +253,13 @@ class DedupCache:
             due = store.old_last if store.old else store.last
             if due < nxt:
                 nxt = due
-        self._next = max(nxt, now + self.sweep_gap) if stores else INF
+        self.next_due = max(nxt, now + self.sweep_gap) if stores else INF
         if len(self._births) > 4 * len(stores) + 64:
             self._compact_births()
 
     def next_expiry(self) -> float | None:
         """When :meth:`expire` next has something to release (None: empty)."""
-        return self._next if self._stores else None
+        return self.next_due if self._stores else None
 
     def table_sizes(self) -> dict[str, int]:
         """Sizes of the cache's tables (all 0 once every entry expired and was swept)."""

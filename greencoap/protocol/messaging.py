@@ -554,13 +554,9 @@ class MessageLayer:
                 self.stats["unexpected"] += 1
                 return None
         elif mtype == CON:
-            entry = self.dedup.lookup(peer, msg.mid, now)
-            if entry is not None and entry.token != msg.token:
-                # the peer's MIDs wrapped within EXCHANGE_LIFETIME (a server sharing
-                # one counter among its peers): a new message, not a copy
-                self.stats["mid_reused"] += 1
-                self.dedup.drop(peer, msg.mid)
-                entry = None
+            # a separate response (a reused MID with another token is a new one:
+            # a server sharing one MID counter among its peers wrapped)
+            entry = self._admit(peer, msg.mid, True, now, msg.token)
             if entry is not None:
                 # §4.5: a retransmitted separate response (our ACK was lost): ACK again
                 self.stats["duplicates"] += 1
@@ -569,9 +565,10 @@ class MessageLayer:
                 return None
             if ex is None:
                 self.stats["unexpected"] += 1
+                self.dedup.drop(peer, msg.mid)
                 self._rst(msg.mid, peer, now)
                 return None
-            self._remember(peer, msg.mid, CON, now, msg.token).response = ack = empty_ack(msg.mid)
+            self.dedup.get(peer, msg.mid).response = ack = empty_ack(msg.mid)
             self.outbox.append((ack, peer))
         elif mtype == NON:
             if ex is None:
@@ -609,36 +606,31 @@ class MessageLayer:
         self._release_slot(peer, now)
 
     def _incoming_request(self, msg: Message, peer: Any, now: float) -> tuple | None:
-        mid = msg.mid
-        entry = self.dedup.lookup(peer, mid, now)
-        if entry is not None and entry.token != msg.token:
-            # the peer reused the MID for a new request (its MIDs wrapped within
-            # EXCHANGE_LIFETIME): forget the old exchange rather than answer the
-            # new request with the old response
-            self.stats["mid_reused"] += 1
-            self.dedup.drop(peer, mid)
-            entry = None
-        if entry is not None:
-            self.stats["duplicates"] += 1
-            if entry.response is not None:
-                self.outbox.append((entry.response, peer))
-            elif entry.running:
-                if msg.mtype == CON:
-                    self._ack(msg.mid, peer)  # still being handled: stop the retransmissions
-            elif entry.dups < 2:
-                entry.dups += 1  # not started yet: it gets the response when ready
-            return None
-        self._remember(peer, mid, msg.mtype, now, msg.token)
-        self.stats["requests_received"] += 1
-        return (REQUEST, msg, peer)
+        # a reused MID with another token (the peer's MIDs wrapped within
+        # EXCHANGE_LIFETIME) is a new request, not a copy of the old one
+        dedup = self.dedup
+        entry = dedup.admit(peer, msg.mid, msg.mtype == CON, now, msg.token)
+        if entry is None:  # new: remembered from now on
+            if dedup.next_due < self.new_due:
+                self.new_due = dedup.next_due
+            self.stats["requests_received"] += 1
+            return (REQUEST, msg, peer)
+        self.stats["duplicates"] += 1
+        if entry.response is not None:
+            self.outbox.append((entry.response, peer))
+        elif entry.running:
+            if msg.mtype == CON:
+                self._ack(msg.mid, peer)  # still being handled: stop the retransmissions
+        elif entry.dups < 2:
+            entry.dups += 1  # not started yet: it gets the response when ready
+        return None
 
-    def _remember(
-        self, peer: Any, mid: int, mtype: int, now: float, token: bytes = b""
-    ) -> DedupEntry:
-        """Start deduplicating ``(peer, mid)`` for its lifetime (§4.5)."""
-        entry = self.dedup.remember(peer, mid, mtype == CON, now, token)
-        if entry.expires < self.new_due:
-            self.new_due = entry.expires
+    def _admit(self, peer: Any, mid: int, con: bool, now: float, token: bytes) -> DedupEntry | None:
+        """Deduplicate (§4.5): the entry ``mid`` is a copy of, or None (new, remembered)."""
+        dedup = self.dedup
+        entry = dedup.admit(peer, mid, con, now, token)
+        if dedup.next_due < self.new_due:
+            self.new_due = dedup.next_due
         return entry
 
     def forget_request(self, request: Message, peer: Any) -> None:
