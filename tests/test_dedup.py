@@ -99,6 +99,7 @@ def test_the_work_per_request_does_not_grow_with_the_cache():
         d.remember(A, i & 0xFFFF, False, i * 1e-5, i.to_bytes(3, "big"))
     assert d.held_by(A) <= 1024
     assert len(d._births) <= 4 * 1 + 64  # compacted as it goes
+    assert sum(len(g) for _, g in d._births) <= len(d)  # and it holds no dropped entries
 
 
 @settings(max_examples=150, deadline=None)
@@ -146,6 +147,8 @@ def test_bookkeeping_invariants_under_random_traffic(ops, capacity, share):
         lost = [k for k, e in made.items() if e.expires > now and live.get(k) is not e]
         assert not lost or d.stats["dedup_evicted"] > 0
         assert sum(1 for _ in live) <= len(d)
+        # dropped generations hold nothing (the birth queue may still name them)
+        assert sum(len(g) for _, g in d._births) <= len(d)
     d.expire(now + 20.0)
     assert set(d.table_sizes().values()) == {0} and len(d._births) <= 64
 

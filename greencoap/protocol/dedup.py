@@ -79,6 +79,13 @@ class _PeerStore:
         return len(self.cur) + len(self.old)
 
 
+def _discard(*generations: dict) -> None:
+    """Empty generations that are gone (the birth queue may still name them:
+    emptied, they hold no memory there and read as gone)."""
+    for gen in generations:
+        gen.clear()
+
+
 class DedupCache:
     """Bounded, per-peer fair, O(1) deduplication state (see the module docstring)."""
 
@@ -245,10 +252,12 @@ class DedupCache:
         for peer, store in list(stores.items()):
             if store.last <= now:
                 self._size -= len(store)
+                _discard(store.cur, store.old)
                 del stores[peer]
                 continue
             if store.old and store.old_last <= now:
                 self._size -= len(store.old)
+                _discard(store.old)
                 store.old = {}
             due = store.old_last if store.old else store.last
             if due < nxt:
@@ -273,16 +282,19 @@ class DedupCache:
             self._size -= len(old)
             if store.old_last > now:
                 self.stats["dedup_evicted"] += len(old)
+            _discard(old)
+        cur = store.cur
         if store.last <= now:  # everything in it expired: start afresh
-            self._size -= len(store.cur)
+            self._size -= len(cur)
+            _discard(cur)
             store.old = {}
         elif self.peer_cap == 1:  # a share of one entry: keep only the newest
-            self._size -= len(store.cur)
-            if store.cur:
-                self.stats["dedup_evicted"] += len(store.cur)
+            self._size -= len(cur)
+            self.stats["dedup_evicted"] += len(cur)
+            _discard(cur)
             store.old = {}
         else:
-            store.old = store.cur
+            store.old = cur
             store.old_last = store.last
         store.cur = {}
         store.born = now
@@ -296,32 +308,26 @@ class DedupCache:
         the inserting ``store``'s own included)."""
         births = self._births
         stores = self._stores
-        while births:
-            owner, gen = births[0]
-            if stores.get(owner.peer) is not owner or not gen:
-                births.popleft()  # that generation or its peer's store is gone
-            elif gen is owner.old:
-                births.popleft()
-                self.stats["dedup_evicted"] += len(gen)
-                self._size -= len(gen)
+        for _ in range(len(births)):
+            owner, gen = births.popleft()
+            live = gen is owner.cur or gen is owner.old
+            if not live or stores.get(owner.peer) is not owner:
+                continue  # that generation or its peer's store is gone
+            if not gen:  # a generation just started, still empty: it stays
+                births.append((owner, gen))
+                continue
+            self.stats["dedup_evicted"] += len(gen)
+            self._size -= len(gen)
+            _discard(gen)
+            if gen is owner.old:
                 owner.old = {}
-                return
-            elif gen is not owner.cur:
-                births.popleft()  # rotated away already
-            elif owner is store:  # the inserting peer's only generation is the oldest
-                births.popleft()
-                self.stats["dedup_evicted"] += len(gen)
-                self._size -= len(gen)
-                store.cur = {}
-                store.born = now
-                births.append((store, store.cur))
-                return
-            else:  # a peer whose only generation is the oldest of all
-                births.popleft()
-                self.stats["dedup_evicted"] += len(gen)
-                self._size -= len(gen)
+            elif owner is store or owner.old:  # the inserting peer goes on in a new cur
+                owner.cur = {}
+                owner.born = now
+                births.append((owner, owner.cur))
+            else:  # a peer whose only generation was the oldest of all
                 del stores[owner.peer]
-                return
+            return
 
     def _compact_births(self) -> None:
         """Keep only live generations in the birth queue (it grows by one per rotation)."""
@@ -329,7 +335,7 @@ class DedupCache:
         self._births = deque(
             (store, gen)
             for store, gen in self._births
-            if gen and stores.get(store.peer) is store and (gen is store.cur or gen is store.old)
+            if stores.get(store.peer) is store and (gen is store.cur or gen is store.old)
         )
 
 
