@@ -27,11 +27,10 @@ from . import pktinfo
 from .errors import ClientClosedError, RequestTimeoutError, ResetError
 from .hub import DeadlineTimer, Waiter, get_hub
 from .message import Message
+from .protocol.events import NotificationReceived, RequestReceived
 from .protocol.messaging import (
     CON,
     DONE,
-    NOTIFICATION,
-    REQUEST,
     RESET,
     TIMEOUT,
     Exchange,
@@ -244,27 +243,29 @@ class Endpoint:
                     trace("in", data, addr)
                 ev = receive(data, addr, now)
                 if ev is not None:
-                    kind, obj, extra = ev
-                    if kind is REQUEST:
+                    kind = type(ev)
+                    if kind is RequestReceived:
+                        msg, peer = ev
                         if self.on_request is not None and self.accepting:
-                            if admit is None or admit(obj, extra, now):
-                                requests.append((obj, extra))
+                            if admit is None or admit(msg, peer, now):
+                                requests.append(ev)
                         ev = None
-                    elif kind is NOTIFICATION:
-                        sink = obj.sink
+                    elif kind is NotificationReceived:
+                        sink = ev.exchange.sink
                         if sink is not None:
-                            sink(extra)
+                            sink(ev.message)
                     else:
-                        w = obj.waiter
+                        ex = ev[0]
+                        w = ex.waiter
                         if w is not None:
-                            w.switch(obj)
+                            w.switch(ex)
                 if layer.outbox:
                     self._drain()
             except Exception:  # noqa: BLE001 - one datagram's bug must not cost the rest
                 self._internal_error(receive)
-                if ev is not None and ev[0] is REQUEST:
+                if type(ev) is RequestReceived:
                     # accepted but never queued: its retransmission must count as new
-                    layer.forget_request(ev[1], ev[2])
+                    layer.forget_request(ev.message, ev.peer)
         if layer.outbox:
             self._drain()
         self._arm()
@@ -366,7 +367,7 @@ class Endpoint:
         d = layer.next_deadline()
         if d is not None:
             self._deadline.arm(d)
-        for _kind, ex, _ in events:
+        for (ex,) in events:
             w = ex.waiter
             if w is not None:
                 try:

@@ -14,13 +14,17 @@ from hypothesis import strategies as st
 
 from greencoap.codes import Code, Type
 from greencoap.message import Message
+from greencoap.protocol.events import (
+    RequestReceived,
+    ResetReceived,
+    ResponseReceived,
+    TimedOut,
+)
 from greencoap.protocol.messaging import (
     ACKED,
     DONE,
     QUEUED,
-    REQUEST,
     RESET,
-    RESPONSE,
     SENT,
     TIMEOUT,
     MessageLayer,
@@ -150,7 +154,7 @@ def test_retransmission_schedule_and_timeout():
     assert ml.expire(t - 1e-6) == []
     assert ml.outbox == []
     events = ml.expire(t)
-    assert events == [(TIMEOUT, ex, None)]
+    assert events == [TimedOut(ex)]
     assert ml.outbox == []  # no 5th retransmission
     assert ex.state == DONE and ex.result == TIMEOUT
     assert ml.stats["retransmissions"] == 4 and ml.stats["timeouts"] == 1
@@ -178,7 +182,7 @@ def test_empty_ack_stops_retransmission_then_separate_response():
         assert ml.outbox == []  # no retransmission after the empty ACK
     sep = Message(CON, Code.CONTENT, 0x7777, ex.token, payload=b"later")
     event = ml.receive(sep.encode(), PEER, 61.0)
-    assert event == (RESPONSE, ex, None)
+    assert event == ResponseReceived(ex)
     assert ex.state == DONE
     assert ex.result.payload == b"later" and ex.result.code == Code.CONTENT
     assert drain(ml) == [(empty_ack(0x7777), PEER)]
@@ -192,7 +196,7 @@ def test_acked_exchange_still_ends_at_its_deadline():
     drain(ml)
     ml.receive(empty_ack(ex.mid), PEER, 1.0)
     assert ml.expire(19.9) == []
-    assert ml.expire(20.0) == [(TIMEOUT, ex, None)]
+    assert ml.expire(20.0) == [TimedOut(ex)]
     assert idle(ml)
 
 
@@ -201,7 +205,7 @@ def test_piggybacked_response():
     ex = ml.request(get_request(), PEER, now=0.0, timeout=FAR)
     drain(ml)
     event = ml.receive(piggybacked(ex, b"22.5"), PEER, 0.5)
-    assert event == (RESPONSE, ex, None)
+    assert event == ResponseReceived(ex)
     assert isinstance(ex.result, Message)
     assert ex.result.mtype == ACK and ex.result.payload == b"22.5"
     assert ex.state == DONE
@@ -220,7 +224,7 @@ def test_piggybacked_response_with_wrong_token_is_ignored():
     assert ex.state == SENT and ex.result is None
     ml.expire(ml.next_deadline())
     assert drain(ml) == [(original, PEER)]  # still retransmitting
-    assert ml.receive(piggybacked(ex), PEER, 4.0) == (RESPONSE, ex, None)
+    assert ml.receive(piggybacked(ex), PEER, 4.0) == ResponseReceived(ex)
 
 
 def test_response_from_other_peer_is_ignored():
@@ -253,7 +257,7 @@ def test_rst_to_our_con_resets_exchange():
     ml = layer()
     ex = ml.request(get_request(), PEER, now=0.0, timeout=FAR)
     drain(ml)
-    assert ml.receive(rst(ex.mid), PEER, 0.2) == (RESET, ex, None)
+    assert ml.receive(rst(ex.mid), PEER, 0.2) == ResetReceived(ex)
     assert ex.state == DONE and ex.result == RESET
     assert ml.stats["resets_received"] == 1
     assert ml.outbox == []
@@ -273,7 +277,7 @@ def test_non_request_not_retransmitted_and_non_response_completes():
         assert ml.expire(t) == []
         assert ml.outbox == []
     resp = Message(NON, Code.CONTENT, 0x4242, ex.token, payload=b"n")
-    assert ml.receive(resp.encode(), PEER, 49.5) == (RESPONSE, ex, None)
+    assert ml.receive(resp.encode(), PEER, 49.5) == ResponseReceived(ex)
     assert ml.outbox == []  # a NON needs no ACK
     assert idle(ml)
 
@@ -283,7 +287,7 @@ def test_deadline_ends_non_exchange_with_timeout():
     ex = ml.request(get_request(NON), PEER, now=10.0, timeout=5.0)
     drain(ml)
     assert ml.expire(14.99) == []
-    assert ml.expire(15.0) == [(TIMEOUT, ex, None)]
+    assert ml.expire(15.0) == [TimedOut(ex)]
     assert ex.result == TIMEOUT
     assert idle(ml)
 
@@ -297,7 +301,7 @@ def test_deadline_cuts_con_schedule_short():
     while ml.next_deadline() is not None:
         t = ml.next_deadline()
         events += ml.expire(t)
-    assert events == [(TIMEOUT, ex, None)]
+    assert events == [TimedOut(ex)]
     assert t == 5.0
     assert ml.stats["retransmissions"] == 1  # at 2..3 s; the next would be at 6..9 s
 
@@ -319,7 +323,7 @@ def test_nstart_limits_in_flight_and_releases_in_fifo_order():
     other = ml.request(get_request(), PEER2, 0.0, FAR)
     assert sent_tokens(ml) == [other.token]
     # completing one releases the oldest queued
-    assert ml.receive(piggybacked(exs[0]), PEER, 1.0)[0] == RESPONSE
+    assert type(ml.receive(piggybacked(exs[0]), PEER, 1.0)) is ResponseReceived
     assert sent_tokens(ml) == [exs[2].token]
     assert exs[2].state == SENT
     ml.receive(rst(exs[1].mid), PEER, 1.1)
@@ -352,7 +356,7 @@ def test_queued_exchange_times_out_without_being_sent():
     a = ml.request(get_request(), PEER, 0.0, FAR)
     b = ml.request(get_request(), PEER, 0.0, 1.0)
     drain(ml)
-    assert ml.expire(1.0) == [(TIMEOUT, b, None)]
+    assert ml.expire(1.0) == [TimedOut(b)]
     assert b.mid == -1
     assert ml.outbox == []
     ml.receive(piggybacked(a), PEER, 1.5)
@@ -411,8 +415,9 @@ def test_incoming_con_request_and_piggybacked_response():
     data = incoming()
     event = ml.receive(data, PEER, 0.0)
     assert event is not None
-    kind, req, peer = event
-    assert kind == REQUEST and peer == PEER
+    assert type(event) is RequestReceived
+    req, peer = event
+    assert peer == PEER and event.message is req
     assert req == Message.decode(data)
     assert ml.outbox == []
     assert ml.stats["requests_received"] == 1
@@ -426,12 +431,12 @@ def test_incoming_con_request_and_piggybacked_response():
 
 def test_incoming_non_request_gets_non_response_with_new_mid():
     ml = layer()
-    _, req, _ = ml.receive(incoming(NON, mid=0x2000, token=b"n1"), PEER, 0.0)
+    req, _ = ml.receive(incoming(NON, mid=0x2000, token=b"n1"), PEER, 0.0)
     out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"a"), 0.0)
     resp = Message.decode(out)
     assert resp.mtype == NON and resp.token == b"n1"
     assert resp.mid != 0x2000
-    _, req2, _ = ml.receive(incoming(NON, mid=0x2001, token=b"n2"), PEER, 0.0)
+    req2, _ = ml.receive(incoming(NON, mid=0x2001, token=b"n2"), PEER, 0.0)
     resp2 = Message.decode(ml.respond(req2, PEER, Message(code=Code.CONTENT), 0.0))
     assert resp2.mid == (resp.mid + 1) & 0xFFFF  # fresh, sequential MIDs
     assert drain(ml) == []
@@ -440,7 +445,7 @@ def test_incoming_non_request_gets_non_response_with_new_mid():
 def test_duplicate_con_after_response_resends_cached_bytes():
     ml = layer()
     data = incoming()
-    _, req, _ = ml.receive(data, PEER, 0.0)
+    req, _ = ml.receive(data, PEER, 0.0)
     out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"once"), 0.0)
     drain(ml)
     assert ml.receive(data, PEER, 1.0) is None
@@ -454,7 +459,7 @@ def test_duplicate_con_after_response_resends_cached_bytes():
 def test_duplicate_con_while_handled_gets_empty_ack():
     ml = layer()
     data = incoming(mid=0xBEEF)
-    _, req, _ = ml.receive(data, PEER, 0.0)
+    req, _ = ml.receive(data, PEER, 0.0)
     ml.started(req, PEER)
     assert ml.receive(data, PEER, 1.0) is None
     assert drain(ml) == [(empty_ack(0xBEEF), PEER)]
@@ -464,7 +469,7 @@ def test_duplicate_con_while_handled_gets_empty_ack():
 def test_duplicate_con_before_handling_gets_the_response_when_ready():
     ml = layer()
     data = incoming(mid=0xBEEF)
-    _, req, _ = ml.receive(data, PEER, 0.0)
+    req, _ = ml.receive(data, PEER, 0.0)
     assert ml.receive(data, PEER, 0.1) is None  # same batch, handler not started yet
     assert drain(ml) == []
     ml.started(req, PEER)
@@ -476,7 +481,7 @@ def test_duplicate_con_before_handling_gets_the_response_when_ready():
 def test_duplicate_non_before_response_is_dropped():
     ml = layer()
     data = incoming(NON, mid=0x0102)
-    assert ml.receive(data, PEER, 0.0)[0] == REQUEST
+    assert type(ml.receive(data, PEER, 0.0)) is RequestReceived
     assert ml.receive(data, PEER, 1.0) is None
     assert ml.outbox == []
     assert ml.stats["duplicates"] == 1
@@ -485,8 +490,8 @@ def test_duplicate_non_before_response_is_dropped():
 def test_same_mid_from_other_peer_is_not_a_duplicate():
     ml = layer()
     data = incoming()
-    assert ml.receive(data, PEER, 0.0)[0] == REQUEST
-    assert ml.receive(data, PEER2, 0.0)[0] == REQUEST
+    assert type(ml.receive(data, PEER, 0.0)) is RequestReceived
+    assert type(ml.receive(data, PEER2, 0.0)) is RequestReceived
     assert ml.stats["duplicates"] == 0
 
 
@@ -494,7 +499,7 @@ def test_dedup_entry_expires_after_exchange_lifetime():
     ml = layer()
     lifetime = ml.params.exchange_lifetime
     data = incoming()
-    _, req, _ = ml.receive(data, PEER, 0.0)
+    req, _ = ml.receive(data, PEER, 0.0)
     ml.respond(req, PEER, Message(code=Code.CONTENT), 0.0)
     drain(ml)
     assert ml.next_deadline() == lifetime
@@ -504,7 +509,7 @@ def test_dedup_entry_expires_after_exchange_lifetime():
     ml.expire(lifetime + 1)
     assert ml.next_deadline() is None
     event = ml.receive(data, PEER, lifetime + 1)
-    assert event is not None and event[0] == REQUEST
+    assert event is not None and type(event) is RequestReceived
     assert ml.stats["requests_received"] == 2
 
 
@@ -514,7 +519,7 @@ def test_non_dedup_entry_expires_after_non_lifetime():
     ml.receive(data, PEER, 0.0)
     assert ml.next_deadline() == ml.params.non_lifetime
     ml.expire(ml.params.non_lifetime + 1)
-    assert ml.receive(data, PEER, ml.params.non_lifetime + 1)[0] == REQUEST
+    assert type(ml.receive(data, PEER, ml.params.non_lifetime + 1)) is RequestReceived
 
 
 def test_dedup_expiry_with_mixed_con_and_non_lifetimes():
@@ -527,19 +532,19 @@ def test_dedup_expiry_with_mixed_con_and_non_lifetimes():
     assert ml.next_deadline() == 1.0 + ml.params.non_lifetime
     ml.expire(150.0)
     event = ml.receive(non, PEER, 150.0)
-    assert event is not None and event[0] == REQUEST
+    assert event is not None and type(event) is RequestReceived
 
 
 def test_dedup_capacity_evicts_oldest():
     ml = layer(dedup_capacity=4, dedup_peer_share=1.0)
     peers = [(f"192.0.2.{i}", 5683) for i in range(5)]
     for i, peer in enumerate(peers):
-        assert ml.receive(incoming(mid=1), peer, float(i))[0] == REQUEST
+        assert type(ml.receive(incoming(mid=1), peer, float(i))) is RequestReceived
     assert ml.stats["dedup_evicted"] == 1 and len(ml.dedup) == 4
     drain(ml)
     assert ml.receive(incoming(mid=1), peers[4], 5.0) is None  # newest is remembered
     assert ml.receive(incoming(mid=1), peers[1], 5.0) is None
-    assert ml.receive(incoming(mid=1), peers[0], 6.0)[0] == REQUEST  # oldest was evicted
+    assert type(ml.receive(incoming(mid=1), peers[0], 6.0)) is RequestReceived  # oldest was evicted
 
 
 def test_ping_gets_rst_with_same_mid():
@@ -667,10 +672,11 @@ def test_property_client_state_machine(seed, nstart, ops):
     reply_mid = 0
 
     def record(events):
-        for kind, ex, _ in events:
+        for event in events:
+            ex = event.exchange
             assert id(ex) not in finished, "an exchange finished twice"
             assert ex.state == DONE
-            finished[id(ex)] = kind
+            finished[id(ex)] = type(event).__name__
 
     for op in ops:
         kind = op[0]
@@ -683,7 +689,7 @@ def test_property_client_state_machine(seed, nstart, ops):
             reply_mid = (reply_mid + 1) & 0xFFFF
             event = ml.receive(reply_datagram(ex, op[2], reply_mid), ex.peer, now)
             if event is not None:
-                assert event[0] in (RESPONSE, RESET)
+                assert type(event) in (ResponseReceived, ResetReceived)
                 record([event])
         elif kind == "expire":
             now += op[1]
@@ -737,14 +743,13 @@ def test_property_receive_never_raises(datagrams, seed):
     for data in datagrams:
         now += 0.5
         event = ml.receive(data, PEERS[0], now)
-        assert event is None or (isinstance(event, tuple) and len(event) == 3)
         if event is not None:
-            assert event[0] in (REQUEST, RESPONSE, RESET)
-            if event[0] == REQUEST:
-                assert event[2] == PEERS[0]
-                ml.respond(event[1], PEERS[0], Message(code=Code.CONTENT), now)
+            assert type(event) in (RequestReceived, ResponseReceived, ResetReceived)
+            if type(event) is RequestReceived:
+                assert event.peer == PEERS[0]
+                ml.respond(event.message, PEERS[0], Message(code=Code.CONTENT), now)
             else:
-                assert event[1] in exchanges and event[1].state == DONE
+                assert event.exchange in exchanges and event.exchange.state == DONE
         for out, _ in ml.outbox:
             Message.decode(out)
         ml.outbox.clear()
@@ -756,9 +761,9 @@ def test_a_flooding_peer_cannot_evict_other_peers_dedup_entries():
     ml = MessageLayer(rng=Random(1), dedup_capacity=8)  # each peer may hold 2
     other = ("198.51.100.7", 5683)
     for mid in (1, 2):
-        assert ml.receive(incoming(mid=mid), other, 0.0)[0] == REQUEST
+        assert type(ml.receive(incoming(mid=mid), other, 0.0)) is RequestReceived
     for mid in range(100, 160):  # a flood from one peer
-        assert ml.receive(incoming(mid=mid), PEER, 0.0)[0] == REQUEST
+        assert type(ml.receive(incoming(mid=mid), PEER, 0.0)) is RequestReceived
     # the flooding peer pushed out its own oldest entries, one per new request
     assert ml.stats["dedup_evicted"] == 58 and ml.stats["dedup_peer_full"] == 60  # 59 + 1 (other)
     # the other peer's entries survived: its retransmissions are still duplicates
@@ -768,7 +773,7 @@ def test_a_flooding_peer_cannot_evict_other_peers_dedup_entries():
     # the flooder's most recent requests are remembered, its oldest forgotten
     assert ml.receive(incoming(mid=159), PEER, 1.0) is None
     assert ml.receive(incoming(mid=158), PEER, 1.0) is None
-    assert ml.receive(incoming(mid=100), PEER, 1.0)[0] == REQUEST
+    assert type(ml.receive(incoming(mid=100), PEER, 1.0)) is RequestReceived
     assert ml.stats["duplicates"] == 4
     assert len(ml.dedup) <= 8 and ml.dedup.held_by(PEER) == 2
 
@@ -811,13 +816,13 @@ def test_a_reused_mid_with_a_new_token_is_a_new_request():
     """A peer whose MIDs wrapped within EXCHANGE_LIFETIME (over 65,536 requests
     in 247 s) gets its new request handled, not the old cached response."""
     ml = layer()
-    _, req, _ = ml.receive(incoming(mid=7, token=b"old"), PEER, 0.0)
+    req, _ = ml.receive(incoming(mid=7, token=b"old"), PEER, 0.0)
     old = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"old"), 0.0)
     drain(ml)
     ev = ml.receive(incoming(mid=7, token=b"new"), PEER, 1.0)
-    assert ev is not None and ev[0] == REQUEST and ev[1].token == b"new"
+    assert type(ev) is RequestReceived and ev.message.token == b"new"
     assert drain(ml) == []  # the old response was not sent for it
-    new = ml.respond(ev[1], PEER, Message(code=Code.CONTENT, payload=b"new"), 1.0)
+    new = ml.respond(ev.message, PEER, Message(code=Code.CONTENT, payload=b"new"), 1.0)
     assert new != old
     # a real retransmission of the new request is still a duplicate
     assert ml.receive(incoming(mid=7, token=b"new"), PEER, 2.0) is None

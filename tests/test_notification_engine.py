@@ -12,10 +12,9 @@ from hypothesis import strategies as st
 
 from greencoap.codes import Code, Type
 from greencoap.message import Message
+from greencoap.protocol.events import Acknowledged, ResetReceived
 from greencoap.protocol.messaging import (
-    ACKNOWLEDGED,
     DONE,
-    RESET,
     MessageLayer,
     TransmissionParameters,
 )
@@ -53,7 +52,7 @@ def test_a_replaced_con_notification_keeps_its_schedule_and_gets_a_new_mid():
     assert ml.receive(Message(Type.ACK, Code.EMPTY, first.mid).encode(), PEER, 1.1) is None
     assert ex.state != DONE
     ev = ml.receive(Message(Type.ACK, Code.EMPTY, again.mid).encode(), PEER, 1.2)
-    assert ev is not None and ev[0] == ACKNOWLEDGED and ev[1] is ex and ex.state == DONE
+    assert ev is not None and type(ev) is Acknowledged and ev.exchange is ex and ex.state == DONE
     assert ml.stats["notifications_replaced"] == 1
 
 
@@ -63,7 +62,7 @@ def test_rst_to_a_replaced_notification_resets_it():
     sent(ml)
     ml.replace_notification(ex, note(b"two", 2), 0.2)
     ev = ml.receive(Message(Type.RST, Code.EMPTY, ex.mid).encode(), PEER, 0.3)
-    assert ev[0] == RESET and ex.state == DONE
+    assert type(ev) is ResetReceived and ex.state == DONE
 
 
 def test_state_for_non_notifications_is_bounded_in_count_and_time():
@@ -110,10 +109,10 @@ def test_a_client_takes_a_wrapped_mid_with_another_token_for_a_new_message():
         ml.receive(Message(Type.ACK, Code.EMPTY, r.mid).encode(), PEER, 0.1)
     first = Message(Type.CON, Code.CONTENT, 0x4242, b"t1", [], b"one").encode()
     ev = ml.receive(first, PEER, 0.2)
-    assert ev is not None and ev[1] is exs[0]
+    assert ev is not None and ev.exchange is exs[0]
     wrapped = Message(Type.CON, Code.CONTENT, 0x4242, b"t2", [], b"two").encode()
     ev = ml.receive(wrapped, PEER, 60.0)
-    assert ev is not None and ev[1] is exs[1] and exs[1].result.payload == b"two"
+    assert ev is not None and ev.exchange is exs[1] and exs[1].result.payload == b"two"
     assert ml.stats["mid_reused"] == 1
     assert ml.receive(wrapped, PEER, 61.0) is None  # a real retransmission: ACKed again
     assert ml.stats["duplicates"] == 1

@@ -17,12 +17,11 @@ from hypothesis import strategies as st
 from greencoap.codes import Code, Type
 from greencoap.message import Message
 from greencoap.options import OptionNumber
+from greencoap.protocol.events import NotificationReceived, ResponseReceived
 from greencoap.protocol.messaging import (
     DONE,
-    NOTIFICATION,
     OBSERVING,
     QUEUED,
-    RESPONSE,
     SENT,
     MessageLayer,
     TransmissionParameters,
@@ -158,7 +157,7 @@ def established(ml: MessageLayer, now: float = 0.0):
     """A registration answered 2.05 + Observe: the exchange is OBSERVING."""
     ex, _ = register(ml, now)
     ev = ml.receive(reply(ex, seq=1).encode(), PEER, now + 0.5)
-    assert ev == (RESPONSE, ex, None)
+    assert ev == ResponseReceived(ex)
     assert ex.state == OBSERVING
     assert drain(ml) == []
     return ex
@@ -176,7 +175,7 @@ def test_registration_answered_with_observe_becomes_observing():
     ml = layer()
     ex, _ = register(ml)
     resp = reply(ex, seq=7, payload=b"first")
-    assert ml.receive(resp.encode(), PEER, 0.5) == (RESPONSE, ex, None)
+    assert ml.receive(resp.encode(), PEER, 0.5) == ResponseReceived(ex)
     assert ex.state == OBSERVING
     assert ex.result == resp  # the registration's response
     assert ex.result.observe == 7
@@ -200,7 +199,7 @@ def test_observing_exchange_has_no_live_timer():
     assert ml.stats["retransmissions"] == 0 and ml.stats["timeouts"] == 0
     # and the observation still works after all that time
     n = reply(ex, NON, seq=2, mid=0x4242)
-    assert ml.receive(n.encode(), PEER, FAR + 1) == (NOTIFICATION, ex, n)
+    assert ml.receive(n.encode(), PEER, FAR + 1) == NotificationReceived(ex, n)
 
 
 def test_registration_releases_its_nstart_slot():
@@ -238,7 +237,7 @@ def test_separate_response_registers_too():
     ex, _ = register(ml)
     ml.receive(empty_ack(ex.mid), PEER, 0.2)
     resp = reply(ex, CON, seq=1, mid=0x5000)
-    assert ml.receive(resp.encode(), PEER, 1.0) == (RESPONSE, ex, None)
+    assert ml.receive(resp.encode(), PEER, 1.0) == ResponseReceived(ex)
     assert ex.state == OBSERVING
     assert drain(ml) == [(empty_ack(0x5000), PEER)]
     assert ml.table_sizes()["by_mid"] == 0
@@ -250,8 +249,8 @@ def test_con_notification_gives_event_and_ack():
     ex = established(ml)
     n = reply(ex, CON, seq=2, mid=0x1234, payload=b"23.0")
     ev = ml.receive(n.encode(), PEER, 5.0)
-    assert ev == (NOTIFICATION, ex, n)
-    assert ev[2].payload == b"23.0" and ev[2].observe == 2
+    assert ev == NotificationReceived(ex, n)
+    assert ev.message.payload == b"23.0" and ev.message.observe == 2
     assert drain(ml) == [(empty_ack(0x1234), PEER)]
     assert ex.state == OBSERVING
     assert ml.stats["notifications"] == 1
@@ -261,7 +260,7 @@ def test_duplicate_con_notification_acked_again_without_event():
     ml = layer()
     ex = established(ml)
     data = reply(ex, CON, seq=2, mid=0x1234).encode()
-    assert ml.receive(data, PEER, 5.0)[0] == NOTIFICATION
+    assert type(ml.receive(data, PEER, 5.0)) is NotificationReceived
     assert drain(ml) == [(empty_ack(0x1234), PEER)]
     assert ml.receive(data, PEER, 7.0) is None  # our ACK was lost: the server retransmits
     assert drain(ml) == [(empty_ack(0x1234), PEER)]
@@ -273,7 +272,7 @@ def test_non_notification_gives_event_and_no_ack():
     ml = layer()
     ex = established(ml)
     n = reply(ex, NON, seq=3, mid=0x2000)
-    assert ml.receive(n.encode(), PEER, 5.0) == (NOTIFICATION, ex, n)
+    assert ml.receive(n.encode(), PEER, 5.0) == NotificationReceived(ex, n)
     assert ml.outbox == []
     assert ex.state == OBSERVING
 
@@ -284,7 +283,7 @@ def test_notifications_keep_coming_in_any_type_mix():
     for i in range(10):
         mtype = CON if i % 3 == 0 else NON
         n = reply(ex, mtype, seq=2 + i, mid=0x3000 + i, payload=str(i).encode())
-        assert ml.receive(n.encode(), PEER, 1.0 + i) == (NOTIFICATION, ex, n)
+        assert ml.receive(n.encode(), PEER, 1.0 + i) == NotificationReceived(ex, n)
         assert drain(ml) == ([(empty_ack(0x3000 + i), PEER)] if mtype == CON else [])
     assert ml.stats["notifications"] == 10
     assert ex.state == OBSERVING
@@ -304,7 +303,7 @@ def test_final_notification_ends_the_observation(mtype, code, seq):
     ml = layer()
     ex = established(ml)
     final = reply(ex, mtype, code=code, seq=seq, mid=0x6000, payload=b"gone")
-    assert ml.receive(final.encode(), PEER, 5.0) == (NOTIFICATION, ex, final)
+    assert ml.receive(final.encode(), PEER, 5.0) == NotificationReceived(ex, final)
     assert ex.state == DONE
     assert ex.result == final
     assert drain(ml) == ([(empty_ack(0x6000), PEER)] if mtype == CON else [])
@@ -320,7 +319,7 @@ def test_server_without_observe_support_gives_a_plain_response():
     ml = layer()
     ex, _ = register(ml)
     resp = reply(ex, seq=None)  # 2.05 without an Observe option
-    assert ml.receive(resp.encode(), PEER, 0.5) == (RESPONSE, ex, None)
+    assert ml.receive(resp.encode(), PEER, 0.5) == ResponseReceived(ex)
     assert ex.state == DONE and ex.result == resp
     assert idle(ml)
 
@@ -329,7 +328,7 @@ def test_registration_answered_4_04_is_done():
     ml = layer()
     ex, _ = register(ml)
     resp = reply(ex, code=Code.NOT_FOUND)
-    assert ml.receive(resp.encode(), PEER, 0.5) == (RESPONSE, ex, None)
+    assert ml.receive(resp.encode(), PEER, 0.5) == ResponseReceived(ex)
     assert ex.state == DONE and ex.result.code == Code.NOT_FOUND
     assert idle(ml)
 
@@ -337,7 +336,8 @@ def test_registration_answered_4_04_is_done():
 def test_error_with_observe_option_does_not_register():
     ml = layer()
     ex, _ = register(ml)
-    assert ml.receive(reply(ex, code=Code.NOT_FOUND, seq=3).encode(), PEER, 0.5)[0] == RESPONSE
+    ev = ml.receive(reply(ex, code=Code.NOT_FOUND, seq=3).encode(), PEER, 0.5)
+    assert type(ev) is ResponseReceived
     assert ex.state == DONE
     assert idle(ml)
 
@@ -347,7 +347,7 @@ def test_non_observe_request_never_becomes_observing():
     ml = layer()
     ex = ml.request(observe_get(), PEER, 0.0, TIMEOUT)
     drain(ml)
-    assert ml.receive(reply(ex, seq=4).encode(), PEER, 0.5) == (RESPONSE, ex, None)
+    assert ml.receive(reply(ex, seq=4).encode(), PEER, 0.5) == ResponseReceived(ex)
     assert ex.state == DONE
     assert idle(ml)
 
@@ -378,7 +378,7 @@ def test_second_response_to_a_plain_request_gets_rst():
     ml = layer()
     ex = ml.request(observe_get("plain", observe=None), PEER, 0.0, TIMEOUT)
     drain(ml)
-    assert ml.receive(reply(ex).encode(), PEER, 0.5) == (RESPONSE, ex, None)
+    assert ml.receive(reply(ex).encode(), PEER, 0.5) == ResponseReceived(ex)
     assert ex.state == DONE
     second = reply(ex, CON, mid=0x0BAD)
     assert ml.receive(second.encode(), PEER, 1.0) is None

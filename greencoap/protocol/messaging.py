@@ -43,6 +43,15 @@ from ..options import OptionNumber
 if TYPE_CHECKING:
     from random import Random
 from .dedup import DedupCache, DedupEntry
+from .events import (
+    Acknowledged,
+    Event,
+    NotificationReceived,
+    RequestReceived,
+    ResetReceived,
+    ResponseReceived,
+    TimedOut,
+)
 from .limits import TokenBuckets
 from .timers import NOT_SCHEDULED, TimerWheel
 
@@ -159,12 +168,9 @@ class Exchange:
         return f"<Exchange {self.peer} token={token} mid={self.mid} {names[self.state]}>"
 
 
-REQUEST = "request"  # event: ("request", Message, peer) — a new request to handle
-ACKNOWLEDGED = "acknowledged"  # event: ("acknowledged", Exchange, None) — our CON reply was ACKed
-RESPONSE = "response"  # event: ("response", Exchange, None) — exchange.result is the Message
-RESET = "reset"  # event: ("reset", Exchange, None)
-TIMEOUT = "timeout"  # event from expire(): ("timeout", Exchange, None)
-NOTIFICATION = "notification"  # event: ("notification", Exchange, Message) — RFC 7641
+RESET = "reset"  # Exchange.result when the peer answered with RST
+TIMEOUT = "timeout"  # Exchange.result when no answer came in time
+_new = tuple.__new__  # events are named tuples, built without their Python __new__
 
 
 class MessageLayer:
@@ -281,7 +287,7 @@ class MessageLayer:
         latest, ``timeout`` seconds from ``now``.  With ``observe`` (a GET or
         FETCH carrying Observe=0), a 2.xx answer with an Observe option turns
         it into an OBSERVING exchange that stays registered by token: each
-        later message with its token is a NOTIFICATION event, until a final
+        later message with its token is a :class:`NotificationReceived`, until a final
         one (no Observe option, or not 2.xx) or :meth:`cancel`.  With
         ``replace``, ``msg`` may reuse the token of an OBSERVING exchange: a
         re-registration (RFC 7641 §3.3.1), which ends that exchange silently
@@ -430,7 +436,7 @@ class MessageLayer:
             first = d
         return first
 
-    def expire(self, now: float) -> list[tuple[str, Exchange, None]]:
+    def expire(self, now: float) -> list[TimedOut]:
         """Retransmit what is due, end exchanges past their deadline, age the dedup cache."""
         events = []
         # an exchange started by one that finished here may be due already:
@@ -445,7 +451,7 @@ class MessageLayer:
                         continue
                     self.stats["timeouts"] += 1
                     self._finish(ex, TIMEOUT, now)
-                    events.append((TIMEOUT, ex, None))
+                    events.append(_new(TimedOut, (ex,)))
                 elif ex.state == SENT and ex.con and ex.next_retransmit <= now:
                     if ex.retransmits < self.params.max_retransmit:
                         ex.retransmits += 1
@@ -459,7 +465,7 @@ class MessageLayer:
                         # give up (at MAX_TRANSMIT_WAIT from the first transmission)
                         self.stats["timeouts"] += 1
                         self._finish(ex, TIMEOUT, now)
-                        events.append((TIMEOUT, ex, None))
+                        events.append(_new(TimedOut, (ex,)))
                 else:  # ACKed (no more retransmissions) or queued: wait for the deadline
                     self._schedule(ex, ex.deadline)
         notes = self._non_notes
@@ -486,12 +492,12 @@ class MessageLayer:
         }
 
     # -- receiving ----------------------------------------------------
-    def receive(self, data: bytes, peer: Any, now: float) -> tuple | None:
-        """Process one datagram; return an event tuple or None.
+    def receive(self, data: bytes, peer: Any, now: float) -> Event | None:
+        """Process one datagram; return an event (:mod:`.events`) or None.
 
-        Events are ``(REQUEST, message, peer)`` for a new request,
-        ``(RESPONSE, exchange, None)`` and ``(RESET, exchange, None)`` for an
-        exchange of ours.  Datagrams to answer with (ACK, RST, cached
+        :class:`RequestReceived` for a new request; :class:`ResponseReceived`,
+        :class:`NotificationReceived`, :class:`Acknowledged` or
+        :class:`ResetReceived` for an exchange of ours.  Datagrams to answer with (ACK, RST, cached
         responses) are appended to ``outbox``.
         """
         try:
@@ -526,11 +532,11 @@ class MessageLayer:
             if mtype == RST:
                 self.stats["resets_received"] += 1
                 self._finish(ex, RESET, now)
-                return (RESET, ex, None)
+                return _new(ResetReceived, (ex,))
             if ex.reply:  # our confirmable response (or notification) was acknowledged
                 self.stats["responses_acked"] += 1
                 self._finish(ex, ACK, now)
-                return (ACKNOWLEDGED, ex, None)
+                return _new(Acknowledged, (ex,))
             # empty ACK: separate response follows (§5.2.2)
             if ex.state == SENT:
                 ex.state = ACKED
@@ -586,13 +592,13 @@ class MessageLayer:
             self.stats["notifications"] += 1
             if not (is_success(code) and msg.has_option(_OBSERVE)):
                 self._finish(ex, msg, now)  # a final response ends the observation
-            return (NOTIFICATION, ex, msg)
+            return _new(NotificationReceived, (ex, msg))
         self.stats["responses_received"] += 1
         if ex.observe and is_success(code) and msg.has_option(_OBSERVE):
             self._registered(ex, msg, now)
         else:
             self._finish(ex, msg, now)
-        return (RESPONSE, ex, None)
+        return _new(ResponseReceived, (ex,))
 
     def _registered(self, ex: Exchange, msg: Message, now: float) -> None:
         """An Observe registration succeeded: keep the token, release the rest."""
@@ -605,7 +611,7 @@ class MessageLayer:
             del self._by_mid[(peer, ex.mid)]
         self._release_slot(peer, now)
 
-    def _incoming_request(self, msg: Message, peer: Any, now: float) -> tuple | None:
+    def _incoming_request(self, msg: Message, peer: Any, now: float) -> RequestReceived | None:
         # a reused MID with another token (the peer's MIDs wrapped within
         # EXCHANGE_LIFETIME) is a new request, not a copy of the old one
         dedup = self.dedup
@@ -614,7 +620,7 @@ class MessageLayer:
             if dedup.next_due < self.new_due:
                 self.new_due = dedup.next_due
             self.stats["requests_received"] += 1
-            return (REQUEST, msg, peer)
+            return _new(RequestReceived, (msg, peer))
         self.stats["duplicates"] += 1
         if entry.response is not None:
             self.outbox.append((entry.response, peer))
@@ -666,11 +672,11 @@ class MessageLayer:
         """Send a notification (RFC 7641, server role) with its own MID.
 
         A CON is retransmitted until ACKed; its exchange ends with an
-        ACKNOWLEDGED event, or with a TIMEOUT or RESET event when the
-        observer is gone.  A NON is remembered for a while (at most
+        :class:`Acknowledged` event, or with :class:`TimedOut` or
+        :class:`ResetReceived` when the observer is gone.  A NON is remembered for a while (at most
         ``non_notify_window`` seconds, and the last ``non_notify_cap`` NON
         notifications of the endpoint) so that an RST to it (the client
-        rejecting it, §3.6) comes back as a RESET event: that state stays
+        rejecting it, §3.6) comes back as :class:`ResetReceived`: that state stays
         bounded however fast notifications go.  The caller sets
         ``exchange.waiter`` to receive those events.
         """
@@ -770,14 +776,11 @@ __all__ = [
     "TransmissionParameters",
     "MessageLayer",
     "Exchange",
-    "REQUEST",
-    "RESPONSE",
     "RESET",
     "TIMEOUT",
     "QUEUED",
     "SENT",
     "ACKED",
-    "ACKNOWLEDGED",
     "DONE",
     "empty_ack",
 ]
