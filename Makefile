@@ -34,7 +34,7 @@ $(SYSDEPS):
 # Reinstall only when the packaging, the cffi build script or the C core changed.
 # The demo needs greencoap alone; the tests and benchmarks also need the test
 # extras (aiocoap, gevent, locust, ruff, build, ...).
-INSTALL_DEPS := $(SYSDEPS) pyproject.toml setup.cfg $(wildcard setup.py greencoap/_uring_build.py greencoap/uring_core.h)
+INSTALL_DEPS := $(SYSDEPS) pyproject.toml setup.cfg $(wildcard setup.py greencoap/_uring_build.py greencoap/uring_core.h greencoap/_speedups.c)
 
 $(DEMO_STAMP): $(INSTALL_DEPS)
 	$(PY) -m pip install -q --upgrade pip

@@ -18,6 +18,7 @@ are already in order.
 
 from __future__ import annotations
 
+import os
 from operator import itemgetter
 from struct import Struct
 from struct import error as _StructError
@@ -37,7 +38,16 @@ from .options import (
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["DEFAULT_MAX_AGE", "Message", "bad_option_numbers", "decode", "encode"]
+__all__ = [
+    "CODEC",
+    "DEFAULT_MAX_AGE",
+    "Message",
+    "bad_option_numbers",
+    "decode",
+    "decode_py",
+    "encode",
+    "encode_py",
+]
 
 #: Max-Age a response has when it carries no Max-Age option (RFC 7252 §5.10.5).
 DEFAULT_MAX_AGE = 60
@@ -447,8 +457,9 @@ def _format_value(number: int, value: bytes) -> str:
     return "0x" + value.hex() if value else "''"
 
 
-def decode(data: bytes | bytearray | memoryview, cls: type[Message] = Message) -> Message:
-    """Parse one datagram into a ``cls`` (default :class:`Message`), strictly.
+def decode_py(data: bytes | bytearray | memoryview, cls: type[Message] = Message) -> Message:
+    """Parse one datagram into a ``cls`` (default :class:`Message`), strictly
+    (the pure Python codec; :func:`decode` is this or its C twin).
 
     Raises :class:`MessageFormatError` naming the broken rule of RFC 7252 §3
     for: fewer than 4 bytes, version other than 1, token length 9-15, a
@@ -593,8 +604,9 @@ def _encode_options(buf: bytearray, options: OptionList) -> bool:
     return True
 
 
-def encode(msg: Message) -> bytes:
-    """The minimal datagram for ``msg``.
+def encode_py(msg: Message) -> bytes:
+    """The minimal datagram for ``msg`` (the pure Python codec; :func:`encode`
+    is this or its C twin, which hands the rare cases back to this one).
 
     Options are written in stable number order.  Raises
     :class:`MessageFormatError` for a message that cannot be encoded: a token
@@ -632,3 +644,29 @@ def encode(msg: Message) -> bytes:
         buf.append(0xFF)
         buf += payload
     return bytes(buf)
+
+
+def _load_speedups():  # noqa: ANN202 - the C module, or None
+    """greencoap._speedups, configured, unless absent or GREENCOAP_NO_EXTENSIONS=1."""
+    if os.environ.get("GREENCOAP_NO_EXTENSIONS", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    _speedups.configure(TYPES, CODES, dict(OPTION_BOUNDS), MessageFormatError, Message, encode_py)
+    return _speedups
+
+
+_speedups = _load_speedups()
+
+#: the codec in use: ``"c"`` (greencoap._speedups, built at install time) or
+#: ``"python"`` (not built, or ``GREENCOAP_NO_EXTENSIONS=1``); both behave the same
+CODEC = "c" if _speedups is not None else "python"
+
+if _speedups is not None:
+    decode = _speedups.decode
+    encode = _speedups.encode
+else:
+    decode = decode_py
+    encode = encode_py

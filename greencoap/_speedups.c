@@ -1,0 +1,522 @@
+/* greencoap._speedups: the CoAP codec's hot path in C (RFC 7252 section 3).
+ *
+ * decode(data, cls=Message) and encode(msg) behave exactly as the pure
+ * Python decode_py/encode_py in greencoap/message.py: the same Message
+ * fields, the same MessageFormatError messages.  Whatever this file does not
+ * handle itself (an options list out of order, values that are not bytes,
+ * fields that are not plain ints) it hands to encode_py, so the two paths
+ * cannot drift apart on the rare cases.  tests/test_speedups.py checks
+ * both paths against each other with hypothesis.
+ *
+ * configure() is called once by greencoap/message.py with the tables the
+ * codec needs (message types, codes, option length bounds, the error class,
+ * the Message class and the Python encoder).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+static PyObject *g_types;      /* tuple of 4 Type members */
+static PyObject *g_codes;      /* tuple of 256 code objects */
+static PyObject *g_error;      /* MessageFormatError */
+static PyObject *g_message;    /* the Message class (decode's default cls) */
+static PyObject *g_encode_py;  /* the pure Python encoder, for the rare cases */
+static PyObject *g_empty_tuple;
+
+/* option length bounds for numbers 0..g_nbounds-1; lo > hi: no bounds */
+static unsigned short *g_lo, *g_hi;
+static Py_ssize_t g_nbounds;
+
+static PyObject *s_mtype, *s_code, *s_mid, *s_token, *s_options, *s_payload, *s_bad;
+
+static PyObject *fail(const char *fmt, ...)
+{
+    va_list va;
+    va_start(va, fmt);
+    PyObject *msg = PyUnicode_FromFormatV(fmt, va);
+    va_end(va);
+    if (msg != NULL) {
+        PyErr_SetObject(g_error, msg);
+        Py_DECREF(msg);
+    }
+    return NULL;
+}
+
+static PyObject *configure(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *types, *codes, *bounds, *error, *message, *encode_py;
+    if (!PyArg_ParseTuple(args, "O!O!O!OOO", &PyTuple_Type, &types, &PyTuple_Type, &codes,
+                          &PyDict_Type, &bounds, &error, &message, &encode_py))
+        return NULL;
+    if (PyTuple_GET_SIZE(types) != 4 || PyTuple_GET_SIZE(codes) != 256) {
+        PyErr_SetString(PyExc_ValueError, "configure: 4 types and 256 codes expected");
+        return NULL;
+    }
+    Py_ssize_t top = 0, pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(bounds, &pos, &key, &value)) {
+        long k = PyLong_AsLong(key);
+        if (k < 0 || k > 65535) {
+            PyErr_SetString(PyExc_ValueError, "configure: option numbers are 0..65535");
+            return NULL;
+        }
+        if (k + 1 > top)
+            top = k + 1;
+    }
+    unsigned short *lo = PyMem_Calloc(top ? top : 1, sizeof *lo);
+    unsigned short *hi = PyMem_Calloc(top ? top : 1, sizeof *hi);
+    if (lo == NULL || hi == NULL) {
+        PyMem_Free(lo);
+        PyMem_Free(hi);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < top; i++) {
+        lo[i] = 1;
+        hi[i] = 0;
+    }
+    pos = 0;
+    while (PyDict_Next(bounds, &pos, &key, &value)) {
+        long k = PyLong_AsLong(key);
+        long a, b;
+        if (!PyArg_ParseTuple(value, "ll", &a, &b) || a < 0 || b > 65535 || a > b) {
+            PyMem_Free(lo);
+            PyMem_Free(hi);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "configure: bad option bounds");
+            return NULL;
+        }
+        lo[k] = (unsigned short)a;
+        hi[k] = (unsigned short)b;
+    }
+    PyMem_Free(g_lo);
+    PyMem_Free(g_hi);
+    g_lo = lo;
+    g_hi = hi;
+    g_nbounds = top;
+    Py_INCREF(types);
+    Py_XSETREF(g_types, types);
+    Py_INCREF(codes);
+    Py_XSETREF(g_codes, codes);
+    Py_INCREF(error);
+    Py_XSETREF(g_error, error);
+    Py_INCREF(message);
+    Py_XSETREF(g_message, message);
+    Py_INCREF(encode_py);
+    Py_XSETREF(g_encode_py, encode_py);
+    Py_RETURN_NONE;
+}
+
+static int configured(void)
+{
+    if (g_types == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "greencoap._speedups is not configured");
+        return 0;
+    }
+    return 1;
+}
+
+static inline int out_of_bounds(long number, Py_ssize_t length)
+{
+    if (number >= g_nbounds)
+        return 0;
+    unsigned short lo = g_lo[number], hi = g_hi[number];
+    return lo <= hi && (length < lo || length > hi);
+}
+
+/* Set the seven fields of a new message; steals nothing. */
+static int set_fields(PyObject *msg, PyObject *mtype, PyObject *code, PyObject *mid,
+                      PyObject *token, PyObject *options, PyObject *payload, PyObject *bad)
+{
+    return PyObject_SetAttr(msg, s_mtype, mtype) < 0 || PyObject_SetAttr(msg, s_code, code) < 0 ||
+                   PyObject_SetAttr(msg, s_mid, mid) < 0 ||
+                   PyObject_SetAttr(msg, s_token, token) < 0 ||
+                   PyObject_SetAttr(msg, s_options, options) < 0 ||
+                   PyObject_SetAttr(msg, s_payload, payload) < 0 ||
+                   PyObject_SetAttr(msg, s_bad, bad) < 0
+               ? -1
+               : 0;
+}
+
+static PyObject *decode_bytes(PyObject *bytes, PyObject *cls)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t n = PyBytes_GET_SIZE(bytes);
+    if (n < 4)
+        return fail("message shorter than the 4-byte header");
+    unsigned b0 = data[0];
+    if ((b0 & 0xC0) != 0x40)
+        return fail("version must be 1, not %u", b0 >> 6);
+    unsigned tkl = b0 & 0x0F;
+    if (tkl > 8)
+        return fail("token length %u is reserved (TKL 9-15)", tkl);
+    unsigned code = data[1];
+    Py_ssize_t pos = 4 + tkl;
+    if (pos > n)
+        return fail("truncated token: TKL %u but %zd bytes after header", tkl, n - 4);
+    if (code == 0 && n != 4)
+        return fail("empty message must be exactly 4 bytes (no token, options or payload)");
+
+    PyObject *options = PyList_New(0), *token = NULL, *payload = NULL, *bad = NULL;
+    PyObject *mid = NULL, *msg = NULL;
+    if (options == NULL)
+        return NULL;
+    token = PyBytes_FromStringAndSize((const char *)data + 4, (Py_ssize_t)tkl);
+    if (token == NULL)
+        goto error;
+    long number = 0;
+    while (pos < n) {
+        unsigned b = data[pos++];
+        if (b == 0xFF) {
+            if (pos == n) {
+                fail("payload marker 0xFF followed by no payload");
+                goto error;
+            }
+            payload = PyBytes_FromStringAndSize((const char *)data + pos, n - pos);
+            if (payload == NULL)
+                goto error;
+            break;
+        }
+        long delta = b >> 4;
+        Py_ssize_t length = b & 0x0F;
+        if (delta > 12) {
+            if (delta == 13) {
+                if (pos >= n) {
+                    fail("truncated option: missing 1-byte extended delta");
+                    goto error;
+                }
+                delta = data[pos] + 13;
+                pos += 1;
+            } else if (delta == 14) {
+                if (pos + 2 > n) {
+                    fail("truncated option: missing 2-byte extended delta");
+                    goto error;
+                }
+                delta = (data[pos] << 8 | data[pos + 1]) + 269;
+                pos += 2;
+            } else {
+                fail("option delta nibble 15 is reserved for the 0xFF marker");
+                goto error;
+            }
+            if (number + delta > 65535) {
+                fail("option number %ld exceeds 65535", number + delta);
+                goto error;
+            }
+        }
+        if (length > 12) {
+            if (length == 13) {
+                if (pos >= n) {
+                    fail("truncated option: missing 1-byte extended length");
+                    goto error;
+                }
+                length = data[pos] + 13;
+                pos += 1;
+            } else if (length == 14) {
+                if (pos + 2 > n) {
+                    fail("truncated option: missing 2-byte extended length");
+                    goto error;
+                }
+                length = (data[pos] << 8 | data[pos + 1]) + 269;
+                pos += 2;
+            } else {
+                fail("option length nibble 15 is reserved");
+                goto error;
+            }
+        }
+        number += delta;
+        Py_ssize_t end = pos + length;
+        if (end > n) {
+            fail("truncated option: option %ld value of %zd bytes runs past the end", number,
+                 length);
+            goto error;
+        }
+        PyObject *num = PyLong_FromLong(number);
+        PyObject *val = num ? PyBytes_FromStringAndSize((const char *)data + pos, length) : NULL;
+        PyObject *item = val ? PyTuple_Pack(2, num, val) : NULL;
+        Py_XDECREF(num);
+        Py_XDECREF(val);
+        if (item == NULL || PyList_Append(options, item) < 0) {
+            Py_XDECREF(item);
+            goto error;
+        }
+        Py_DECREF(item);
+        pos = end;
+        if (out_of_bounds(number, length)) {
+            if (bad == NULL && (bad = PyList_New(0)) == NULL)
+                goto error;
+            PyObject *bn = PyLong_FromLong(number);
+            if (bn == NULL || PyList_Append(bad, bn) < 0) {
+                Py_XDECREF(bn);
+                goto error;
+            }
+            Py_DECREF(bn);
+        }
+    }
+    if (payload == NULL) {
+        payload = PyBytes_FromStringAndSize(NULL, 0);
+        if (payload == NULL)
+            goto error;
+    }
+    PyObject *bad_tuple;
+    if (bad != NULL) {
+        bad_tuple = PyList_AsTuple(bad);
+        Py_CLEAR(bad);
+        if (bad_tuple == NULL)
+            goto error;
+    } else {
+        bad_tuple = Py_NewRef(g_empty_tuple);
+    }
+    mid = PyLong_FromLong(data[2] << 8 | data[3]);
+    if (mid == NULL) {
+        Py_DECREF(bad_tuple);
+        goto error;
+    }
+    PyTypeObject *type = (PyTypeObject *)cls;
+    msg = type->tp_alloc(type, 0);
+    if (msg == NULL || set_fields(msg, PyTuple_GET_ITEM(g_types, (b0 >> 4) & 3),
+                                  PyTuple_GET_ITEM(g_codes, code), mid, token, options, payload,
+                                  bad_tuple) < 0) {
+        Py_DECREF(bad_tuple);
+        goto error;
+    }
+    Py_DECREF(bad_tuple);
+    Py_DECREF(mid);
+    Py_DECREF(token);
+    Py_DECREF(options);
+    Py_DECREF(payload);
+    return msg;
+error:
+    Py_XDECREF(msg);
+    Py_XDECREF(mid);
+    Py_XDECREF(bad);
+    Py_XDECREF(token);
+    Py_XDECREF(options);
+    Py_XDECREF(payload);
+    return NULL;
+}
+
+static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (!configured())
+        return NULL;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "decode(data, cls=Message)");
+        return NULL;
+    }
+    PyObject *cls = nargs == 2 ? args[1] : g_message;
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)g_message)) {
+        PyErr_SetString(PyExc_TypeError, "decode: cls must be Message or a subclass");
+        return NULL;
+    }
+    PyObject *data = args[0];
+    if (PyBytes_CheckExact(data))
+        return decode_bytes(data, cls);
+    PyObject *copy = PyBytes_FromObject(data);
+    if (copy == NULL)
+        return NULL;
+    PyObject *msg = decode_bytes(copy, cls);
+    Py_DECREF(copy);
+    return msg;
+}
+
+/* The option header bytes for delta/length into out; returns its size. */
+static int option_header(unsigned char *out, long delta, Py_ssize_t length)
+{
+    int k = 1;
+    unsigned dn, ln;
+    unsigned char dext[2], lext[2];
+    int dl = 0, ll = 0;
+    if (delta < 13) {
+        dn = (unsigned)delta;
+    } else if (delta < 269) {
+        dn = 13;
+        dext[0] = (unsigned char)(delta - 13);
+        dl = 1;
+    } else {
+        dn = 14;
+        dext[0] = (unsigned char)((delta - 269) >> 8);
+        dext[1] = (unsigned char)(delta - 269);
+        dl = 2;
+    }
+    if (length < 13) {
+        ln = (unsigned)length;
+    } else if (length < 269) {
+        ln = 13;
+        lext[0] = (unsigned char)(length - 13);
+        ll = 1;
+    } else {
+        ln = 14;
+        lext[0] = (unsigned char)((length - 269) >> 8);
+        lext[1] = (unsigned char)(length - 269);
+        ll = 2;
+    }
+    out[0] = (unsigned char)(dn << 4 | ln);
+    memcpy(out + k, dext, dl);
+    k += dl;
+    memcpy(out + k, lext, ll);
+    return k + ll;
+}
+
+static PyObject *fallback(PyObject *msg)
+{
+    return PyObject_CallOneArg(g_encode_py, msg);
+}
+
+static PyObject *get_int(PyObject *msg, PyObject *name, long *out, int *plain)
+{
+    PyObject *v = PyObject_GetAttr(msg, name);
+    if (v == NULL)
+        return NULL;
+    *plain = PyLong_Check(v);
+    if (*plain) {
+        int overflow;
+        *out = PyLong_AsLongAndOverflow(v, &overflow);
+        if (overflow)
+            *plain = 0;
+    }
+    return v;
+}
+
+static PyObject *encode(PyObject *self, PyObject *msg)
+{
+    (void)self;
+    if (!configured())
+        return NULL;
+    PyObject *token = NULL, *options = NULL, *payload = NULL, *code_o = NULL, *mtype_o = NULL,
+             *mid_o = NULL, *result = NULL;
+    long code, mtype, mid;
+    int ok_code, ok_type, ok_mid;
+    token = PyObject_GetAttr(msg, s_token);
+    options = token ? PyObject_GetAttr(msg, s_options) : NULL;
+    payload = options ? PyObject_GetAttr(msg, s_payload) : NULL;
+    code_o = payload ? get_int(msg, s_code, &code, &ok_code) : NULL;
+    mtype_o = code_o ? get_int(msg, s_mtype, &mtype, &ok_type) : NULL;
+    mid_o = mtype_o ? get_int(msg, s_mid, &mid, &ok_mid) : NULL;
+    if (mid_o == NULL)
+        goto done;
+    if (!PyBytes_CheckExact(token) || !PyList_CheckExact(options) || !PyBytes_CheckExact(payload) ||
+        !ok_code || !ok_type || !ok_mid) {
+        result = fallback(msg);
+        goto done;
+    }
+    Py_ssize_t tkl = PyBytes_GET_SIZE(token), plen = PyBytes_GET_SIZE(payload);
+    Py_ssize_t nopt = PyList_GET_SIZE(options);
+    if (tkl > 8) {
+        fail("token longer than 8 bytes (%zd)", tkl);
+        goto done;
+    }
+    if (code == 0 && (tkl || nopt || plen)) {
+        fail("empty message must be exactly 4 bytes (no token, options or payload)");
+        goto done;
+    }
+    if (mtype < 0 || mtype > 3) {
+        fail("message type out of range 0..3: %ld", mtype);
+        goto done;
+    }
+    if (code < 0 || code > 255 || mid < 0 || mid > 65535) {
+        result = fallback(msg); /* the Python path words this error */
+        goto done;
+    }
+    /* size and order check first: out of order or not (int, bytes) -> Python */
+    Py_ssize_t size = 4 + tkl + (plen ? 1 + plen : 0);
+    long prev = 0;
+    for (Py_ssize_t i = 0; i < nopt; i++) {
+        PyObject *item = PyList_GET_ITEM(options, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 ||
+            !PyLong_Check(PyTuple_GET_ITEM(item, 0)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            result = fallback(msg);
+            goto done;
+        }
+        int overflow;
+        long number = PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(item, 0), &overflow);
+        if (overflow || number < prev) {
+            result = fallback(msg);
+            goto done;
+        }
+        Py_ssize_t length = PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 1));
+        long delta = number - prev;
+        if (delta >= 13 || length >= 13) {
+            if (number > 65535) {
+                fail("option number %ld exceeds 65535", number);
+                goto done;
+            }
+            if (length >= 65805) {
+                fail("option value of %zd bytes is too long to encode", length);
+                goto done;
+            }
+        }
+        size += 5 + length;
+        prev = number;
+    }
+    unsigned char stackbuf[512];
+    unsigned char *buf = size <= (Py_ssize_t)sizeof stackbuf ? stackbuf : PyMem_Malloc(size);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    buf[0] = (unsigned char)(0x40 | mtype << 4 | tkl);
+    buf[1] = (unsigned char)code;
+    buf[2] = (unsigned char)(mid >> 8);
+    buf[3] = (unsigned char)mid;
+    Py_ssize_t at = 4;
+    memcpy(buf + at, PyBytes_AS_STRING(token), tkl);
+    at += tkl;
+    prev = 0;
+    for (Py_ssize_t i = 0; i < nopt; i++) {
+        PyObject *item = PyList_GET_ITEM(options, i);
+        long number = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        PyObject *value = PyTuple_GET_ITEM(item, 1);
+        Py_ssize_t length = PyBytes_GET_SIZE(value);
+        at += option_header(buf + at, number - prev, length);
+        memcpy(buf + at, PyBytes_AS_STRING(value), length);
+        at += length;
+        prev = number;
+    }
+    if (plen) {
+        buf[at++] = 0xFF;
+        memcpy(buf + at, PyBytes_AS_STRING(payload), plen);
+        at += plen;
+    }
+    result = PyBytes_FromStringAndSize((const char *)buf, at);
+    if (buf != stackbuf)
+        PyMem_Free(buf);
+done:
+    Py_XDECREF(token);
+    Py_XDECREF(options);
+    Py_XDECREF(payload);
+    Py_XDECREF(code_o);
+    Py_XDECREF(mtype_o);
+    Py_XDECREF(mid_o);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(types, codes, bounds, error, message_cls, encode_py): the codec's tables"},
+    {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
+     "decode(data, cls=Message): parse one datagram strictly (as message.decode_py)"},
+    {"encode", encode, METH_O, "encode(msg): the minimal datagram (as message.encode_py)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "greencoap._speedups",
+    "The CoAP codec's hot path in C (see greencoap/message.py).", -1, methods, NULL, NULL, NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    if ((s_mtype = PyUnicode_InternFromString("mtype")) == NULL ||
+        (s_code = PyUnicode_InternFromString("code")) == NULL ||
+        (s_mid = PyUnicode_InternFromString("mid")) == NULL ||
+        (s_token = PyUnicode_InternFromString("token")) == NULL ||
+        (s_options = PyUnicode_InternFromString("options")) == NULL ||
+        (s_payload = PyUnicode_InternFromString("payload")) == NULL ||
+        (s_bad = PyUnicode_InternFromString("bad_options")) == NULL ||
+        (g_empty_tuple = PyTuple_New(0)) == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,200 @@
+"""The C codec (greencoap/_speedups.c) against the pure Python one, differentially.
+
+Every input, valid or mutated, must give the same message (every field, the
+same enum members) or the same MessageFormatError text on both paths; every
+message, well-formed or not, the same bytes or the same error.  The rest of
+the suite runs on whichever codec is loaded (C after ``make install``);
+``make test`` runs the codec and engine tests once more with
+``GREENCOAP_NO_EXTENSIONS=1``.  CI sets GREENCOAP_REQUIRE_SPEEDUPS=1 so that
+a missing build fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from greencoap import message as m
+from greencoap.codes import Code, Type
+from greencoap.errors import MessageFormatError
+from greencoap.message import Message
+from greencoap.options import OptionNumber
+
+from .conftest import require_or_skip
+
+FIELDS = ("mtype", "code", "mid", "token", "options", "payload", "bad_options")
+
+
+@pytest.fixture(scope="module")
+def c():
+    """The C module (skipped, or failed under GREENCOAP_REQUIRE_SPEEDUPS=1, when not built)."""
+    try:
+        from greencoap import _speedups
+    except ImportError:
+        _speedups = None
+    require_or_skip(
+        _speedups is not None, "the C codec (greencoap._speedups)", "GREENCOAP_REQUIRE_SPEEDUPS"
+    )
+    m._load_speedups() if m._speedups is None else None  # configured even when not in use
+    return _speedups
+
+
+def outcome(fn, *args):
+    """What ``fn(*args)`` gives: ("ok", value) or ("error", class, text)."""
+    try:
+        return ("ok", fn(*args))
+    except MessageFormatError as e:
+        return ("error", type(e), str(e))
+    except Exception as e:  # noqa: BLE001 - compared as such
+        return ("error", type(e), str(e))
+
+
+def fields(msg: Message) -> tuple:
+    return tuple((getattr(msg, f), type(getattr(msg, f))) for f in FIELDS)
+
+
+def same_decode(c, data) -> None:
+    py = outcome(m.decode_py, data)
+    cc = outcome(c.decode, data)
+    if py[0] == "ok" and cc[0] == "ok":
+        assert type(cc[1]) is type(py[1])
+        assert fields(cc[1]) == fields(py[1]), data
+        assert cc[1].mtype is py[1].mtype and cc[1].code is py[1].code
+    else:
+        assert cc == py, data
+
+
+def same_encode(c, msg: Message) -> None:
+    assert outcome(c.encode, msg) == outcome(m.encode_py, msg), msg
+
+
+option = st.tuples(
+    st.one_of(
+        st.sampled_from([int(o) for o in OptionNumber]),
+        st.integers(0, 65535),
+        st.integers(0, 300),
+    ),
+    st.one_of(st.binary(max_size=20), st.binary(min_size=250, max_size=300)),
+)
+messages = st.builds(
+    Message,
+    st.sampled_from(list(Type)),
+    st.one_of(st.sampled_from(list(Code)), st.integers(0, 255)),
+    st.integers(0, 65535),
+    st.binary(max_size=8),
+    st.lists(option, max_size=8),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(messages)
+def test_valid_messages_round_trip_the_same(c, msg):
+    """Well-formed messages (options in any order): same bytes, same decode."""
+    same_encode(c, msg)
+    try:
+        data = m.encode_py(msg)
+    except MessageFormatError:
+        return
+    same_decode(c, data)
+
+
+@settings(max_examples=600, deadline=None)
+@given(messages, st.data())
+def test_mutated_datagrams_decode_the_same(c, msg, data):
+    """A valid datagram with bytes flipped, cut or inserted: same message or error."""
+    try:
+        raw = bytearray(m.encode_py(msg))
+    except MessageFormatError:
+        return
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        i = data.draw(st.integers(0, max(0, len(raw) - 1)))
+        if op == "flip" and raw:
+            raw[i] ^= data.draw(st.integers(1, 255))
+        elif op == "cut":
+            del raw[i:]
+        else:
+            raw[i:i] = bytes([data.draw(st.integers(0, 255))])
+    same_decode(c, bytes(raw))
+    same_decode(c, bytearray(raw))
+    same_decode(c, memoryview(bytes(raw)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=80))
+def test_random_bytes_decode_the_same(c, raw):
+    same_decode(c, raw)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(-2, 5),  # mtype
+    st.integers(-1, 300),  # code
+    st.integers(-1, 70000),  # mid
+    st.binary(max_size=10),  # token
+    st.lists(
+        st.tuples(
+            st.integers(-3, 70000),
+            st.one_of(st.binary(max_size=5), st.just(bytearray(b"x")), st.just(b"y" * 65805)),
+        ),
+        max_size=4,
+    ),
+    st.one_of(st.binary(max_size=5), st.just(bytearray(b"p"))),
+)
+def test_malformed_messages_encode_the_same(c, mtype, code, mid, token, options, payload):
+    """Out-of-range fields, long tokens, huge or negative option numbers,
+    over-long values and non-bytes values: the same error (or bytes) on both."""
+    msg = Message.__new__(Message)
+    msg.mtype, msg.code, msg.mid, msg.token = mtype, code, mid, token
+    msg.options, msg.payload, msg.bad_options = options, payload, ()
+    same_encode(c, msg)
+
+
+def test_the_known_error_messages_match(c):
+    for raw in (
+        b"",
+        b"\x40\x01",
+        b"\x80\x01\x00\x01",
+        b"\x49\x01\x00\x01",
+        b"\x44\x01\x00\x01ab",
+        b"\x40\x00\x00\x01\xff",
+        b"\x40\x01\x00\x01\xff",
+        b"\x40\x01\x00\x01\xd0",
+        b"\x40\x01\x00\x01\xe0\x01",
+        b"\x40\x01\x00\x01\xf0",
+        b"\x40\x01\x00\x01\x0d",
+        b"\x40\x01\x00\x01\x0e\x00",
+        b"\x40\x01\x00\x01\x0f",
+        b"\x40\x01\x00\x01\x03ab",
+        b"\x40\x01\x00\x01\xe0\xfe\xf4",
+    ):
+        py = outcome(m.decode_py, raw)
+        assert py[0] == "error" and outcome(c.decode, raw) == py
+
+
+def test_a_subclass_is_built(c):
+    class Sub(Message):
+        __slots__ = ()
+
+    raw = Message(Type.CON, Code.GET, 7, b"t", [(11, b"a")], b"x").encode()
+    assert type(c.decode(raw, Sub)) is Sub and c.decode(raw, Sub) == m.decode_py(raw, Sub)
+    with pytest.raises(TypeError):
+        c.decode(raw, dict)
+
+
+def test_the_c_codec_is_the_one_in_use_unless_turned_off(c):
+    """Installed, greencoap uses the C codec; GREENCOAP_NO_EXTENSIONS=1 turns it off."""
+    code = "import greencoap.message as m; print(m.CODEC, m.decode is m.decode_py)"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = dict(os.environ, GREENCOAP_NO_EXTENSIONS="1")
+    off = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert on.stdout.split() == ["c", "False"]
+    assert off.stdout.split() == ["python", "True"]
