@@ -4,9 +4,13 @@
  * Python decode_py/encode_py in greencoap/message.py: the same Message
  * fields, the same MessageFormatError messages.  Whatever this file does not
  * handle itself (an options list out of order, values that are not bytes,
- * fields that are not plain ints) it hands to encode_py, so the two paths
+ * fields that are not ints) it hands to encode_py, so the two paths
  * cannot drift apart on the rare cases.  tests/test_speedups.py checks
  * both paths against each other with hypothesis.
+ *
+ * DedupEntry is greencoap.protocol.dedup.DedupEntry's twin: the same fields,
+ * but made without a Python __init__ and not tracked by the cycle collector
+ * (it only ever holds bytes), which matters at one entry per request.
  *
  * configure() is called once by greencoap/message.py with the tables the
  * codec needs (message types, codes, option length bounds, the error class,
@@ -14,6 +18,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 
 static PyObject *g_types;      /* tuple of 4 Type members */
@@ -395,7 +400,7 @@ static PyObject *encode(PyObject *self, PyObject *msg)
     mid_o = mtype_o ? get_int(msg, s_mid, &mid, &ok_mid) : NULL;
     if (mid_o == NULL)
         goto done;
-    if (!PyBytes_CheckExact(token) || !PyList_CheckExact(options) || !PyBytes_CheckExact(payload) ||
+    if (!PyBytes_CheckExact(token) || !PyList_Check(options) || !PyBytes_CheckExact(payload) ||
         !ok_code || !ok_type || !ok_mid) {
         result = fallback(msg);
         goto done;
@@ -492,6 +497,92 @@ done:
     return result;
 }
 
+/* -- DedupEntry ------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *response; /* bytes or None */
+    PyObject *token;    /* bytes */
+    double expires;
+    int dups;
+    char running;
+    char separated;
+} DedupEntryObject;
+
+static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"expires", "token", NULL};
+    double expires;
+    PyObject *token = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "d|O:DedupEntry", kwlist, &expires, &token))
+        return NULL;
+    DedupEntryObject *e = (DedupEntryObject *)type->tp_alloc(type, 0);
+    if (e == NULL)
+        return NULL;
+    e->expires = expires;
+    e->response = Py_NewRef(Py_None);
+    if (token == NULL)
+        token = PyBytes_FromStringAndSize(NULL, 0);
+    else
+        Py_INCREF(token);
+    e->token = token;
+    return (PyObject *)e;
+}
+
+static void entry_dealloc(DedupEntryObject *e)
+{
+    Py_XDECREF(e->response);
+    Py_XDECREF(e->token);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static int entry_set_response(DedupEntryObject *e, PyObject *value, void *closure)
+{
+    (void)closure;
+    if (value == NULL || (value != Py_None && !PyBytes_Check(value))) {
+        PyErr_SetString(PyExc_TypeError, "response must be bytes or None");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_SETREF(e->response, value);
+    return 0;
+}
+
+static PyObject *entry_get_response(DedupEntryObject *e, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(e->response);
+}
+
+static PyGetSetDef entry_getset[] = {
+    {"response", (getter)entry_get_response, (setter)entry_set_response,
+     "the answer sent (None until then)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef entry_members[] = {
+    {"token", T_OBJECT_EX, offsetof(DedupEntryObject, token), READONLY,
+     "the request's token (a copy with another token is a new request)"},
+    {"expires", T_DOUBLE, offsetof(DedupEntryObject, expires), 0, "when the entry ends"},
+    {"dups", T_INT, offsetof(DedupEntryObject, dups), 0, "copies that came while queued"},
+    {"running", T_BOOL, offsetof(DedupEntryObject, running), 0, "being handled"},
+    {"separated", T_BOOL, offsetof(DedupEntryObject, separated), 0,
+     "answered with an empty ACK; the response goes as a CON"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject DedupEntryType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "greencoap._speedups.DedupEntry",
+    .tp_basicsize = sizeof(DedupEntryObject),
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The record of one received CON/NON (see greencoap.protocol.dedup).",
+    .tp_new = entry_new,
+    .tp_members = entry_members,
+    .tp_getset = entry_getset,
+};
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(types, codes, bounds, error, message_cls, encode_py): the codec's tables"},
@@ -518,5 +609,16 @@ PyMODINIT_FUNC PyInit__speedups(void)
         (s_bad = PyUnicode_InternFromString("bad_options")) == NULL ||
         (g_empty_tuple = PyTuple_New(0)) == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&DedupEntryType) < 0)
+        return NULL;
+    PyObject *mod = PyModule_Create(&module);
+    if (mod == NULL)
+        return NULL;
+    Py_INCREF(&DedupEntryType);
+    if (PyModule_AddObject(mod, "DedupEntry", (PyObject *)&DedupEntryType) < 0) {
+        Py_DECREF(&DedupEntryType);
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
 }

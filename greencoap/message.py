@@ -18,12 +18,12 @@ are already in order.
 
 from __future__ import annotations
 
-import os
 from operator import itemgetter
 from struct import Struct
 from struct import error as _StructError
 from typing import TYPE_CHECKING
 
+from ._ext import speedups
 from .codes import CODES, TYPES, Code, Type
 from .errors import MessageFormatError
 from .options import (
@@ -648,11 +648,8 @@ def encode_py(msg: Message) -> bytes:
 
 def _load_speedups():  # noqa: ANN202 - the C module, or None
     """greencoap._speedups, configured, unless absent or GREENCOAP_NO_EXTENSIONS=1."""
-    if os.environ.get("GREENCOAP_NO_EXTENSIONS", "") not in ("", "0"):
-        return None
-    try:
-        from . import _speedups  # type: ignore[attr-defined]
-    except ImportError:
+    _speedups = speedups()
+    if _speedups is None:
         return None
     _speedups.configure(TYPES, CODES, dict(OPTION_BOUNDS), MessageFormatError, Message, encode_py)
     return _speedups

@@ -178,6 +178,29 @@ def test_the_known_error_messages_match(c):
         assert py[0] == "error" and outcome(c.decode, raw) == py
 
 
+def test_an_option_list_subclass_encodes_in_c(c):
+    """Responses carry an OptionList (a list subclass): the C path takes it
+    (the Python encoder, if called, would show in a profile; here: same bytes)."""
+    from greencoap.options import OptionList
+
+    msg = Message(Type.ACK, Code.CONTENT, 1, b"t", OptionList([(12, b"\x00")]), b"hi")
+    calls = []
+    c.configure(
+        m.TYPES,
+        m.CODES,
+        dict(m.OPTION_BOUNDS),
+        MessageFormatError,
+        Message,
+        lambda x: calls.append(x) or m.encode_py(x),
+    )
+    try:
+        assert c.encode(msg) == m.encode_py(msg) and calls == []
+        msg.options = [(12, b"\x00"), (11, b"a")]  # out of order: handed to Python
+        assert c.encode(msg) == m.encode_py(msg) and len(calls) == 1
+    finally:
+        m._load_speedups()
+
+
 def test_a_subclass_is_built(c):
     class Sub(Message):
         __slots__ = ()
@@ -198,3 +221,30 @@ def test_the_c_codec_is_the_one_in_use_unless_turned_off(c):
     )
     assert on.stdout.split() == ["c", "False"]
     assert off.stdout.split() == ["python", "True"]
+
+
+def test_the_dedup_entry_twins_agree(c):
+    """greencoap.protocol.dedup uses the C DedupEntry when built: the same
+    fields and defaults as the Python class, and no cycle-collector tracking."""
+    import gc
+
+    from greencoap.protocol import dedup
+
+    assert dedup.DedupEntry is c.DedupEntry
+    for cls in (c.DedupEntry, dedup.DedupEntryPy):
+        e = cls(12.5, b"tok")
+        assert (e.expires, e.token, e.response, e.running, e.dups, e.separated) == (
+            12.5,
+            b"tok",
+            None,
+            False,
+            0,
+            False,
+        )
+        e.response, e.running, e.separated = b"\x60\x00\x00\x01", True, True
+        e.dups += 1
+        assert (e.response, e.running, e.dups, e.separated) == (b"\x60\x00\x00\x01", True, 1, True)
+        assert cls(1.0).token == b""
+    assert not gc.is_tracked(c.DedupEntry(1.0, b"t"))
+    with pytest.raises(TypeError):
+        c.DedupEntry(1.0, b"t").response = 5

@@ -36,13 +36,17 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from .._ext import speedups
+
 INF = float("inf")
 #: the counters a cache keeps in its ``stats`` dict
 STATS = ("dedup_evicted", "dedup_peer_full", "mid_reused")
 
 
-class DedupEntry:
-    """The record of one received CON/NON.
+class DedupEntryPy:
+    """The record of one received CON/NON (:data:`DedupEntry` is this or its
+    C twin from greencoap/_speedups.c, which is not tracked by the cycle
+    collector).
 
     ``response`` is the answer sent (None until then); ``running`` tells
     whether the request is being handled (``started()`` was called);
@@ -60,6 +64,11 @@ class DedupEntry:
         self.running = False
         self.dups = 0
         self.separated = False
+
+
+_c = speedups()
+#: the entry class in use: the C one when built (one is made per request)
+DedupEntry: Any = _c.DedupEntry if _c is not None else DedupEntryPy
 
 
 class _PeerStore:
@@ -339,4 +348,4 @@ class DedupCache:
         )
 
 
-__all__ = ["DedupCache", "DedupEntry"]
+__all__ = ["DedupCache", "DedupEntry", "DedupEntryPy"]
