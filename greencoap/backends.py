@@ -14,7 +14,11 @@ import importlib.util
 import logging
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import socket
 
 BACKENDS = ("uring", "epoll", "gevent")
 
@@ -23,6 +27,75 @@ BACKENDS = ("uring", "epoll", "gevent")
 #: RFC 7252 §4.6; libcoap's receive buffer is 1,472 bytes).
 MAX_DATAGRAM = 4052
 _warned = False
+
+
+@runtime_checkable
+class DatagramChannel(Protocol):
+    """One UDP socket as a backend serves it: what an endpoint relies on.
+
+    The backend calls ``on_batch(batch, now)`` (given to
+    :meth:`IoBackend.open_channel`) with ``[(data, addr), ...]`` from the
+    hub; the endpoint sends with :meth:`sendto` (queued, flushed by the
+    backend once per loop turn).  Optional extras an endpoint looks for with
+    ``getattr``: ``limit_sources`` (early shedding), ``on_failure``,
+    ``peer_timed_out``, ``table_sizes`` and ``credentials`` (DTLS).
+    Implemented by ``uring_hub.Channel``, ``epoll_hub.Channel``,
+    ``gevent_hub.GeventChannel`` (and their PktinfoChannel variants) and
+    ``dtls_channel.DtlsChannel``.  Not thread-safe: the hub's thread only.
+    """
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of this channel (send/receive errors, truncated, shedding)."""
+        ...
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        """Queue one datagram to ``addr``."""
+        ...
+
+    def close(self) -> None:
+        """Stop receiving; the socket is closed."""
+        ...
+
+
+@runtime_checkable
+class IoBackend(Protocol):
+    """A hub's I/O backend: ``uring_hub.UringBackend``, ``epoll_hub.EpollBackend``
+    or ``gevent_hub.GeventBackend`` (see :func:`create_backend`).
+
+    It opens channels for sockets and delivers what arrives to their
+    ``on_batch``; :meth:`wakeup` is the one method any thread may call.  The
+    native backends also :meth:`~PollingBackend.poll` (the hub's loop);
+    gevent's loop drives the gevent backend itself.
+    """
+
+    name: str
+
+    def open_channel(self, sock: socket.socket, on_batch: Callable) -> DatagramChannel:
+        """Serve ``sock``: its datagrams go to ``on_batch(batch, now)``."""
+        ...
+
+    def has_work(self) -> bool:
+        """True while a channel is open (something may still arrive)."""
+        ...
+
+    def wakeup(self) -> None:
+        """Wake the hub's wait (thread-safe)."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's resources (its channels are closed first)."""
+        ...
+
+
+@runtime_checkable
+class PollingBackend(IoBackend, Protocol):
+    """A native backend (io_uring, epoll), whose hub loop calls :meth:`poll`."""
+
+    def poll(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` s for I/O (None: until some; 0: do not block),
+        deliver it, flush what the channels queued."""
+        ...
 
 
 class DatagramBackend:
@@ -124,7 +197,7 @@ def uring_unavailable_reason(e: BaseException) -> str:
     return str(e)
 
 
-def create_backend(hub: Any, name: str | None) -> Any:
+def create_backend(hub: Any, name: str | None) -> IoBackend:
     """Build the I/O backend object for ``hub``."""
     global _warned
     if name in (None, "uring"):

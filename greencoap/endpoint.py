@@ -24,6 +24,7 @@ from time import monotonic
 from typing import Any
 
 from . import pktinfo
+from .backends import DatagramChannel
 from .errors import ClientClosedError, RequestTimeoutError, ResetError
 from .hub import DeadlineTimer, Waiter, get_hub
 from .message import Message
@@ -181,7 +182,7 @@ class Endpoint:
         self.impairment: Any = None
         self._deadline = DeadlineTimer(self.hub, self._on_timer)
         # ``channel(sock, on_batch)`` wraps the socket (DTLS); the backend's by default
-        self.channel = (channel or self.hub.io.open_channel)(sock, self._on_batch)
+        self.channel: DatagramChannel = (channel or self.hub.io.open_channel)(sock, self._on_batch)
         if hasattr(self.channel, "on_failure"):
             self.channel.on_failure = self.fail_peer
 

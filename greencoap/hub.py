@@ -36,7 +36,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backends import IoBackend
 
 import greenlet as _greenlet_mod
 
@@ -370,7 +373,7 @@ class Hub(RawGreenlet, HubBase):
         self._threadsafe_lock = os_lock()
         from .backends import create_backend  # backends sit beside the hub
 
-        self.io = create_backend(self, backend)
+        self.io: IoBackend = create_backend(self, backend)
         self.backend: str = self.io.name
         #: the main thread never waits longer than this: a signal that lands
         #: just before the backend blocks (after Python last checked for one)

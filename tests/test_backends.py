@@ -87,3 +87,30 @@ def test_demo_server_serves_on_the_fallback(noring):
         p.terminate()
         out, _ = p.communicate(timeout=10)
     assert "(epoll hub)" in out
+
+
+def test_every_backend_and_channel_meets_the_protocols(any_hub):
+    """uring, epoll and gevent backends, their channels and the DTLS channel
+    all provide what backends.IoBackend / DatagramChannel promise."""
+    from greencoap import Client, Server
+    from greencoap.backends import DatagramChannel, IoBackend, PollingBackend
+    from greencoap.demo import build_router
+
+    assert isinstance(any_hub.io, IoBackend)
+    assert isinstance(any_hub.io, PollingBackend) == (any_hub.backend != "gevent")
+    srv = Server(build_router(), host="127.0.0.1", port=0).start()
+    try:
+        assert isinstance(srv.endpoint.channel, DatagramChannel)
+        with Client(timeout=3) as c:
+            c.get(f"coap://127.0.0.1:{srv.port}/hello")
+            assert isinstance(c.endpoint.channel, DatagramChannel)
+    finally:
+        srv.stop()
+    dsrv = Server(
+        build_router(), host="127.0.0.1", port=0, dtls_port=0, psk={b"id": b"secret"}
+    ).start()
+    try:
+        secure = dsrv.secure_endpoint.channel
+        assert isinstance(secure, DatagramChannel) and type(secure).__name__ == "DtlsChannel"
+    finally:
+        dsrv.stop()
