@@ -8,9 +8,11 @@ becomes one hub timer.  Greenlets that wait for a response park on a
 the hub when the engine reports the exchange finished.
 
 Both the client and the server build on this class; the server passes an
-``on_request`` callback, called with ``(message, peer)`` on a worker greenlet
-(it may block; the requests of one received batch share a worker until one
-of them blocks).
+``on_request`` callback, called with ``(endpoint, message, peer)`` on a
+worker greenlet (it may block; the requests of one received batch share a
+worker until one of them blocks), and may set ``admit`` (admission control,
+whose verdicts the endpoint carries out itself: nothing calls back up from
+the batch).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from .backends import DatagramChannel
 from .errors import ClientClosedError, RequestTimeoutError, ResetError
 from .hub import DeadlineTimer, Waiter, get_hub
 from .message import Message
+from .options import OptionNumber
 from .protocol.events import NotificationReceived, RequestReceived
 from .protocol.messaging import (
+    ACK,
     CON,
     DONE,
     RESET,
@@ -40,6 +44,7 @@ from .protocol.messaging import (
 )
 
 DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
+_MAX_AGE = int(OptionNumber.MAX_AGE)
 
 
 def make_udp_socket(
@@ -150,7 +155,7 @@ class Endpoint:
         *,
         params: TransmissionParameters | None = None,
         token_length: int = 4,
-        on_request: Callable[[Message, Any], None] | None = None,
+        on_request: Callable[[Endpoint, Message, Any], None] | None = None,
         hub: Any = None,
         rng: Random | None = None,
         separate_delay: float | None = None,
@@ -171,7 +176,9 @@ class Endpoint:
         self._separate: dict[int, Any] = {}  # id(request) -> its separate-ACK timer
         self.accepting = True  # False while draining: new requests are ignored
         #: admission control: ``admit(load)`` returns None (serve everything)
-        #: or a ``check(msg, peer, now) -> bool`` to apply to each new request
+        #: or a ``check(msg, peer, now)`` to apply to each new request, whose
+        #: verdict is None (serve it) or a response code to refuse it with
+        #: (a CON gets that code with Max-Age 1 from here; a NON nothing)
         self.admit: Callable | None = None
         self.busy = 0  # handlers running (blocked ones included)
         self.closed = False
@@ -248,8 +255,11 @@ class Endpoint:
                     if kind is RequestReceived:
                         msg, peer = ev
                         if self.on_request is not None and self.accepting:
-                            if admit is None or admit(msg, peer, now):
+                            refusal = None if admit is None else admit(msg, peer, now)
+                            if refusal is None:
                                 requests.append(ev)
+                            elif msg.mtype == CON:
+                                self._refuse(msg, peer, refusal, now)
                         ev = None
                     elif kind is NotificationReceived:
                         sink = ev.exchange.sink
@@ -305,7 +315,7 @@ class Endpoint:
             layer.started(msg, peer)
             self.busy += 1
             try:
-                handler(msg, peer)
+                handler(self, msg, peer)
             except Exception:  # noqa: BLE001 - one bad handler must not drop the rest
                 self.hub.handle_error(handler)
             finally:
@@ -466,6 +476,15 @@ class Endpoint:
         if isinstance(result, Exception):  # e.g. the peer's DTLS handshake failed
             raise result
         raise ClientClosedError("the endpoint was closed while waiting")
+
+    def _refuse(self, msg: Message, peer: Any, code: int, now: float) -> None:
+        """Admission refused a CON (in the batch): ``code`` with Max-Age 1 (retry later)."""
+        reply = Message(ACK, code, 0, b"", [(_MAX_AGE, b"\x01")])
+        data = self.layer.respond(msg, peer, reply, now)
+        if data and (self.impairment is None or self.impairment.outbound((data,))):
+            if self.trace is not None:
+                self.trace("out", data, peer)
+            self.channel.sendto(data, peer)
 
     def respond(self, request: Message, peer: Any, response: Message) -> None:
         """Answer ``request`` (see :meth:`MessageLayer.respond`)."""

@@ -134,7 +134,7 @@ class Observer:
         if not self.active:
             return
         server = self.registry.server
-        ep = server._ep(self.peer)
+        ep = server.endpoint_of(self.peer)
         if ep is None:
             return
         tag = self.peer[-1]

@@ -29,7 +29,17 @@ from .observers import ObserverRegistry
 from .options import Block, encode_uint
 from .options import OptionNumber as O
 from .protocol.blockwise import szx_for
-from .protocol.blockwise_server import Block1Assembler, Block2Cache, block_of
+from .protocol.blockwise_server import (
+    BUSY,
+    CONTINUE,
+    INCOMPLETE,
+    TOO_LARGE,
+    Block1Assembler,
+    Block2Cache,
+    block2_options,
+    block_of,
+    follow_up_options,
+)
 from .protocol.echo import DEFAULT_FACTOR, EchoVerifier
 from .protocol.limits import NORMAL, SHED_TRIGGER, THROTTLED, LoadLevels, TokenBuckets
 from .protocol.messaging import TransmissionParameters
@@ -45,7 +55,6 @@ __all__ = ["Server", "UNDERSTOOD_OPTIONS"]
 HOUSEKEEPING_INTERVAL = 1.0
 
 #: The options a Block2 response sets itself.
-_BLOCK2_OWN = frozenset({O.BLOCK2, O.SIZE2, O.ETAG})
 
 
 def _produces(route: Any, accept: int) -> bool:
@@ -329,8 +338,9 @@ class Server:
                 out[prefix + k] = v
         return out
 
-    def _ep(self, peer: tuple) -> Endpoint | None:
-        """The endpoint ``peer`` talks to (the DTLS one for secure peers)."""
+    def endpoint_of(self, peer: tuple) -> Endpoint | None:
+        """The endpoint that talks to ``peer`` (the DTLS one for a secure peer),
+        for what outlives a request, such as an observer's notifications."""
         if peer[-1].__class__ is SecurePeer:
             return self.secure_endpoint
         return self.endpoint
@@ -415,7 +425,7 @@ class Server:
             self.stop()
             raise
 
-    def _handle_group(self, msg: Message, peer: tuple) -> None:
+    def _handle_group(self, group_ep: Endpoint, msg: Message, peer: tuple) -> None:
         """A request that came to a group (on a worker): answered as NON after
         the leisure, from the unicast socket; errors and CONs get nothing."""
         stats = self._stats
@@ -511,24 +521,17 @@ class Server:
             return None
         return self._throttle if level == THROTTLED else self._shed
 
-    def _throttle(self, msg: Message, peer: tuple, now: float) -> bool:
+    # the verdicts: None serves the request; a code refuses it (the endpoint
+    # answers a CON with it and Max-Age 1, and drops a NON)
+    def _throttle(self, msg: Message, peer: tuple, now: float) -> int | None:
         if self.buckets.allow(peer, now):
-            return True
+            return None
         self._stats["throttled"] += 1
-        self._refuse(msg, peer, Code.TOO_MANY_REQUESTS)
-        return False
+        return Code.TOO_MANY_REQUESTS
 
-    def _shed(self, msg: Message, peer: tuple, now: float) -> bool:
+    def _shed(self, msg: Message, peer: tuple, now: float) -> int | None:
         self._stats["shed"] += 1
-        self._refuse(msg, peer, Code.SERVICE_UNAVAILABLE)
-        return False
-
-    def _refuse(self, msg: Message, peer: tuple, code: int) -> None:
-        """Answer a refused CON with ``code`` and Max-Age 1 (retry later); drop a NON."""
-        if msg.mtype == Type.CON:
-            ep = self._ep(peer)
-            if ep is not None:
-                ep.respond(msg, peer, Response(code, max_age=1).to_message())
+        return Code.SERVICE_UNAVAILABLE
 
     def notify(self, path: str) -> None:
         """Re-render ``path`` for all its observers (push-style resources).
@@ -577,18 +580,10 @@ class Server:
         return Response(Code.CONTENT, format_link_format(links).encode(), content_format=40)
 
     # -- request handling (on worker greenlets) ------------------------
-    def _handle(self, msg: Message, peer: tuple) -> None:
-        tag = peer[-1]
-        if tag.__class__ is SecurePeer:  # DTLS proved the address (its cookie)
-            ep = self.secure_endpoint
-            if ep is not None:
-                ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
-            return
-        ep = self.endpoint
-        if ep is None:
-            return
+    def _handle(self, ep: Endpoint, msg: Message, peer: tuple) -> None:
+        """On a worker: answer one request that came to ``ep``."""
         echo = self.echo
-        if echo is None:
+        if echo is None or ep is self.secure_endpoint:  # DTLS proved the address (its cookie)
             ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
             return
         now = monotonic()
@@ -662,17 +657,17 @@ class Server:
         if b1 is not None:
             key = (peer, msg.code, raw_key, msg.opt(O.REQUEST_TAG))
             status, value = self.block1.feed(key, b1, msg.payload, msg.size1, now)
-            if status == "continue":
+            if status == CONTINUE:
                 return Response(Code.CONTINUE, options=[(O.BLOCK1, encode_uint(value.encode()))])
-            if status == "incomplete":
+            if status == INCOMPLETE:
                 self._stats["block1_incomplete"] += 1
                 return Response(Code.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
-            if status == "too_large":
+            if status == TOO_LARGE:
                 self._stats["block1_too_large"] += 1
                 return Response(
                     Code.REQUEST_ENTITY_TOO_LARGE, options=[(O.SIZE1, encode_uint(value))]
                 )
-            if status == "busy":
+            if status == BUSY:
                 self._stats["block1_busy"] += 1
                 return Response(Code.SERVICE_UNAVAILABLE, "too many uploads in progress")
             msg = Message(
@@ -703,20 +698,12 @@ class Server:
                     last = Block(b1.num, False, b1.szx)
                     response.options.append((O.BLOCK1, encode_uint(last.encode())))
                 return response
-            options = [o for o in response.options if o[0] not in _BLOCK2_OWN]
-            own = response.etag  # the handler's ETag, when it gave one, else the cache's
-            cached = [o for o in options if o[0] != O.OBSERVE]  # later blocks: plain GETs
-            etag = self.block2.put(cache_key, body, (response.code, cached, own), now, own)
+            etag = self._cache_body(cache_key, response, now)
         piece = block_of(body, num, szx)
         if piece is None:
             return Response(Code.BAD_OPTION, "Block2 past the end of the body")
         payload, block = piece
-        opts = [o for o in response.options if o[0] not in _BLOCK2_OWN]
-        opts += [
-            (O.ETAG, etag),
-            (O.BLOCK2, encode_uint(block.encode())),
-            (O.SIZE2, encode_uint(len(body))),
-        ]
+        opts = block2_options(response.options, etag, block, len(body))
         if b1 is not None:
             opts.append((O.BLOCK1, encode_uint(Block(b1.num, False, b1.szx).encode())))
         self._stats["block2_served"] += 1
@@ -735,20 +722,19 @@ class Server:
         body = response.payload
         if len(body) <= self._block_bytes:
             return response
-        options = [o for o in response.options if o[0] not in _BLOCK2_OWN]
-        own = response.etag
-        key = self._block2_key(peer, request)
-        # the follow-up blocks answer plain GETs: no Observe option (RFC 7641 §3.1)
-        cached = [o for o in options if o[0] != O.OBSERVE]
-        etag = self.block2.put(key, body, (response.code, cached, own), monotonic(), own)
+        etag = self._cache_body(self._block2_key(peer, request), response, monotonic())
         payload, block = block_of(body, 0, self.block_szx)
-        options += [
-            (O.ETAG, etag),
-            (O.BLOCK2, encode_uint(block.encode())),
-            (O.SIZE2, encode_uint(len(body))),
-        ]
         self._stats["block2_served"] += 1
-        return Response(response.code, payload, options=options)
+        return Response(
+            response.code, payload, options=block2_options(response.options, etag, block, len(body))
+        )
+
+    def _cache_body(self, key: tuple, response: Response, now: float) -> bytes:
+        """Keep ``response``'s body for its later blocks; its ETag (the handler's
+        own when it gave one, else the cache's)."""
+        own = response.etag
+        kept = (response.code, follow_up_options(response.options), own)
+        return self.block2.put(key, response.payload, kept, now, own)
 
     @staticmethod
     def _preconditions(request: Request, route: Any, params: dict) -> Response | None:

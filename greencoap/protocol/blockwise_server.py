@@ -33,7 +33,7 @@ import hashlib
 from collections import OrderedDict
 from typing import Final
 
-from ..options import Block
+from ..options import Block, OptionNumber, encode_uint
 from .blockwise import BlockwiseError, BodyTooLargeError
 
 __all__ = [
@@ -41,8 +41,19 @@ __all__ = [
     "Block2Cache",
     "BlockwiseError",
     "BodyTooLargeError",
+    "BUSY",
+    "COMPLETE",
+    "CONTINUE",
+    "INCOMPLETE",
+    "TOO_LARGE",
+    "block2_options",
     "block_of",
+    "follow_up_options",
 ]
+
+#: the options a block-wise response gets from the server, never from the handler
+BLOCK2_OWN = frozenset({int(OptionNumber.BLOCK2), int(OptionNumber.SIZE2), int(OptionNumber.ETAG)})
+_OBSERVE = int(OptionNumber.OBSERVE)
 
 CONTINUE: Final = "continue"
 COMPLETE: Final = "complete"
@@ -409,3 +420,24 @@ def block_of(body: bytes, num: int, szx: int) -> tuple[bytes, Block] | None:
         return None
     end = start + size
     return body[start:end], Block(num, end < total, szx)
+
+
+def block2_options(options: list, etag: bytes, block: Block, size: int) -> list:
+    """The options of one block of a block-wise response: the handler's
+    ``options`` without the server's own (ETag, Block2, Size2), then the
+    representation's ETag, the Block2 value and the whole body's Size2
+    (RFC 7959 §2.2, §4)."""
+    out = [o for o in options if o[0] not in BLOCK2_OWN]
+    out += [
+        (int(OptionNumber.ETAG), etag),
+        (int(OptionNumber.BLOCK2), block.to_bytes()),
+        (int(OptionNumber.SIZE2), encode_uint(size)),
+    ]
+    return out
+
+
+def follow_up_options(options: list) -> list:
+    """The options kept with a cached body for its later blocks: those follow-up
+    requests are plain GETs, so no Observe (RFC 7641 §3.1) and none of the
+    server's own block-wise options."""
+    return [o for o in options if o[0] not in BLOCK2_OWN and o[0] != _OBSERVE]
