@@ -304,6 +304,25 @@ def test_against_aiocoap_rd(hub):
         rd.stop()
 
 
+def _taken_port_after_a_free_one() -> tuple[socket.socket, int]:
+    """A bound socket on port P whose port P-1 was free a moment ago (other
+    tests bind ports meanwhile: try a few until the one below is free)."""
+    for _ in range(50):
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind(("127.0.0.1", port - 1))
+        except OSError:
+            taken.close()
+            continue
+        finally:
+            probe.close()
+        return taken, port
+    raise RuntimeError("no port with a free one below it")
+
+
 def test_mistakes_fail_once_at_start(hub):
     dead = free_port()
     with pytest.raises(FleetError, match="no CoAP server answers"):
@@ -312,10 +331,8 @@ def test_mistakes_fail_once_at_start(hub):
         Fleet(count=5, register="coaps://127.0.0.1/rd").start()
     with pytest.raises(FleetError, match="cannot resolve"):
         Fleet(count=5, register="coap://no-such-host.invalid/rd").start()
-    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    taken.bind(("127.0.0.1", 0))
+    taken, port = _taken_port_after_a_free_one()
     try:
-        port = taken.getsockname()[1]
         fleet = Fleet(lively, count=3, base_port=port - 1)
         with pytest.raises(FleetError, match=f"device dev-1: cannot bind 127.0.0.1:{port}"):
             fleet.start()
