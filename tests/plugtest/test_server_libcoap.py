@@ -428,7 +428,8 @@ def test_TD_COAP_OBS_02(hub, plug):
 def test_TD_COAP_OBS_05(hub, make_plug):
     """Client OFF (SIGKILL): the server's unACKed CON notifications are
     retransmitted with newer Observe values, then it gives up."""
-    plug = make_plug(max_retransmit=3, ack_timeout=0.05)  # 4 sends over >= 0.35 s: >= 3 ticks
+    # 4 sends over >= 0.7 s (>= 14 ticks even on a loaded CI machine), given up by 2.25 s
+    plug = make_plug(max_retransmit=3, ack_timeout=0.1)
     with Tap(("127.0.0.1", plug.port)) as tap:
         c = background(tap.uri + "/obs", "-s", "4", "-T", "o5")
         try:
