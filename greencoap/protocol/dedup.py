@@ -190,33 +190,26 @@ class DedupCache:
                 self.stats["mid_reused"] += 1
                 self.drop(peer, mid)
                 store = self._stores.get(peer)
-        if store is None or self._size >= self.capacity or len(store.cur) >= self.half_share:
-            self._insert(store, peer, mid, con, now, token)  # with the rare cases
-            return None
-        if now - store.born >= self.rotate_after:
-            self._rotate(store, now)
-        # the common case, inline: a known peer below its share, room left
-        expires = now + (self.con_lifetime if con else self.non_lifetime)
-        cur = store.cur
-        n = len(cur)
-        cur[mid] = DedupEntry(expires, token)
-        self._size += len(cur) - n
-        if expires > store.last:
-            store.last = expires
-        if expires < self.next_due:
-            self.next_due = expires
+        if (
+            store is None
+            or self._size >= self.capacity
+            or len(store.cur) >= self.half_share
+            or now - store.born >= self.rotate_after
+        ):
+            store = self._prepare(store, peer, now)  # the rare cases
+        self._put(store, mid, con, now, token)
         return None
 
     def remember(
         self, peer: Any, mid: int, con: bool, now: float, token: bytes = b""
     ) -> DedupEntry:
         """Start deduplicating ``(peer, mid)`` for its lifetime; return its entry."""
-        return self._insert(self._stores.get(peer), peer, mid, con, now, token)
+        store = self._prepare(self._stores.get(peer), peer, now)
+        return self._put(store, mid, con, now, token)
 
-    def _insert(
-        self, store: _PeerStore | None, peer: Any, mid: int, con: bool, now: float, token: bytes
-    ) -> DedupEntry:
-        expires = now + (self.con_lifetime if con else self.non_lifetime)
+    def _prepare(self, store: _PeerStore | None, peer: Any, now: float) -> _PeerStore:
+        """``peer``'s store, ready for one more entry: created, rotated (a
+        lifetime old, or at half the peer's share) and room made in a full cache."""
         if store is None:
             store = self._stores[peer] = _PeerStore(peer, now)
             self._births.append((store, store.cur))
@@ -227,6 +220,11 @@ class DedupCache:
             self._rotate(store, now)
         if self._size >= self.capacity:
             self._make_room(store, now)
+        return store
+
+    def _put(self, store: _PeerStore, mid: int, con: bool, now: float, token: bytes) -> DedupEntry:
+        """Add the entry of ``mid`` to ``store``'s current generation."""
+        expires = now + (self.con_lifetime if con else self.non_lifetime)
         entry = DedupEntry(expires, token)
         cur = store.cur
         n = len(cur)
