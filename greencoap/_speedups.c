@@ -143,6 +143,29 @@ static int set_fields(PyObject *msg, PyObject *mtype, PyObject *code, PyObject *
                : 0;
 }
 
+/* The value of an option delta or length nibble 13 or 14 (RFC 7252 3.1):
+ * its extended byte(s) at *pos, advanced past them; -1 with the error set
+ * when they are cut off. */
+static long extended(const unsigned char *data, Py_ssize_t *pos, Py_ssize_t n, long nibble,
+                     const char *what)
+{
+    Py_ssize_t at = *pos;
+    if (nibble == 13) {
+        if (at >= n) {
+            fail("truncated option: missing 1-byte extended %s", what);
+            return -1;
+        }
+        *pos = at + 1;
+        return data[at] + 13;
+    }
+    if (at + 2 > n) {
+        fail("truncated option: missing 2-byte extended %s", what);
+        return -1;
+    }
+    *pos = at + 2;
+    return (data[at] << 8 | data[at + 1]) + 269;
+}
+
 static PyObject *decode_bytes(PyObject *bytes, PyObject *cls)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(bytes);
@@ -185,48 +208,24 @@ static PyObject *decode_bytes(PyObject *bytes, PyObject *cls)
         long delta = b >> 4;
         Py_ssize_t length = b & 0x0F;
         if (delta > 12) {
-            if (delta == 13) {
-                if (pos >= n) {
-                    fail("truncated option: missing 1-byte extended delta");
-                    goto error;
-                }
-                delta = data[pos] + 13;
-                pos += 1;
-            } else if (delta == 14) {
-                if (pos + 2 > n) {
-                    fail("truncated option: missing 2-byte extended delta");
-                    goto error;
-                }
-                delta = (data[pos] << 8 | data[pos + 1]) + 269;
-                pos += 2;
-            } else {
+            if (delta == 15) {
                 fail("option delta nibble 15 is reserved for the 0xFF marker");
                 goto error;
             }
+            if ((delta = extended(data, &pos, n, delta, "delta")) < 0)
+                goto error;
             if (number + delta > 65535) {
                 fail("option number %ld exceeds 65535", number + delta);
                 goto error;
             }
         }
         if (length > 12) {
-            if (length == 13) {
-                if (pos >= n) {
-                    fail("truncated option: missing 1-byte extended length");
-                    goto error;
-                }
-                length = data[pos] + 13;
-                pos += 1;
-            } else if (length == 14) {
-                if (pos + 2 > n) {
-                    fail("truncated option: missing 2-byte extended length");
-                    goto error;
-                }
-                length = (data[pos] << 8 | data[pos + 1]) + 269;
-                pos += 2;
-            } else {
+            if (length == 15) {
                 fail("option length nibble 15 is reserved");
                 goto error;
             }
+            if ((length = extended(data, &pos, n, length, "length")) < 0)
+                goto error;
         }
         number += delta;
         Py_ssize_t end = pos + length;
