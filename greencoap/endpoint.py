@@ -259,7 +259,7 @@ class Endpoint:
                             if refusal is None:
                                 requests.append(ev)
                             elif msg.mtype == CON:
-                                self._refuse(msg, peer, refusal, now)
+                                self._refuse(msg, peer, refusal)
                         ev = None
                     elif kind is NotificationReceived:
                         sink = ev.exchange.sink
@@ -477,14 +477,9 @@ class Endpoint:
             raise result
         raise ClientClosedError("the endpoint was closed while waiting")
 
-    def _refuse(self, msg: Message, peer: Any, code: int, now: float) -> None:
+    def _refuse(self, msg: Message, peer: Any, code: int) -> None:
         """Admission refused a CON (in the batch): ``code`` with Max-Age 1 (retry later)."""
-        reply = Message(ACK, code, 0, b"", [(_MAX_AGE, b"\x01")])
-        data = self.layer.respond(msg, peer, reply, now)
-        if data and (self.impairment is None or self.impairment.outbound((data,))):
-            if self.trace is not None:
-                self.trace("out", data, peer)
-            self.channel.sendto(data, peer)
+        self.respond(msg, peer, Message(ACK, code, 0, b"", [(_MAX_AGE, b"\x01")]))
 
     def respond(self, request: Message, peer: Any, response: Message) -> None:
         """Answer ``request`` (see :meth:`MessageLayer.respond`)."""
