@@ -40,7 +40,8 @@ def c():
     require_or_skip(
         _speedups is not None, "the C codec (greencoap._speedups)", "GREENCOAP_REQUIRE_SPEEDUPS"
     )
-    m._load_speedups() if m._speedups is None else None  # configured even when not in use
+    if m._speedups is None:  # configured even when the codec in use is the Python one
+        m._load_speedups()
     return _speedups
 
 
