@@ -32,16 +32,8 @@ from .hub import DeadlineTimer, Waiter, get_hub
 from .message import Message
 from .options import OptionNumber
 from .protocol.events import NotificationReceived, RequestReceived
-from .protocol.messaging import (
-    ACK,
-    CON,
-    DONE,
-    RESET,
-    TIMEOUT,
-    Exchange,
-    MessageLayer,
-    TransmissionParameters,
-)
+from .protocol.exchange import Outcome, ReplyExchange, RequestExchange
+from .protocol.messaging import ACK, CON, MessageLayer, TransmissionParameters
 
 DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
 _MAX_AGE = int(OptionNumber.MAX_AGE)
@@ -413,20 +405,20 @@ class Endpoint:
         timeout: float,
         sink: Callable[[Message], None],
         replace: bool = False,
-    ) -> Exchange:
+    ) -> RequestExchange:
         """Send an Observe registration; park until its first response.
 
         Returns the exchange: ``exchange.result`` is the first response, and
-        while ``exchange.state`` is OBSERVING every notification is passed
-        to ``sink(message)`` in the hub.  End it with :meth:`forget`.
+        while ``exchange.observing`` every notification is passed to
+        ``sink(message)`` in the hub.  End it with :meth:`forget`.
         ``replace``: a re-registration with the token of an observation
-        still OBSERVING (it takes that exchange's place).
+        still observing (it takes that exchange's place).
         """
         return self._exchange(msg, peer, timeout, True, sink, replace)
 
-    def forget(self, ex: Exchange) -> None:
+    def forget(self, ex: RequestExchange) -> None:
         """Drop an observation locally (a later notification then gets RST)."""
-        if ex.state != DONE:
+        if not ex.done:
             self.layer.cancel(ex, monotonic())
             if self.layer.outbox:
                 self._drain()
@@ -441,7 +433,7 @@ class Endpoint:
         sink: Any,
         replace: bool = False,
         mid: int | None = None,
-    ) -> Exchange:
+    ) -> RequestExchange:
         if self.closed:
             raise ClientClosedError("the endpoint is closed")
         layer = self.layer
@@ -457,24 +449,24 @@ class Endpoint:
             w.get()
         finally:
             ex.waiter = None
-            if ex.state < DONE:  # left early: an exception, a kill, a Timeout
+            if ex.awaiting:  # left early: an exception, a kill, a Timeout
                 layer.cancel(ex, monotonic())
                 if layer.outbox:
                     self._drain()
                 self._arm()
-        result = ex.result
-        if result.__class__ is Message:
+        outcome = ex.outcome
+        if outcome is Outcome.RESPONSE or outcome is None:  # None: observing
             return ex
-        if result is TIMEOUT:
+        if outcome is Outcome.TIMEOUT:
             stale = getattr(self.channel, "peer_timed_out", None)
             if stale is not None:  # DTLS: maybe the peer lost our session (restarted)
                 stale(peer, monotonic() - timeout)
             who = display_peer(peer)
             raise RequestTimeoutError(f"no response from {who} within {timeout:.3g} s")
-        if result is RESET:
+        if outcome is Outcome.RESET:
             raise ResetError(f"{display_peer(peer)} answered with RST")
-        if isinstance(result, Exception):  # e.g. the peer's DTLS handshake failed
-            raise result
+        if ex.error is not None:  # e.g. the peer's DTLS handshake failed
+            raise ex.error
         raise ClientClosedError("the endpoint was closed while waiting")
 
     def _refuse(self, msg: Message, peer: Any, code: int) -> None:
@@ -496,7 +488,7 @@ class Endpoint:
         if layer.new_due < self._deadline.at:
             self._arm()  # a separate CON response is retransmitted until ACKed
 
-    def notify(self, peer: Any, msg: Message, confirmable: bool, waiter: Any) -> Exchange:
+    def notify(self, peer: Any, msg: Message, confirmable: bool, waiter: Any) -> ReplyExchange:
         """Send an Observe notification; ``waiter.switch(exchange)`` hears of its
         failure (RST, or a CON never ACKed)."""
         ex = self.layer.notify(peer, msg, confirmable, monotonic())
@@ -506,7 +498,7 @@ class Endpoint:
         self._arm()
         return ex
 
-    def replace_notification(self, ex: Exchange, msg: Message) -> None:
+    def replace_notification(self, ex: ReplyExchange, msg: Message) -> None:
         """Put ``msg`` in place of the CON notification ``ex`` in flight (see
         :meth:`MessageLayer.replace_notification`)."""
         self.layer.replace_notification(ex, msg, monotonic())
@@ -550,7 +542,7 @@ class Endpoint:
         self.closed = True
         self._deadline.cancel()
         layer = self.layer
-        for ex in layer.cancel_all(monotonic(), "closed"):
+        for ex in layer.cancel_all(monotonic(), Outcome.CLOSED):
             if ex.waiter is not None:
                 self.hub.run_callback(ex.waiter.switch, ex)  # resumed from the hub
         layer.outbox.clear()

@@ -34,7 +34,7 @@ from .hub import Timeout, os_thread_ident, spawn
 from .message import DEFAULT_MAX_AGE, Message
 from .options import OptionNumber
 from .protocol.blockwise import RepresentationChangedError
-from .protocol.messaging import OBSERVING, Exchange
+from .protocol.exchange import RequestExchange
 from .protocol.observe import FreshnessFilter
 from .response import Response
 from .sync import Empty, Queue
@@ -70,7 +70,7 @@ class Observation:
         self.extra_options = list(options or [])
         self.freshness = FreshnessFilter()
         self._queue: Queue = Queue()
-        self._ex: Exchange | None = None
+        self._ex: RequestExchange | None = None
         self._peer: tuple | None = None
         self._ep: Any = None
         self._opts: list = []
@@ -112,7 +112,7 @@ class Observation:
             msg = Message(msg.mtype, Code.GET, 0, b"", msg.options + [(OptionNumber.ECHO, echo)])
             self._ex = ex = ep.observe(msg, peer, self.timeout, self._on_notification)
             first = ex.result
-        if ex.state == OBSERVING:
+        if ex.observing:
             self.freshness.accept(first.observe, monotonic())
             self._arm_expiry(first)
         self._started = True
@@ -131,7 +131,7 @@ class Observation:
 
     def _expired(self) -> None:
         self._expiry = None
-        if not self.cancelled and self._ex is not None and self._ex.state == OBSERVING:
+        if not self.cancelled and self._ex is not None and self._ex.observing:
             spawn(self._reregister)
 
     def _reregister(self) -> None:
@@ -168,9 +168,9 @@ class Observation:
         self._ex = ex
         self.freshness = FreshnessFilter()  # a restarted server counts from anew
         first: Message = ex.result
-        self.freshness.accept(first.observe if ex.state == OBSERVING else None, monotonic())
+        self.freshness.accept(first.observe if ex.observing else None, monotonic())
         self._queue.put(first)
-        if ex.state == OBSERVING:
+        if ex.observing:
             self._arm_expiry(first)
         else:
             self._queue.put(_FINAL)  # the server keeps no observation any more
@@ -188,7 +188,7 @@ class Observation:
             return
         if self.freshness.accept(msg.observe if is_success(msg.code) else None, monotonic()):
             self._queue.put(msg)
-            if self._ex is not None and self._ex.state != OBSERVING:
+            if self._ex is not None and not self._ex.observing:
                 self._queue.put(_FINAL)
                 if self._expiry is not None:
                     self._expiry.cancel()
@@ -218,7 +218,7 @@ class Observation:
     @property
     def active(self) -> bool:
         """True while the server keeps sending notifications for this registration."""
-        return self._ex is not None and self._ex.state == OBSERVING
+        return self._ex is not None and self._ex.observing
 
     def __iter__(self) -> Iterator[Response]:
         return self.iter()
@@ -305,7 +305,7 @@ class Observation:
             self._expiry.cancel()
             self._expiry = None
         self._queue.put(_FINAL)
-        if self._ex is not None and self._ex.state == OBSERVING:
+        if self._ex is not None and self._ex.observing:
             self._ep.forget(self._ex)
 
     def _cancel(self, timeout: float | None = None) -> Response | None:
@@ -315,7 +315,7 @@ class Observation:
             self._expiry.cancel()
             self._expiry = None
         self._queue.put(_FINAL)
-        if ex is None or ex.state != OBSERVING:
+        if ex is None or not ex.observing:
             return None
         ep = self._ep
         ep.forget(ex)

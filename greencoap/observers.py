@@ -53,7 +53,7 @@ from .codes import Code, is_success
 from .dtls_channel import SecurePeer
 from .hub import Greenlet, GreenletExit, getcurrent, spawn
 from .options import OptionNumber
-from .protocol.messaging import ACK, DONE, RESET, TIMEOUT
+from .protocol.exchange import Outcome
 from .response import Request, Response, as_response
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class Observer:
             response = Response(Code.NOT_ACCEPTABLE, "the representation changed format")
         final = not is_success(response.code)
         inflight = self.inflight
-        if inflight is not None and inflight.state != DONE:
+        if inflight is not None and not inflight.done:
             # one CON in flight: the newer state rides its retransmissions
             ep.replace_notification(inflight, self._message(response))
             if final:
@@ -200,12 +200,12 @@ class Observer:
         """Engine events for our notifications: an ACK (the observer is there:
         its round-trip time, a verified address, the next state may go), an
         RST or an unACKed CON (it is gone)."""
-        result = exchange.result
-        if result is RESET:
+        outcome = exchange.outcome
+        if outcome is Outcome.RESET:
             self.registry.remove(self, "rst")
-        elif result is TIMEOUT and exchange.con:
+        elif outcome is Outcome.TIMEOUT and exchange.con:
             self.registry.remove(self, "timeout")
-        elif result == ACK:
+        elif outcome is Outcome.ACKNOWLEDGED:
             if exchange is self.inflight:
                 self.inflight = None
                 now = monotonic()

@@ -28,6 +28,9 @@ from greencoap.protocol.messaging import (
     SENT,
     TIMEOUT,
     MessageLayer,
+    Outcome,
+    ReplyExchange,
+    RequestExchange,
     TransmissionParameters,
     empty_ack,
 )
@@ -156,7 +159,7 @@ def test_retransmission_schedule_and_timeout():
     events = ml.expire(t)
     assert events == [TimedOut(ex)]
     assert ml.outbox == []  # no 5th retransmission
-    assert ex.state == DONE and ex.result == TIMEOUT
+    assert ex.state == DONE and ex.outcome is TIMEOUT
     assert ml.stats["retransmissions"] == 4 and ml.stats["timeouts"] == 1
     assert idle(ml)
     assert ml.next_deadline() is None
@@ -258,7 +261,7 @@ def test_rst_to_our_con_resets_exchange():
     ex = ml.request(get_request(), PEER, now=0.0, timeout=FAR)
     drain(ml)
     assert ml.receive(rst(ex.mid), PEER, 0.2) == ResetReceived(ex)
-    assert ex.state == DONE and ex.result == RESET
+    assert ex.state == DONE and ex.outcome is RESET
     assert ml.stats["resets_received"] == 1
     assert ml.outbox == []
     assert idle(ml)
@@ -288,7 +291,7 @@ def test_deadline_ends_non_exchange_with_timeout():
     drain(ml)
     assert ml.expire(14.99) == []
     assert ml.expire(15.0) == [TimedOut(ex)]
-    assert ex.result == TIMEOUT
+    assert ex.outcome is TIMEOUT
     assert idle(ml)
 
 
@@ -369,7 +372,7 @@ def test_cancel_queued_and_sent_exchanges():
     a, b, c = (ml.request(get_request(), PEER, 0.0, FAR) for _ in range(3))
     assert sent_tokens(ml) == [a.token]
     ml.cancel(b, 1.0)  # queued: never sent
-    assert b.state == DONE and b.result == "cancelled"
+    assert b.state == DONE and b.outcome is Outcome.CANCELLED
     assert ml.outbox == []
     ml.cancel(a, 2.0)  # sent: frees the slot for c
     assert a.state == DONE
@@ -653,8 +656,13 @@ def check_invariants(ml: MessageLayer, exchanges: list, nstart: int) -> None:
             assert active == nstart
     assert ml.pending() == sum(1 for e in exchanges if e.state != DONE)
     for e in exchanges:
-        if e.state == DONE:
-            assert e.result is not None
+        # one ending each, and a response exactly when it ended with one
+        assert (e.outcome is not None) == e.done == (e.state is DONE)
+        assert e.awaiting == (e.state in (QUEUED, SENT, ACKED))
+        if e.outcome is Outcome.RESPONSE:
+            assert isinstance(e.result, Message)
+        else:
+            assert e.result is None
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -850,3 +858,43 @@ def test_full_cache_evicts_the_oldest_generation():
         assert (
             ml.receive(incoming(NON, mid=1199, token=(1199).to_bytes(2, "big")), peer, 1.0) is None
         )
+
+
+def test_each_role_has_its_exchange_type_states_and_one_outcome():
+    """A request of ours is a RequestExchange (QUEUED/SENT/ACKED → DONE with
+    a response), a CON response or notification of ours a ReplyExchange
+    (SENT → DONE with ACKNOWLEDGED, RESET or TIMEOUT): every ending has an
+    Outcome, and ``result`` holds a message only when one came."""
+    ml = layer(nstart=1)
+    a = ml.request(get_request(), PEER, 0.0, FAR)
+    b = ml.request(get_request(), PEER, 0.0, FAR)
+    assert type(a) is RequestExchange and a.state is SENT and a.awaiting and not a.done
+    assert b.state is QUEUED and b.awaiting and b.outcome is None
+    ml.receive(empty_ack(a.mid), PEER, 0.1)
+    assert a.state is ACKED and a.awaiting
+    ml.receive(Message(CON, Code.CONTENT, 0x4444, a.token, payload=b"x").encode(), PEER, 0.2)
+    assert a.done and not a.awaiting and a.outcome is Outcome.RESPONSE
+    assert a.result.payload == b"x" and a.error is None
+    assert b.state is SENT  # a's NSTART slot went to b
+    # server role: a notification and a separate response are ReplyExchanges
+    drain(ml)
+    note = Message(CON, Code.CONTENT, 0, b"\x01", payload=b"n")
+    n = ml.notify(PEER2, note, True, 1.0)
+    assert type(n) is ReplyExchange and n.state is SENT and not n.done
+    ml.receive(empty_ack(n.mid), PEER2, 1.1)
+    assert n.done and n.outcome is Outcome.ACKNOWLEDGED and n.result is None
+    req = Message(CON, Code.GET, 0x0100, b"\x02")
+    ml.receive(req.encode(), PEER2, 2.0)
+    ml.acknowledge(req, PEER2)
+    assert ml.respond(req, PEER2, Message(ACK, Code.CONTENT), 2.1) == b""
+    (sep,) = [e for e in ml._by_mid.values() if e.peer == PEER2]
+    assert type(sep) is ReplyExchange and sep.con
+    ml.receive(rst(sep.mid), PEER2, 2.2)
+    assert sep.done and sep.outcome is RESET
+    # a transport failure and a close end requests with their own outcomes
+    err = ConnectionError("the DTLS session failed")
+    (ended,) = ml.cancel_peer(PEER, 3.0, err)
+    assert ended == (b, False) and b.outcome is Outcome.FAILED and b.error is err
+    c = ml.request(get_request(), PEER, 4.0, FAR)
+    assert ml.cancel_all(4.1) == [c] and c.outcome is Outcome.CLOSED and c.result is None
+    assert idle(ml)

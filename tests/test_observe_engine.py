@@ -24,6 +24,7 @@ from greencoap.protocol.messaging import (
     QUEUED,
     SENT,
     MessageLayer,
+    Outcome,
     TransmissionParameters,
     empty_ack,
 )
@@ -356,7 +357,7 @@ def test_cancelled_observation_rsts_later_notifications():
     ml = layer()
     ex = established(ml)
     ml.cancel(ex, 3.0)
-    assert ex.state == DONE and ex.result == "cancelled"
+    assert ex.state == DONE and ex.outcome is Outcome.CANCELLED
     assert idle(ml)
     assert ml.outbox == []  # cancel itself sends nothing (deregistration is the caller's)
     # a CON notification for the forgotten token: RST (§3.6)

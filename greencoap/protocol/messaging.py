@@ -5,8 +5,8 @@ Theory of operation
 :class:`MessageLayer` owns everything RFC 7252 §4 says about messages for
 one endpoint (one UDP socket), for both roles:
 
-* **Outgoing requests** (client role) become :class:`Exchange` objects, one
-  per request, indexed by ``(peer, token)`` for responses and ``(peer, mid)``
+* **Outgoing requests** (client role) become :class:`~.exchange.RequestExchange`
+  exchanges, one per request, indexed by ``(peer, token)`` for responses and ``(peer, mid)``
   for ACK/RST.  A CON is retransmitted with ACK_TIMEOUT × random(1,
   ACK_RANDOM_FACTOR), doubling, up to MAX_RETRANSMIT times (§4.8); an empty
   ACK stops retransmission and the exchange waits for the separate response.
@@ -51,6 +51,17 @@ from .events import (
     ResetReceived,
     ResponseReceived,
     TimedOut,
+)
+from .exchange import (
+    ACKED,
+    DONE,
+    OBSERVING,
+    QUEUED,
+    SENT,
+    Exchange,
+    Outcome,
+    ReplyExchange,
+    RequestExchange,
 )
 from .limits import TokenBuckets
 from .timers import NOT_SCHEDULED, TimerWheel
@@ -104,72 +115,8 @@ class TransmissionParameters:
         return self.max_transmit_span + self.max_latency
 
 
-# Exchange states (client role)
-QUEUED = 0  # waiting for an NSTART slot; nothing sent yet
-SENT = 1  # sent; CON: retransmitting until ACK/response; NON: waiting for a response
-ACKED = 2  # empty ACK received: waiting for the separate response
-DONE = 3  # finished (response, RST, timeout or cancel); removed from every table
-OBSERVING = 4  # an Observe registration answered 2.xx with Observe: notifications follow
-
-
-class Exchange:
-    """One outgoing request and what became of it (client role).
-
-    ``result`` is set when ``state`` becomes DONE: the response
-    :class:`Message`, or one of the strings ``"reset"``, ``"timeout"``,
-    ``"cancelled"``.  ``waiter`` is free for the layer above (the endpoint
-    parks the calling greenlet there); the engine never touches it.
-    """
-
-    __slots__ = (
-        "peer",
-        "token",
-        "mid",
-        "con",
-        "datagram",
-        "state",
-        "retransmits",
-        "interval",
-        "next_retransmit",
-        "deadline",
-        "result",
-        "waiter",
-        "due",
-        "due_key",
-        "observe",
-        "sink",
-        "reply",
-        "sent_at",
-    )
-
-    def __init__(self, peer: Any, token: bytes, con: bool, deadline: float) -> None:
-        self.peer = peer
-        self.token = token
-        self.mid = -1
-        self.con = con
-        self.datagram = b""
-        self.state = QUEUED
-        self.retransmits = 0
-        self.interval = 0.0
-        self.next_retransmit = INF
-        self.deadline = deadline
-        self.result: Any = None
-        self.waiter: Any = None
-        self.due = 0.0  # when expire() must look at this exchange next
-        self.due_key = NOT_SCHEDULED  # the timer bucket (ms) holding its live entry
-        self.observe = False  # an Observe registration (RFC 7641)
-        self.sink: Any = None  # the layer above's notification consumer (never touched here)
-        self.reply = False  # a response we sent as CON (server role): it only awaits an ACK
-        self.sent_at = 0.0  # when it was (first) transmitted: an RTT sample when ACKed at once
-
-    def __repr__(self) -> str:
-        names = ("QUEUED", "SENT", "ACKED", "DONE", "OBSERVING")
-        token = self.token.hex() if isinstance(self.token, bytes) else "(ping)"
-        return f"<Exchange {self.peer} token={token} mid={self.mid} {names[self.state]}>"
-
-
-RESET = "reset"  # Exchange.result when the peer answered with RST
-TIMEOUT = "timeout"  # Exchange.result when no answer came in time
+RESET = Outcome.RESET  # kept names: Exchange.outcome when the peer answered with RST
+TIMEOUT = Outcome.TIMEOUT  # and when no answer came in time
 _new = tuple.__new__  # events are named tuples, built without their Python __new__
 
 
@@ -279,7 +226,7 @@ class MessageLayer:
         observe: bool = False,
         replace: bool = False,
         mid: int | None = None,
-    ) -> Exchange:
+    ) -> RequestExchange:
         """Start an exchange for request ``msg`` (its token and MID are assigned here).
 
         The exchange is sent at once (its datagram appended to ``outbox``) or
@@ -310,11 +257,10 @@ class MessageLayer:
             key = (peer, token)
             old = by_token.get(key)
             if old is not None:
-                if not (replace and old.state == OBSERVING):
+                if not (replace and old.state is OBSERVING):
                     raise ValueError(f"token {token.hex()} already in use with {peer}")
-                self._finish(old, "replaced", now)  # a re-registration takes the token over
-        ex = Exchange(peer, token, msg.mtype == CON, now + timeout)
-        ex.observe = observe
+                self._finish(old, now, Outcome.REPLACED)  # a re-registration takes the token over
+        ex = RequestExchange(peer, token, msg.mtype == CON, now + timeout, observe)
         if mid is not None:
             ex.mid = mid  # the caller's own MID (legacy code sets one), kept when sent
         by_token[key] = ex
@@ -338,7 +284,7 @@ class MessageLayer:
         ex.state = SENT
         ex.sent_at = now
         self._by_mid[(ex.peer, mid)] = ex
-        if not ex.reply:
+        if ex.__class__ is RequestExchange:
             self.stats["requests_sent"] += 1
         if ex.con:
             p = self.params
@@ -349,48 +295,67 @@ class MessageLayer:
             self._schedule(ex, ex.deadline)
         self.outbox.append((data, ex.peer))
 
-    def cancel(self, ex: Exchange, now: float, reason: str = "cancelled") -> None:
-        """Forget ``ex`` (its caller gave up): no more retransmissions, no state left."""
-        if ex.state != DONE:
-            self._finish(ex, reason, now)
+    def cancel(
+        self,
+        ex: Exchange,
+        now: float,
+        outcome: Outcome = Outcome.CANCELLED,
+        error: BaseException | None = None,
+    ) -> None:
+        """End ``ex`` with ``outcome`` (its caller gave up; the endpoint
+        closed): no more retransmissions, no state left."""
+        if ex.state is not DONE:
+            self._finish(ex, now, outcome, None, error)
 
-    def cancel_peer(self, peer: Any, now: float, reason: Any) -> list[tuple[Exchange, bool]]:
-        """Cancel every exchange with ``peer`` (its transport failed); returns
-        them with whether each was an active observation.  Queued ones go
-        first, so that none of them starts in a freed NSTART slot."""
+    def cancel_peer(
+        self, peer: Any, now: float, error: BaseException
+    ) -> list[tuple[RequestExchange, bool]]:
+        """End every request to ``peer`` as FAILED with ``error`` (its
+        transport failed); returns them with whether each was an active
+        observation.  Queued ones go first, so that none of them starts in a
+        freed NSTART slot."""
         doomed = [e for e in self._by_token.values() if e.peer == peer]
-        doomed.sort(key=lambda e: e.state != QUEUED)
+        doomed.sort(key=lambda e: e.state is not QUEUED)
         out = []
         for ex in doomed:
-            out.append((ex, ex.state == OBSERVING))
-            self.cancel(ex, now, reason)
+            out.append((ex, ex.state is OBSERVING))
+            self.cancel(ex, now, Outcome.FAILED, error)
         return out
 
-    def cancel_all(self, now: float, reason: Any) -> list[Exchange]:
-        """Cancel every client exchange (the endpoint closes); returns them."""
+    def cancel_all(self, now: float, outcome: Outcome = Outcome.CLOSED) -> list[RequestExchange]:
+        """End every request of ours with ``outcome`` (the endpoint closes); returns them."""
         doomed = list(self._by_token.values())
-        doomed.sort(key=lambda e: e.state != QUEUED)
+        doomed.sort(key=lambda e: e.state is not QUEUED)
         for ex in doomed:
-            self.cancel(ex, now, reason)
+            self.cancel(ex, now, outcome)
         return doomed
 
-    def _finish(self, ex: Exchange, result: Any, now: float) -> None:
+    def _finish(
+        self,
+        ex: Exchange,
+        now: float,
+        outcome: Outcome,
+        result: Message | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """End ``ex``: DONE with ``outcome`` (and its response or error), out
+        of every table; a request's NSTART slot goes to the next in line."""
         TimerWheel.cancel(ex)  # no timer any more
-        if ex.reply:  # a confirmable response of ours: only its MID is registered
-            ex.state = DONE
+        ex.outcome = outcome
+        if result is not None:
             ex.result = result
+        ex.error = error
+        state = ex.state
+        ex.state = DONE
+        if ex.__class__ is ReplyExchange:  # a response of ours: only its MID is registered
             if self._by_mid.get((ex.peer, ex.mid)) is ex:
                 del self._by_mid[(ex.peer, ex.mid)]
             return
-        if ex.state == OBSERVING:  # its slot and MID were released at registration
-            ex.state = DONE
-            ex.result = result
+        if state is OBSERVING:  # its slot and MID were released at registration
             self._by_token.pop((ex.peer, ex.token), None)
             return
-        was_started = ex.state != QUEUED
-        ex.state = DONE
-        ex.result = result
-        ex.next_retransmit = float("inf")
+        was_started = state is not QUEUED
+        ex.next_retransmit = INF
         peer = ex.peer
         self._by_token.pop((peer, ex.token), None)
         if ex.mid >= 0 and self._by_mid.get((peer, ex.mid)) is ex:
@@ -443,16 +408,17 @@ class MessageLayer:
         # look again until nothing more is due
         while due := self._timers.pop_due(now):
             for ex in due:
-                if ex.state == DONE or ex.due_key != NOT_SCHEDULED:
+                if ex.state is DONE or ex.due_key != NOT_SCHEDULED:
                     continue  # finished, or rescheduled by an earlier one of this turn
                 if ex.deadline <= now:
-                    if ex.reply and not ex.con:  # a NON notification's RST window closed
-                        self._finish(ex, TIMEOUT, now)
+                    if not ex.con and ex.__class__ is ReplyExchange:
+                        # a NON notification's RST window closed
+                        self._finish(ex, now, TIMEOUT)
                         continue
                     self.stats["timeouts"] += 1
-                    self._finish(ex, TIMEOUT, now)
+                    self._finish(ex, now, TIMEOUT)
                     events.append(_new(TimedOut, (ex,)))
-                elif ex.state == SENT and ex.con and ex.next_retransmit <= now:
+                elif ex.state is SENT and ex.con and ex.next_retransmit <= now:
                     if ex.retransmits < self.params.max_retransmit:
                         ex.retransmits += 1
                         ex.interval *= 2
@@ -464,12 +430,12 @@ class MessageLayer:
                         # §4.2: the timeout fired with the counter at MAX_RETRANSMIT:
                         # give up (at MAX_TRANSMIT_WAIT from the first transmission)
                         self.stats["timeouts"] += 1
-                        self._finish(ex, TIMEOUT, now)
+                        self._finish(ex, now, TIMEOUT)
                         events.append(_new(TimedOut, (ex,)))
                 else:  # ACKed (no more retransmissions) or queued: wait for the deadline
                     self._schedule(ex, ex.deadline)
         notes = self._non_notes
-        while notes and notes[0].state == DONE:
+        while notes and notes[0].state is DONE:
             notes.popleft()
         self.dedup.expire(now)
         return events
@@ -526,19 +492,19 @@ class MessageLayer:
                 self.stats["malformed"] += 1
                 return None
             ex = self._by_mid.get((peer, msg.mid))
-            if ex is None or ex.state == DONE:
+            if ex is None or ex.state is DONE:
                 self.stats["unexpected"] += 1  # an ACK or RST for nothing of ours
                 return None
             if mtype == RST:
                 self.stats["resets_received"] += 1
-                self._finish(ex, RESET, now)
+                self._finish(ex, now, RESET)
                 return _new(ResetReceived, (ex,))
-            if ex.reply:  # our confirmable response (or notification) was acknowledged
+            if ex.__class__ is ReplyExchange:  # our CON response or notification was ACKed
                 self.stats["responses_acked"] += 1
-                self._finish(ex, ACK, now)
+                self._finish(ex, now, Outcome.ACKNOWLEDGED)
                 return _new(Acknowledged, (ex,))
             # empty ACK: separate response follows (§5.2.2)
-            if ex.state == SENT:
+            if ex.state is SENT:
                 ex.state = ACKED
                 ex.next_retransmit = float("inf")
             return None
@@ -585,22 +551,22 @@ class MessageLayer:
         else:  # RST with a code: malformed (§4.3 says RST is empty)
             self.stats["malformed"] += 1
             return None
-        if ex.state == OBSERVING:
+        if ex.state is OBSERVING:
             if mtype == ACK:  # RFC 7641: notifications come as CON or NON; a stray ACK
                 self.stats["unexpected"] += 1  # (e.g. the registration's, again) is ignored
                 return None
             self.stats["notifications"] += 1
             if not (is_success(code) and msg.has_option(_OBSERVE)):
-                self._finish(ex, msg, now)  # a final response ends the observation
+                self._finish(ex, now, Outcome.RESPONSE, msg)  # a final one ends the observation
             return _new(NotificationReceived, (ex, msg))
         self.stats["responses_received"] += 1
         if ex.observe and is_success(code) and msg.has_option(_OBSERVE):
             self._registered(ex, msg, now)
         else:
-            self._finish(ex, msg, now)
+            self._finish(ex, now, Outcome.RESPONSE, msg)
         return _new(ResponseReceived, (ex,))
 
-    def _registered(self, ex: Exchange, msg: Message, now: float) -> None:
+    def _registered(self, ex: RequestExchange, msg: Message, now: float) -> None:
         """An Observe registration succeeded: keep the token, release the rest."""
         peer = ex.peer
         ex.result = msg
@@ -665,7 +631,7 @@ class MessageLayer:
         self.outbox.append((ack, peer))
         self.stats["separate_acks"] += 1
 
-    def notify(self, peer: Any, msg: Message, confirmable: bool, now: float) -> Exchange:
+    def notify(self, peer: Any, msg: Message, confirmable: bool, now: float) -> ReplyExchange:
         """Send a notification (RFC 7641, server role) with its own MID.
 
         A CON is retransmitted until ACKed; its exchange ends with an
@@ -682,8 +648,7 @@ class MessageLayer:
             life = self.params.max_transmit_wait
         else:
             life = min(self.params.non_lifetime, self.non_notify_window)
-        ex = Exchange(peer, msg.token, confirmable, now + life)
-        ex.reply = True
+        ex = ReplyExchange(peer, msg.token, confirmable, now + life)
         ex.datagram = msg
         self._transmit(ex, now)
         self.stats["notifications_sent"] += 1
@@ -692,18 +657,18 @@ class MessageLayer:
             notes.append(ex)
             if len(notes) > self.non_notify_cap:
                 old = notes.popleft()
-                if old.state != DONE:
-                    self._finish(old, TIMEOUT, now)  # its RST window closes early
+                if old.state is not DONE:
+                    self._finish(old, now, TIMEOUT)  # its RST window closes early
         return ex
 
-    def replace_notification(self, ex: Exchange, msg: Message, now: float) -> None:
+    def replace_notification(self, ex: ReplyExchange, msg: Message, now: float) -> None:
         """Put a newer notification in place of the CON notification ``ex``
         still being retransmitted (RFC 7641 §4.5.2: one CON notification in
         flight per observer, carrying the current state).  It keeps ``ex``'s
         retransmission schedule and gets a new MID (a receiver that saw the
         older one must not take the newer for a duplicate); the older MID's
         late ACK no longer counts."""
-        if ex.state == DONE or not ex.con or not ex.reply:
+        if ex.state is DONE or not ex.con or ex.__class__ is not ReplyExchange:
             raise ValueError("only a CON notification still in flight can be replaced")
         peer = ex.peer
         if self._by_mid.get((peer, ex.mid)) is ex:
@@ -729,8 +694,7 @@ class MessageLayer:
         entry = self.dedup.get(peer, request.mid)
         if entry is not None and entry.separated:
             response.mtype = CON
-            ex = Exchange(peer, request.token, True, now + self.params.max_transmit_wait)
-            ex.reply = True
+            ex = ReplyExchange(peer, request.token, True, now + self.params.max_transmit_wait)
             ex.datagram = response
             self._transmit(ex, now)
             self.stats["separate_responses"] += 1
@@ -773,11 +737,15 @@ __all__ = [
     "TransmissionParameters",
     "MessageLayer",
     "Exchange",
+    "RequestExchange",
+    "ReplyExchange",
+    "Outcome",
     "RESET",
     "TIMEOUT",
     "QUEUED",
     "SENT",
     "ACKED",
+    "OBSERVING",
     "DONE",
     "empty_ack",
 ]
