@@ -177,10 +177,10 @@ class Observer:
             self.registry.remove(self, "final")
 
     def _message(self, response: Response) -> Any:
-        response = self.with_observe(response)
+        msg = self.with_observe(response).to_message()
         # a large notification goes block-wise: block 0 now, the rest on request
-        response = self.registry.server.first_block(self.peer, self.request.message, response)
-        msg = response.to_message()
+        pipeline = self.registry.server.pipeline
+        msg = pipeline.first_block(self.peer, self.request.message, msg, monotonic())
         msg.token = self.token
         return msg
 

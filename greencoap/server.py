@@ -26,25 +26,14 @@ from .hub import LogThrottle, get_hub, sleep
 from .linkformat import filter_links, format_link_format
 from .message import Message
 from .observers import ObserverRegistry
-from .options import Block, encode_uint
-from .options import OptionNumber as O
 from .protocol.blockwise import szx_for
-from .protocol.blockwise_server import (
-    BUSY,
-    CONTINUE,
-    INCOMPLETE,
-    TOO_LARGE,
-    Block1Assembler,
-    Block2Cache,
-    block2_options,
-    block_of,
-    follow_up_options,
-)
+from .protocol.blockwise_server import Block1Assembler, Block2Cache
 from .protocol.echo import DEFAULT_FACTOR, EchoVerifier
 from .protocol.limits import NORMAL, SHED_TRIGGER, THROTTLED, LoadLevels, TokenBuckets
 from .protocol.messaging import TransmissionParameters
-from .protocol.validation import UNDERSTOOD_OPTIONS, inspect_request
-from .response import CBOR, JSON, Request, Response, as_response, cbor_available
+from .protocol.pipeline import ANSWER, REGISTER, Job, ServerPipeline
+from .protocol.validation import UNDERSTOOD_OPTIONS
+from .response import Request, Response, as_response, cbor_available
 from .router import Router
 
 log = logging.getLogger("greencoap.server")
@@ -53,33 +42,6 @@ __all__ = ["Server", "UNDERSTOOD_OPTIONS"]
 
 #: How often a running server lets abandoned state go (see ``_housekeeping``).
 HOUSEKEEPING_INTERVAL = 1.0
-
-#: The options a Block2 response sets itself.
-
-
-def _produces(route: Any, accept: int) -> bool:
-    """Can ``route`` answer in Content-Format ``accept``?  Its declared
-    formats (``ct=``), or CBOR when it declares JSON and ``cbor2`` is there
-    (JSON results are then converted)."""
-    formats = route.formats
-    return accept in formats or (accept == CBOR and JSON in formats and cbor_available())
-
-
-def _acceptable(response: Response, accept: int) -> bool:
-    """Does ``response`` satisfy Accept ``accept``?  A payload without a
-    Content-Format is not contradicting it (nothing says what it is)."""
-    ct = response.content_format
-    return ct is None or ct == accept or not response.payload
-
-
-def _validated(request: Message, response: Response) -> Response:
-    """2.03 Valid (ETag and Max-Age kept, no body) when ``request`` names the
-    ETag of ``response``; ``response`` itself otherwise (RFC 7252 §5.10.6)."""
-    etag = response.etag
-    if etag is None or etag not in request.opts(O.ETAG):
-        return response
-    keep = [o for o in response.options if o[0] == O.ETAG or o[0] == O.MAX_AGE]
-    return Response(Code.VALID, options=keep)
 
 
 def _first_value(gen: types.GeneratorType) -> Any:
@@ -277,13 +239,31 @@ class Server:
         self.load = LoadLevels(throttle_at, shed_at)
         self.buckets = TokenBuckets(rate, burst)
         self.shed_trigger = shed_trigger
-        #: amplification mitigation (RFC 9175 §2.4); None when turned off
-        self.echo = EchoVerifier(echo_factor) if echo_factor is not None else None
         self.block_szx = szx_for(block_size)
-        self._block_bytes = block_size
         self.block1 = Block1Assembler(max_body_size, blockwise_memory, upload_timeout)
         self.block2 = Block2Cache(upload_timeout, blockwise_memory)
+        #: the RFC decisions about each request (sans-I/O; see its module)
+        self.pipeline = ServerPipeline(
+            router.resolve_raw,
+            block_size=block_size,
+            block_szx=self.block_szx,
+            block1=self.block1,
+            block2=self.block2,
+            echo=EchoVerifier(echo_factor) if echo_factor is not None else None,
+            stats=self._stats,
+            cbor_available=cbor_available,
+        )
         self._last_stats: dict[str, int] = {}
+
+    @property
+    def echo(self) -> EchoVerifier | None:
+        """Amplification mitigation (RFC 9175 §2.4); None when turned off
+        (settable: None turns it off for the requests that follow)."""
+        return self.pipeline.echo
+
+    @echo.setter
+    def echo(self, value: EchoVerifier | None) -> None:
+        self.pipeline.echo = value
 
     @property
     def port(self) -> int:
@@ -433,7 +413,7 @@ class Server:
             stats["multicast_ignored"] += 1  # §8.1: multicast requests are NON
             return
         stats["multicast_requests"] += 1
-        reply = self.handle_request(msg, peer).to_message()
+        reply = self.handle_request(msg, peer)
         if reply.code >= 128:
             stats["multicast_suppressed"] += 1  # §8.2: no error responses to a group
             return
@@ -582,178 +562,31 @@ class Server:
     # -- request handling (on worker greenlets) ------------------------
     def _handle(self, ep: Endpoint, msg: Message, peer: tuple) -> None:
         """On a worker: answer one request that came to ``ep``."""
-        echo = self.echo
-        if echo is None or ep is self.secure_endpoint:  # DTLS proved the address (its cookie)
-            ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
+        pipeline = self.pipeline
+        if pipeline.echo is None or ep is self.secure_endpoint:  # DTLS proved the address
+            ep.respond(msg, peer, self.handle_request(msg, peer))
             return
-        now = monotonic()
-        if echo.check(msg, peer, now):
-            if msg.has_option(O.ECHO):  # the repetition of a challenged request
-                held = echo.release(self._held_key(msg, peer), now)
-                if held is not None:
-                    ep.respond(msg, peer, held)
-                    return
-            ep.respond(msg, peer, self.handle_request(msg, peer).to_message())
+        verified, held = pipeline.vouch(msg, peer, monotonic())
+        if held is not None:  # the repetition of a challenged request: its reply waited
+            ep.respond(msg, peer, held)
             return
-        # an address not verified: nothing much larger than the request goes to it
-        reply = self.handle_request(msg, peer).to_message()
-        if echo.amplifies(msg, reply):
-            if reply.has_option(O.OBSERVE):
-                # an Observe registration is undone (no notifications go to an
-                # unverified address); its repetition registers again
+        reply = self.handle_request(msg, peer)
+        if not verified:  # nothing much larger than the request goes to it
+            reply, undo = pipeline.guard(msg, peer, reply, monotonic())
+            if undo:  # no notifications to an unverified address: the repetition registers
                 self.observers.drop((peer, msg.token), "unverified")
-            else:  # the response waits for the repetition: the handler runs once
-                echo.hold(self._held_key(msg, peer), reply, now)
-            value = echo.challenge(peer, now)
-            reply = Response(Code.UNAUTHORIZED, options=[(O.ECHO, value)], max_age=0).to_message()
         ep.respond(msg, peer, reply)
 
-    @staticmethod
-    def _held_key(msg: Message, peer: tuple) -> tuple:
-        """What identifies a request and its repetition with an Echo value."""
-        opts = tuple(o for o in msg.options if o[0] != O.ECHO)
-        return (peer, msg.code, opts, msg.payload)
-
-    def handle_request(self, msg: Message, peer: tuple) -> Response:
-        """Run the router for one request message and return the response."""
-        stats = self._stats
-        raw_key, blockwise, accept, refusal = inspect_request(msg)
-        if refusal is not None:
-            code, why = refusal
-            stats["bad_option" if code == Code.BAD_OPTION else "bad_request"] += 1
-            return Response(code, why)
-        method = msg.code
-        try:
-            route, params = self.router.resolve_raw(method, raw_key)
-        except LookupError as e:
-            stats["not_found"] += 1
-            return Response(e.args[0])
-        except UnicodeDecodeError:
-            stats["bad_request"] += 1
-            return Response(Code.BAD_REQUEST, "Uri-Path is not valid UTF-8")
-        if accept is not None and route.formats is not None and not _produces(route, accept):
-            stats["not_acceptable"] += 1
-            return Response(Code.NOT_ACCEPTABLE, "no representation in the format asked for")
-        if blockwise:
-            return self._blockwise(msg, peer, route, params, raw_key, accept=accept)
-        response = self._run(msg, peer, route, params, accept)
-        if len(response.payload) > self._block_bytes:  # too large for one datagram
-            return self._blockwise(msg, peer, route, params, raw_key, response, accept)
-        return response
-
-    def _blockwise(
-        self,
-        msg: Message,
-        peer: tuple,
-        route: Any,
-        params: dict,
-        raw_key: tuple,
-        rendered: Response | None = None,
-        accept: int | None = None,
-    ) -> Response:
-        """RFC 7959 on the server: assemble Block1 uploads, serve Block2 blocks."""
-        now = monotonic()
-        b1 = msg.block1
-        if b1 is not None:
-            key = (peer, msg.code, raw_key, msg.opt(O.REQUEST_TAG))
-            status, value = self.block1.feed(key, b1, msg.payload, msg.size1, now)
-            if status == CONTINUE:
-                return Response(Code.CONTINUE, options=[(O.BLOCK1, encode_uint(value.encode()))])
-            if status == INCOMPLETE:
-                self._stats["block1_incomplete"] += 1
-                return Response(Code.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
-            if status == TOO_LARGE:
-                self._stats["block1_too_large"] += 1
-                return Response(
-                    Code.REQUEST_ENTITY_TOO_LARGE, options=[(O.SIZE1, encode_uint(value))]
-                )
-            if status == BUSY:
-                self._stats["block1_busy"] += 1
-                return Response(Code.SERVICE_UNAVAILABLE, "too many uploads in progress")
-            msg = Message(
-                msg.mtype,
-                msg.code,
-                msg.mid,
-                msg.token,
-                [o for o in msg.options if o[0] not in (O.BLOCK1, O.SIZE1)],
-                value,
-            )
-        b2 = msg.block2
-        szx = self.block_szx if b2 is None else min(b2.szx, self.block_szx)
-        # a smaller block than asked for keeps the offset asked for (RFC 7959 §2.4)
-        num = 0 if b2 is None else b2.num << (b2.szx - szx)
-        cache_key = self._block2_key(peer, msg, raw_key)
-        cached = self.block2.get(cache_key, now) if num > 0 else None
-        if cached is not None:
-            body, etag, (code, options, own_etag) = cached
-            etag = own_etag or etag
-            response = Response(code, body, options=options)
-        else:
-            response = rendered
-            if response is None:
-                response = self._run(msg, peer, route, params, accept)
-            body = response.payload
-            if len(body) <= 1 << (szx + 4) and b2 is None:
-                if b1 is not None:
-                    last = Block(b1.num, False, b1.szx)
-                    response.options.append((O.BLOCK1, encode_uint(last.encode())))
-                return response
-            etag = self._cache_body(cache_key, response, now)
-        piece = block_of(body, num, szx)
-        if piece is None:
-            return Response(Code.BAD_OPTION, "Block2 past the end of the body")
-        payload, block = piece
-        opts = block2_options(response.options, etag, block, len(body))
-        if b1 is not None:
-            opts.append((O.BLOCK1, encode_uint(Block(b1.num, False, b1.szx).encode())))
-        self._stats["block2_served"] += 1
-        return Response(response.code, payload, options=opts)
-
-    @staticmethod
-    def _block2_key(peer: tuple, msg: Message, raw_key: tuple | None = None) -> tuple:
-        """What identifies one representation for its Block2 follow-up requests."""
-        if raw_key is None:
-            raw_key = tuple(msg.opts(O.URI_PATH))
-        return (peer, msg.code, raw_key, tuple(msg.opts(O.URI_QUERY)), msg.accept)
-
-    def first_block(self, peer: tuple, request: Message, response: Response) -> Response:
-        """Block 0 of a response too large for one datagram (the rest is cached
-        for the client's Block2 requests); ``response`` itself when it fits."""
-        body = response.payload
-        if len(body) <= self._block_bytes:
-            return response
-        etag = self._cache_body(self._block2_key(peer, request), response, monotonic())
-        payload, block = block_of(body, 0, self.block_szx)
-        self._stats["block2_served"] += 1
-        return Response(
-            response.code, payload, options=block2_options(response.options, etag, block, len(body))
-        )
-
-    def _cache_body(self, key: tuple, response: Response, now: float) -> bytes:
-        """Keep ``response``'s body for its later blocks; its ETag (the handler's
-        own when it gave one, else the cache's)."""
-        own = response.etag
-        kept = (response.code, follow_up_options(response.options), own)
-        return self.block2.put(key, response.payload, kept, now, own)
-
-    @staticmethod
-    def _preconditions(request: Request, route: Any, params: dict) -> Response | None:
-        """RFC 7252 §5.10.8-9 for a route that declares its current ETag:
-        If-Match that matches no current ETag, or If-None-Match on a resource
-        that exists → 4.12 Precondition Failed; a GET/FETCH naming the current
-        ETag → 2.03 Valid, without running the handler."""
-        current = route.etag_of(request, **params)
-        if_match = request.if_match
-        if if_match is not None and (
-            current is None or (b"" not in if_match and current not in if_match)
-        ):
-            return Response(Code.PRECONDITION_FAILED, "If-Match: the resource's ETag differs")
-        if request.if_none_match and current is not None:
-            return Response(Code.PRECONDITION_FAILED, "If-None-Match: the resource exists")
-        if current is not None and request.message.code in (Code.GET, Code.FETCH):
-            if current in request.etags:
-                return Response(Code.VALID, etag=current)
-        return None
+    def handle_request(self, msg: Message, peer: tuple) -> Message:
+        """Answer one request message: the pipeline's decisions around the
+        route's handler (see :mod:`greencoap.protocol.pipeline`); returns the
+        reply message (its type, MID and token are the message layer's)."""
+        pipeline = self.pipeline
+        job = pipeline.begin(msg, peer, monotonic())
+        if job.action is ANSWER:
+            return job.reply
+        reply, handled = self._run(job)
+        return pipeline.finish(job, reply, monotonic(), handled)
 
     def _plain(self, route: Any, request: Request, params: dict) -> Response:
         """An observable route's response to a request that is not registered
@@ -763,47 +596,41 @@ class Server:
             result = _first_value(result)
         return as_response(result, request.message.code)
 
-    def _run(
-        self, msg: Message, peer: tuple, route: Any, params: dict, accept: int | None = None
-    ) -> Response:
-        """Run the route's handler (or register an observer) and build its
-        response, in the format ``accept`` asks for (4.06 when the handler
-        produced another)."""
+    def _run(self, job: Job) -> tuple[Message, bool]:
+        """Run the application's part of ``job``: register an observer, or ask
+        the route for its current ETag (the pipeline checks the preconditions)
+        and run its handler.  Returns the reply and whether the handler made it
+        (False: the registration's, a precondition's, an error's)."""
         stats = self._stats
+        msg, peer, route, params = job.message, job.peer, job.route, job.params
         method = msg.code
         try:
-            if msg.code == 1 and (route.observable or route.attrs.get("observable")):
-                observe = msg.uint_opt(6)
-                if observe == 0:
-                    return self.observers.register(Request(msg, peer, params), route, params)
-                if observe == 1:  # other values mean nothing in a request (RFC 7641 §2)
-                    self.observers.drop((peer, msg.token), "deregistered")
             request = Request(msg, peer, params)
+            if job.action is REGISTER:
+                return self.observers.register(request, route, params).to_message(), False
+            if job.deregister:
+                self.observers.drop((peer, msg.token), "deregistered")
             if route.etag_of is not None:
-                refused = self._preconditions(request, route, params)
+                current = route.etag_of(request, **params)
+                refused = self.pipeline.preconditions(job, current)
                 if refused is not None:
-                    return refused
+                    return refused, False
             result = route.handler(request, **params)
             if result.__class__ is not Response:
                 if isinstance(result, types.GeneratorType):
                     result = _first_value(result)  # an observable resource read without Observe
-                result = as_response(result, method, accept)
-            if accept is not None and result.code < 128 and not _acceptable(result, accept):
-                stats["not_acceptable"] += 1
-                return Response(Code.NOT_ACCEPTABLE, "the representation is in another format")
-            if (method == 1 or method == 5) and result.code == Code.CONTENT and msg.has_option(4):
-                return _validated(msg, result)  # GET/FETCH naming ETags: maybe 2.03
-            return result
+                result = as_response(result, method, job.accept)
+            return result.to_message(), True
         except CoapError as e:
             code = e.code if e.code is not None else Code.INTERNAL_SERVER_ERROR
-            return Response(code, e.message)
+            return Response(code, e.message).to_message(), False
         except MessageFormatError as e:  # e.g. a Uri-Query that is not UTF-8
             stats["bad_request"] += 1
-            return Response(Code.BAD_REQUEST, str(e))
+            return Response(Code.BAD_REQUEST, str(e)).to_message(), False
         except Exception:
             stats["handler_errors"] += 1
             self.log_handler_error("handler for %s %s failed", Code(method), route.path)
-            return Response(Code.INTERNAL_SERVER_ERROR)
+            return Response(Code.INTERNAL_SERVER_ERROR).to_message(), False
 
     def log_handler_error(self, text: str, *args: Any) -> None:
         """Log the exception being handled with its traceback (a handler
