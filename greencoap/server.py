@@ -29,7 +29,7 @@ from .observers import ObserverRegistry
 from .protocol.blockwise import szx_for
 from .protocol.blockwise_server import Block1Assembler, Block2Cache
 from .protocol.echo import DEFAULT_FACTOR, EchoVerifier
-from .protocol.limits import NORMAL, SHED_TRIGGER, THROTTLED, LoadLevels, TokenBuckets
+from .protocol.limits import SHED_TRIGGER, LoadLevels, TokenBuckets
 from .protocol.messaging import TransmissionParameters
 from .protocol.pipeline import ANSWER, REGISTER, Job, ServerPipeline
 from .protocol.validation import UNDERSTOOD_OPTIONS
@@ -251,6 +251,8 @@ class Server:
             block2=self.block2,
             echo=EchoVerifier(echo_factor) if echo_factor is not None else None,
             stats=self._stats,
+            load=self.load,
+            buckets=self.buckets,
             cbor_available=cbor_available,
         )
         self._last_stats: dict[str, int] = {}
@@ -354,7 +356,7 @@ class Server:
             hub=self.hub,
             separate_delay=self.separate_delay,
         )
-        self.endpoint.admit = self._admission
+        self.endpoint.admit = self.pipeline.admission
         self._limit_sources(self.endpoint)
         self._port = self.endpoint.address[1]
         if self._dtls_port is not None:
@@ -378,7 +380,7 @@ class Server:
                 separate_delay=self.separate_delay,
                 channel=channel,
             )
-            ep.admit = self._admission
+            ep.admit = self.pipeline.admission
             self._limit_sources(ep)
             self._dtls_port = ep.address[1]
         if self.multicast_groups:
@@ -488,30 +490,6 @@ class Server:
         while any(ep.busy for ep in eps) and monotonic() < deadline:
             sleep(0.01)
         self.stop()
-
-    # -- admission control (in the hub, per received batch) -------------
-    def _admission(self, load: int) -> Any:
-        """The load level for this batch: None (normal) or a per-request check."""
-        level = self.load.update(load)
-        stats = self._stats
-        if level != stats["load_level"]:
-            stats["load_level"] = level
-            stats["load_level_changes"] += 1
-        if level == NORMAL:
-            return None
-        return self._throttle if level == THROTTLED else self._shed
-
-    # the verdicts: None serves the request; a code refuses it (the endpoint
-    # answers a CON with it and Max-Age 1, and drops a NON)
-    def _throttle(self, msg: Message, peer: tuple, now: float) -> int | None:
-        if self.buckets.allow(peer, now):
-            return None
-        self._stats["throttled"] += 1
-        return Code.TOO_MANY_REQUESTS
-
-    def _shed(self, msg: Message, peer: tuple, now: float) -> int | None:
-        self._stats["shed"] += 1
-        return Code.SERVICE_UNAVAILABLE
 
     def notify(self, path: str) -> None:
         """Re-render ``path`` for all its observers (push-style resources).

@@ -15,6 +15,7 @@ from greencoap.options import Block, encode_uint
 from greencoap.options import OptionNumber as O
 from greencoap.protocol.blockwise_server import Block1Assembler, Block2Cache
 from greencoap.protocol.echo import EchoVerifier
+from greencoap.protocol.limits import LoadLevels, TokenBuckets
 from greencoap.protocol.pipeline import ANSWER, HANDLE, REGISTER, ServerPipeline, reply_message
 from greencoap.router import Router
 
@@ -31,6 +32,10 @@ def stats() -> dict[str, int]:
         "block1_too_large",
         "block1_busy",
         "block2_served",
+        "load_level",
+        "load_level_changes",
+        "throttled",
+        "shed",
     )
     return dict.fromkeys(keys, 0)
 
@@ -225,3 +230,22 @@ def test_property_any_request_gets_an_action_and_never_raises(path, options, cod
     else:
         reply = p.finish(job, Message(Type.ACK, Code.CONTENT, 0, b"", [], b"r" * 100), 0.0)
         assert reply.code >= 64
+
+
+def test_admission_throttles_then_sheds_and_recovers_with_hysteresis():
+    p = pipeline(load=LoadLevels(10, 100), buckets=TokenBuckets(rate=1.0, burst=2.0))
+    req = request("hello")
+    assert p.admission(5) is None  # normal load: serve everything, no per-request check
+    check = p.admission(10)
+    assert p.stats["load_level"] == 1 and p.stats["load_level_changes"] == 1
+    # throttled: each peer within its rate (a burst of 2) is served, then 4.29
+    assert [check(req, PEER, 0.0) for _ in range(3)] == [None, None, Code.TOO_MANY_REQUESTS]
+    assert check(req, ("192.0.2.7", 1), 0.0) is None  # another peer has its own bucket
+    assert check(req, PEER, 1.0) is None  # a token came back
+    assert p.stats["throttled"] == 1
+    shed = p.admission(100)
+    assert shed(req, ("192.0.2.8", 1), 0.0) == Code.SERVICE_UNAVAILABLE and p.stats["shed"] == 1
+    assert p.admission(60) == shed  # above half the shedding level: still shedding
+    assert p.admission(40) is not None and p.stats["load_level"] == 1  # throttled again
+    assert p.admission(4) is None and p.stats["load_level"] == 0
+    assert p.stats["load_level_changes"] == 4

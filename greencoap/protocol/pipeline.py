@@ -1,7 +1,11 @@
 """What a server decides about each request, as a sans-I/O engine (layer 2).
 
-A request passes through the pipeline in three steps; between them the
-server runs only what is not the RFCs' to decide -- the application's code:
+Before anything is queued, :meth:`ServerPipeline.admission` decides per
+received batch whether the server is loaded enough to throttle (4.29 for a
+peer over its rate) or shed (5.03 for all) and returns the per-request
+check that says so.  Then each admitted request passes through the
+pipeline in three steps; between them the server runs only what is not the
+RFCs' to decide -- the application's code:
 
 1. :meth:`ServerPipeline.begin` takes the request message and returns a
    :class:`Job` whose ``action`` says what comes next.  ``ANSWER``: the
@@ -63,6 +67,7 @@ from .blockwise_server import (
     follow_up_options,
 )
 from .echo import EchoVerifier
+from .limits import NORMAL, THROTTLED, LoadLevels, TokenBuckets
 from .validation import UNDERSTOOD_OPTIONS, inspect_request
 
 ANSWER = "answer"  # Job.action: job.reply is the reply; nothing runs
@@ -148,6 +153,8 @@ class ServerPipeline:
         block2: Block2Cache,
         echo: EchoVerifier | None,
         stats: dict[str, int],
+        load: LoadLevels | None = None,
+        buckets: TokenBuckets | None = None,
         cbor_available: Callable[[], bool] = lambda: False,
         understood: frozenset = UNDERSTOOD_OPTIONS,
     ) -> None:
@@ -162,6 +169,37 @@ class ServerPipeline:
         self.stats = stats
         self.cbor_available = cbor_available
         self.understood = understood
+        #: admission control: the load levels and the per-peer rate buckets
+        self.load = load if load is not None else LoadLevels()
+        self.buckets = buckets if buckets is not None else TokenBuckets()
+
+    # -- step 0: admission (per received batch, before any request is queued) --
+    def admission(self, load: int) -> Callable[[Message, Any, float], int | None] | None:
+        """The verdict for a batch that finds ``load`` requests waiting or
+        running: None (normal load: serve everything), or a per-request check
+        ``check(msg, peer, now)`` returning None (serve it) or the code to
+        refuse it with -- 4.29 for a peer over its rate while throttled, 5.03
+        for every request while shedding (the endpoint answers a refused CON
+        with it and Max-Age 1, and drops a refused NON).  Level changes are
+        counted in ``stats`` (``load_level``, ``load_level_changes``)."""
+        level = self.load.update(load)
+        stats = self.stats
+        if level != stats["load_level"]:
+            stats["load_level"] = level
+            stats["load_level_changes"] += 1
+        if level == NORMAL:
+            return None
+        return self._throttle if level == THROTTLED else self._shed
+
+    def _throttle(self, msg: Message, peer: Any, now: float) -> int | None:
+        if self.buckets.allow(peer, now):
+            return None
+        self.stats["throttled"] += 1
+        return Code.TOO_MANY_REQUESTS
+
+    def _shed(self, msg: Message, peer: Any, now: float) -> int | None:
+        self.stats["shed"] += 1
+        return Code.SERVICE_UNAVAILABLE
 
     # -- step 1 ------------------------------------------------------------
     def begin(self, msg: Message, peer: Any, now: float) -> Job:
