@@ -70,6 +70,7 @@ class Observer:
 
     __slots__ = (
         "registry",
+        "endpoint",
         "format",
         "peer",
         "token",
@@ -92,9 +93,15 @@ class Observer:
     )
 
     def __init__(
-        self, registry: ObserverRegistry, request: Request, route: Route, params: dict
+        self,
+        registry: ObserverRegistry,
+        request: Request,
+        route: Route,
+        params: dict,
+        endpoint: Any,
     ) -> None:
         self.registry = registry
+        self.endpoint = endpoint  # the one the registration came to: notifications leave it
         self.peer = request.peer
         self.token = request.message.token
         self.path = request.path
@@ -134,8 +141,8 @@ class Observer:
         if not self.active:
             return
         server = self.registry.server
-        ep = server.endpoint_of(self.peer)
-        if ep is None:
+        ep = self.endpoint
+        if ep is None or ep.closed:
             return
         tag = self.peer[-1]
         if tag.__class__ is SecurePeer and not tag.alive():
@@ -288,9 +295,10 @@ class ObserverRegistry:
             self.per_peer.get(peer, 0) < self.max_per_peer
         )
 
-    def register(self, request: Request, route: Route, params: dict) -> Response:
+    def register(self, request: Request, route: Route, params: dict, via: Any) -> Response:
         """A GET with Observe=0 to an observable route: the registration's response
-        (a plain one, without Observe, when the caps are reached)."""
+        (a plain one, without Observe, when the caps are reached).  ``via`` is
+        the endpoint it came to, which the notifications leave from."""
         key = (request.peer, request.message.token)
         self.drop(key, "replaced")
         method = request.message.code
@@ -298,7 +306,7 @@ class ObserverRegistry:
         if not self._room_for(request.peer):
             self.server._stats["observe_refused"] += 1
             return self.server._plain(route, request, params)
-        obs = Observer(self, request, route, params)
+        obs = Observer(self, request, route, params, via)
         request.observing = "register"
         result = route.handler(request, **params)
         if request.observing is None:  # the handler declined: a plain answer

@@ -542,28 +542,30 @@ class Server:
         """On a worker: answer one request that came to ``ep``."""
         pipeline = self.pipeline
         if pipeline.echo is None or ep is self.secure_endpoint:  # DTLS proved the address
-            ep.respond(msg, peer, self.handle_request(msg, peer))
+            ep.respond(msg, peer, self.handle_request(msg, peer, ep))
             return
         verified, held = pipeline.vouch(msg, peer, monotonic())
         if held is not None:  # the repetition of a challenged request: its reply waited
             ep.respond(msg, peer, held)
             return
-        reply = self.handle_request(msg, peer)
+        reply = self.handle_request(msg, peer, ep)
         if not verified:  # nothing much larger than the request goes to it
             reply, undo = pipeline.guard(msg, peer, reply, monotonic())
             if undo:  # no notifications to an unverified address: the repetition registers
                 self.observers.drop((peer, msg.token), "unverified")
         ep.respond(msg, peer, reply)
 
-    def handle_request(self, msg: Message, peer: tuple) -> Message:
+    def handle_request(self, msg: Message, peer: tuple, via: Endpoint | None = None) -> Message:
         """Answer one request message: the pipeline's decisions around the
         route's handler (see :mod:`greencoap.protocol.pipeline`); returns the
-        reply message (its type, MID and token are the message layer's)."""
+        reply message (its type, MID and token are the message layer's).
+        ``via`` is the endpoint it came to (an observer registered by it
+        notifies from there; None: the server's endpoint for ``peer``)."""
         pipeline = self.pipeline
         job = pipeline.begin(msg, peer, monotonic())
         if job.action is ANSWER:
             return job.reply
-        reply, handled = self._run(job)
+        reply, handled = self._run(job, via)
         return pipeline.finish(job, reply, monotonic(), handled)
 
     def _plain(self, route: Any, request: Request, params: dict) -> Response:
@@ -574,7 +576,7 @@ class Server:
             result = _first_value(result)
         return as_response(result, request.message.code)
 
-    def _run(self, job: Job) -> tuple[Message, bool]:
+    def _run(self, job: Job, via: Endpoint | None) -> tuple[Message, bool]:
         """Run the application's part of ``job``: register an observer, or ask
         the route for its current ETag (the pipeline checks the preconditions)
         and run its handler.  Returns the reply and whether the handler made it
@@ -585,7 +587,9 @@ class Server:
         try:
             request = Request(msg, peer, params)
             if job.action is REGISTER:
-                return self.observers.register(request, route, params).to_message(), False
+                if via is None:
+                    via = self.endpoint_of(peer)
+                return self.observers.register(request, route, params, via).to_message(), False
             if job.deregister:
                 self.observers.drop((peer, msg.token), "deregistered")
             if route.etag_of is not None:

@@ -79,16 +79,16 @@ class DeviceServer(Server):
     #: its one ticker instead)
     housekeeping_interval: float | None = 10.0
 
-    def handle_request(self, msg: Message, peer: tuple) -> Any:
+    def handle_request(self, msg: Message, peer: tuple, via: Any = None) -> Any:
         served = self.served
         if served is None:
             if self.delay:
                 sleep(self.delay)
-            return super().handle_request(msg, peer)
+            return super().handle_request(msg, peer, via)
         t0 = monotonic()
         if self.delay:
             sleep(self.delay)
-        response = super().handle_request(msg, peer)
+        response = super().handle_request(msg, peer, via)
         try:
             route, _ = self.router.resolve(msg.code, msg.uri_path)
             name = route.path
