@@ -478,13 +478,8 @@ class Endpoint:
         if self.closed:
             return
         layer = self.layer
-        data = layer.respond(request, peer, response, monotonic())
-        if data and (self.impairment is None or self.impairment.outbound((data,))):
-            if self.trace is not None:
-                self.trace("out", data, peer)
-            self.channel.sendto(data, peer)
-        if layer.outbox:
-            self._drain()
+        layer.respond(request, peer, response, monotonic())
+        self._drain()
         if layer.new_due < self._deadline.at:
             self._arm()  # a separate CON response is retransmitted until ACKed
 
@@ -524,16 +519,13 @@ class Endpoint:
             raise ClientClosedError("the endpoint is closed")
         if not keep_mid:
             msg.mid = self.layer.next_mid(peer)
-        if self.impairment is None or self.impairment.outbound((msg,)):
-            data = msg.encode()
-            if self.trace is not None:
-                self.trace("out", data, peer)
-            self.channel.sendto(data, peer)
+        self.send_raw(msg.encode(), peer)
 
     def send_raw(self, data: bytes, peer: Any) -> None:
-        """Queue a datagram as is (tests and tools)."""
-        if self.impairment is None or self.impairment.outbound((data,)):
-            self.channel.sendto(data, peer)
+        """Send a datagram as is (tests and tools), through the same outbox,
+        impairment and trace as everything else."""
+        self.layer.outbox.append((data, peer))
+        self._drain()
 
     def close(self) -> None:
         """Stop receiving, fail waiting requests with ClientClosedError, close the socket."""

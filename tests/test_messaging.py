@@ -425,7 +425,7 @@ def test_incoming_con_request_and_piggybacked_response():
     assert ml.outbox == []
     assert ml.stats["requests_received"] == 1
     out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"hello"), 0.0)
-    assert drain(ml) == []  # respond() returns the bytes for the caller to send
+    assert drain(ml) == [(out, PEER)]  # through the outbox, like everything the engine sends
     resp = Message.decode(out)
     assert resp.mtype == ACK
     assert resp.mid == 0x1000 and resp.token == b"tk"
@@ -440,9 +440,10 @@ def test_incoming_non_request_gets_non_response_with_new_mid():
     assert resp.mtype == NON and resp.token == b"n1"
     assert resp.mid != 0x2000
     req2, _ = ml.receive(incoming(NON, mid=0x2001, token=b"n2"), PEER, 0.0)
-    resp2 = Message.decode(ml.respond(req2, PEER, Message(code=Code.CONTENT), 0.0))
+    out2 = ml.respond(req2, PEER, Message(code=Code.CONTENT), 0.0)
+    resp2 = Message.decode(out2)
     assert resp2.mid == (resp.mid + 1) & 0xFFFF  # fresh, sequential MIDs
-    assert drain(ml) == []
+    assert drain(ml) == [(out, PEER), (out2, PEER)]
 
 
 def test_duplicate_con_after_response_resends_cached_bytes():
@@ -477,7 +478,7 @@ def test_duplicate_con_before_handling_gets_the_response_when_ready():
     assert drain(ml) == []
     ml.started(req, PEER)
     out = ml.respond(req, PEER, Message(code=Code.CONTENT, payload=b"x"), 0.1)
-    assert drain(ml) == [(out, PEER)]  # the copy is answered with the same response
+    assert drain(ml) == [(out, PEER)] * 2  # the copy is answered with the same response
     assert ml.stats["duplicates"] == 1 and ml.stats["requests_received"] == 1
 
 
@@ -831,7 +832,7 @@ def test_a_reused_mid_with_a_new_token_is_a_new_request():
     assert type(ev) is RequestReceived and ev.message.token == b"new"
     assert drain(ml) == []  # the old response was not sent for it
     new = ml.respond(ev.message, PEER, Message(code=Code.CONTENT, payload=b"new"), 1.0)
-    assert new != old
+    assert new != old and drain(ml) == [(new, PEER)]
     # a real retransmission of the new request is still a duplicate
     assert ml.receive(incoming(mid=7, token=b"new"), PEER, 2.0) is None
     assert drain(ml) == [(new, PEER)]

@@ -682,13 +682,13 @@ class MessageLayer:
 
     def respond(self, request: Message, peer: Any, response: Message, now: float) -> bytes:
         """Encode ``response`` to ``request``: piggybacked on the ACK for a CON,
-        as a NON for a NON.  The bytes are cached for duplicates and returned
-        for the caller to send (they are not put in ``outbox``; copies for
-        duplicates that arrived before the request was handled are).
+        as a NON for a NON.  The bytes go to ``outbox`` (then a copy for each
+        duplicate that arrived before the request was handled), are cached
+        for later duplicates, and are returned (for inspection).
 
         When the request was already acknowledged empty (:meth:`acknowledge`),
-        the response becomes a CON of its own, retransmitted until ACKed: it
-        is put in ``outbox`` and ``b""`` is returned.
+        the response becomes a CON of its own, retransmitted until ACKed: its
+        first transmission goes to ``outbox`` and ``b""`` is returned.
         """
         response.token = request.token
         entry = self.dedup.get(peer, request.mid)
@@ -706,10 +706,12 @@ class MessageLayer:
             response.mtype = NON
             response.mid = self.next_mid(peer)
         data = response.encode()
+        outbox = self.outbox
+        outbox.append((data, peer))
         if entry is not None:
             entry.response = data
             for _ in range(entry.dups):  # copies that came before it was handled
-                self.outbox.append((data, peer))
+                outbox.append((data, peer))
         return data
 
     def _ack(self, mid: int, peer: Any) -> None:
