@@ -12,6 +12,9 @@
  * but made without a Python __init__ and not tracked by the cycle collector
  * (it only ever holds bytes), which matters at one entry per request.
  *
+ * split_batch() turns the io_uring hub's received records into per-socket
+ * batches (see greencoap/uring_hub.py: split_batch_py is its twin).
+ *
  * configure() is called once by greencoap/message.py with the tables the
  * codec needs (message types, codes, option length bounds, the error class,
  * the Message class and the Python encoder).
@@ -19,6 +22,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
 #include <string.h>
 
 static PyObject *g_types;      /* tuple of 4 Type members */
@@ -582,12 +586,133 @@ static PyTypeObject DedupEntryType = {
     .tp_getset = entry_getset,
 };
 
+/* ---- the io_uring hub's receive batch ------------------------------------
+ *
+ * split_batch(arena, meta, n, addr_cache) -> (batches, misses) is
+ * greencoap.uring_hub.split_batch_py: the n received records that gc_poll
+ * described in meta (int32 fields slot, payload offset, payload length,
+ * address offset, address length per record) over the bytes of arena become
+ * {slot: [(payload, peer), ...]} in arrival order, each peer looked up in
+ * addr_cache by its address record.  An address not in the cache stands in
+ * as its raw bytes and is counted in misses (the caller converts those, it
+ * happens once per new peer).  Consecutive records from one address (the
+ * common case under load) share one lookup.
+ */
+static PyObject *split_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 4 || !PyDict_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "split_batch(arena, meta, n, addr_cache: dict)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[2]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer arena, meta;
+    if (PyObject_GetBuffer(args[0], &arena, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &meta, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&arena);
+        return NULL;
+    }
+    PyObject *cache = args[3];
+    PyObject *batches = NULL, *last_sa = NULL, *last_addr = NULL, *last_list = NULL;
+    long last_slot = 0;
+    Py_ssize_t misses = 0;
+    if (n < 0 || (size_t)n * 5 * sizeof(int32_t) > (size_t)meta.len) {
+        PyErr_SetString(PyExc_ValueError, "split_batch: meta is shorter than n records");
+        goto error;
+    }
+    if ((batches = PyDict_New()) == NULL)
+        goto error;
+    const int32_t *m = (const int32_t *)meta.buf;
+    const char *blob = (const char *)arena.buf;
+    for (Py_ssize_t i = 0; i < n; i++, m += 5) {
+        long slot = m[0];
+        int32_t poff = m[1], plen = m[2], noff = m[3], nlen = m[4];
+        if (poff < 0 || plen < 0 || noff < 0 || nlen < 0 ||
+            (Py_ssize_t)poff + plen > arena.len || (Py_ssize_t)noff + nlen > arena.len) {
+            PyErr_SetString(PyExc_ValueError, "split_batch: a record points outside the arena");
+            goto error;
+        }
+        if (last_sa == NULL || PyBytes_GET_SIZE(last_sa) != nlen ||
+            memcmp(PyBytes_AS_STRING(last_sa), blob + noff, (size_t)nlen) != 0) {
+            PyObject *sa = PyBytes_FromStringAndSize(blob + noff, nlen);
+            if (sa == NULL)
+                goto error;
+            PyObject *addr = PyDict_GetItemWithError(cache, sa);
+            if (addr == NULL) {
+                if (PyErr_Occurred()) {
+                    Py_DECREF(sa);
+                    goto error;
+                }
+                addr = sa; /* the raw record stands in: the caller converts it */
+                misses++;
+            }
+            Py_INCREF(addr);
+            Py_XDECREF(last_sa);
+            Py_XDECREF(last_addr);
+            last_sa = sa;
+            last_addr = addr;
+        } else if (last_addr == last_sa) {
+            misses++; /* another record from the same unknown address */
+        }
+        if (last_list == NULL || slot != last_slot) {
+            PyObject *key = PyLong_FromLong(slot);
+            if (key == NULL)
+                goto error;
+            PyObject *list = PyDict_GetItemWithError(batches, key);
+            if (list == NULL) {
+                if (PyErr_Occurred() || (list = PyList_New(0)) == NULL ||
+                    PyDict_SetItem(batches, key, list) < 0) {
+                    Py_XDECREF(list);
+                    Py_DECREF(key);
+                    goto error;
+                }
+                Py_DECREF(list); /* the dict holds it */
+            }
+            Py_DECREF(key);
+            last_list = list;
+            last_slot = slot;
+        }
+        PyObject *payload = PyBytes_FromStringAndSize(blob + poff, plen);
+        if (payload == NULL)
+            goto error;
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(payload);
+            goto error;
+        }
+        Py_INCREF(last_addr);
+        PyTuple_SET_ITEM(pair, 0, payload);
+        PyTuple_SET_ITEM(pair, 1, last_addr);
+        int failed = PyList_Append(last_list, pair);
+        Py_DECREF(pair);
+        if (failed < 0)
+            goto error;
+    }
+    Py_XDECREF(last_sa);
+    Py_XDECREF(last_addr);
+    PyBuffer_Release(&arena);
+    PyBuffer_Release(&meta);
+    return Py_BuildValue("(Nn)", batches, misses);
+error:
+    Py_XDECREF(batches);
+    Py_XDECREF(last_sa);
+    Py_XDECREF(last_addr);
+    PyBuffer_Release(&arena);
+    PyBuffer_Release(&meta);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(types, codes, bounds, error, message_cls, encode_py): the codec's tables"},
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
      "decode(data, cls=Message): parse one datagram strictly (as message.decode_py)"},
     {"encode", encode, METH_O, "encode(msg): the minimal datagram (as message.encode_py)"},
+    {"split_batch", (PyCFunction)(void (*)(void))split_batch, METH_FASTCALL,
+     "split_batch(arena, meta, n, addr_cache): the io_uring hub's received records by socket"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -249,3 +249,66 @@ def test_the_dedup_entry_twins_agree(c):
     assert not gc.is_tracked(c.DedupEntry(1.0, b"t"))
     with pytest.raises(TypeError):
         c.DedupEntry(1.0, b"t").response = 5
+
+
+# -- the io_uring hub's receive batch ------------------------------------------
+ADDRS = [bytes([i]) * 28 for i in range(4)]  # address records (sockaddr_in6-sized)
+
+
+def _records(recs):
+    """An arena and the meta ints gc_poll would write for ``recs``: (slot, payload, address)."""
+    import struct
+
+    arena = bytearray(b"\xee" * 7)  # something before the first record
+    meta = []
+    for slot, payload, addr in recs:
+        poff = len(arena)
+        arena += payload
+        noff = len(arena)
+        arena += addr
+        meta += [slot, poff, len(payload), noff, len(addr)]
+    arena += bytes(64)  # the rest of the arena: unused
+    return bytes(arena), struct.pack(f"={len(meta)}i", *meta)
+
+
+record_st = st.tuples(
+    st.sampled_from([0, 1, 5, 0x40000001]),
+    st.binary(max_size=40),
+    st.sampled_from(ADDRS + [b"\x09" * 16]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(recs=st.lists(record_st, max_size=40), known=st.sets(st.integers(0, 4)))
+def test_split_batch_is_the_same_in_c_and_python(c, recs, known):
+    from greencoap import uring_hub
+
+    cache = {a: ("peer", i) for i, a in enumerate(ADDRS + [b"\x09" * 16]) if i in known}
+    arena, meta = _records(recs)
+    got = outcome(c.split_batch, arena, meta, len(recs), cache)
+    want = outcome(uring_hub.split_batch_py, arena, meta, len(recs), cache)
+    assert got == want
+    batches, misses = got[1]
+    assert sum(map(len, batches.values())) == len(recs)
+    assert misses == sum(1 for r in recs if r[2] not in cache)
+    for slot, batch in batches.items():  # arrival order kept per socket
+        assert batch == [(p, cache.get(a, a)) for s, p, a in recs if s == slot]
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        (0, 1000, 4, 0, 4),  # payload past the arena
+        (0, 0, 4, -1, 4),  # a negative offset
+        (0, 0, -4, 0, 4),  # a negative length
+    ],
+)
+def test_split_batch_refuses_records_outside_the_arena(c, meta):
+    import struct
+
+    from greencoap import uring_hub
+
+    packed = struct.pack("=5i", *meta)
+    for fn in (c.split_batch, uring_hub.split_batch_py):
+        assert outcome(fn, bytes(100), packed, 1, {})[:2] == ("error", ValueError)
+        assert outcome(fn, bytes(100), packed, 2, {})[:2] == ("error", ValueError)  # meta short
