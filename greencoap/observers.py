@@ -54,7 +54,7 @@ from .dtls_channel import SecurePeer
 from .hub import Greenlet, GreenletExit, getcurrent, spawn
 from .options import OptionNumber
 from .protocol.exchange import Outcome
-from .response import Request, Response, as_response
+from .response import Request, Response, as_response, first_value
 
 if TYPE_CHECKING:
     from .router import Route
@@ -245,7 +245,7 @@ class Observer:
         except GreenletExit:
             pass
         except Exception:  # noqa: BLE001 - an observable handler failed
-            server._stats["handler_errors"] += 1
+            server.counters["handler_errors"] += 1
             server.log_handler_error("observable handler for %s failed", self.path)
             self.send(Response(Code.INTERNAL_SERVER_ERROR))
         finally:
@@ -304,14 +304,14 @@ class ObserverRegistry:
         method = request.message.code
         accept = request.message.accept
         if not self._room_for(request.peer):
-            self.server._stats["observe_refused"] += 1
-            return self.server._plain(route, request, params)
+            self.server.counters["observe_refused"] += 1
+            return plain_response(route, request, params)
         obs = Observer(self, request, route, params, via)
         request.observing = "register"
         result = route.handler(request, **params)
         if request.observing is None:  # the handler declined: a plain answer
             if isinstance(result, types.GeneratorType):
-                result = _first(result)
+                result = first_value(result)
             return as_response(result, method, accept)
         if isinstance(result, types.GeneratorType):
             try:
@@ -334,8 +334,8 @@ class ObserverRegistry:
             self.on_observed(True)
         self.by_path.setdefault(obs.path, {})[key] = obs
         self.per_peer[obs.peer] = self.per_peer.get(obs.peer, 0) + 1
-        self.server._stats["observers"] = len(self.by_key)
-        self.server._stats["observe_registrations"] += 1
+        self.server.counters["observers"] = len(self.by_key)
+        self.server.counters["observe_registrations"] += 1
         if obs.gen is not None:
             obs.greenlet = spawn(obs.run_generator)
         return obs.with_observe(response)
@@ -366,7 +366,7 @@ class ObserverRegistry:
                 self.per_peer.pop(obs.peer, None)
             if not self.by_key and self.on_observed is not None:
                 self.on_observed(False)
-            stats = self.server._stats
+            stats = self.server.counters
             stats["observers"] = len(self.by_key)
             stats[f"observers_dropped_{why}"] = stats.get(f"observers_dropped_{why}", 0) + 1
             hook = obs.route.attrs.get("on_observer_dropped")
@@ -398,7 +398,7 @@ class ObserverRegistry:
             result = obs.route.handler(req, **obs.params)
             response = as_response(result, req.message.code, req.message.accept)
         except Exception:  # noqa: BLE001
-            self.server._stats["handler_errors"] += 1
+            self.server.counters["handler_errors"] += 1
             self.server.log_handler_error("observable handler for %s failed", obs.path)
             response = Response(Code.INTERNAL_SERVER_ERROR)
         obs.send(response)
@@ -422,13 +422,13 @@ class ObserverRegistry:
             self.remove(obs, "stop")
 
 
-def _first(gen: types.GeneratorType) -> Any:
-    try:
-        value = next(gen)
-    except StopIteration as stop:
-        value = stop.value
-    gen.close()
-    return value
+def plain_response(route: Route, request: Request, params: dict) -> Response:
+    """An observable route's response to a request that is not registered
+    (the observer caps were reached): its current value, no Observe."""
+    result = route.handler(request, **params)
+    if isinstance(result, types.GeneratorType):
+        result = first_value(result)
+    return as_response(result, request.message.code)
 
 
 __all__ = ["Observer", "ObserverRegistry"]

@@ -338,6 +338,17 @@ def cbor_available() -> bool:
 _cbor: Any = None
 
 
+def first_value(gen: Any) -> Any:
+    """The first value of an observable (generator) handler's generator,
+    which is closed (a request that does not register reads it once)."""
+    try:
+        first = next(gen)
+    except StopIteration as stop:
+        first = stop.value
+    gen.close()
+    return first
+
+
 def as_response(result: Any, method: int, accept: int | None = None) -> Response:
     """Turn a handler's return value into a :class:`Response`.
 

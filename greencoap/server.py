@@ -33,7 +33,7 @@ from .protocol.limits import SHED_TRIGGER, LoadLevels, TokenBuckets
 from .protocol.messaging import TransmissionParameters
 from .protocol.pipeline import ANSWER, REGISTER, Job, ServerPipeline
 from .protocol.validation import UNDERSTOOD_OPTIONS
-from .response import Request, Response, as_response, cbor_available
+from .response import Request, Response, as_response, cbor_available, first_value
 from .router import Router
 
 log = logging.getLogger("greencoap.server")
@@ -42,16 +42,6 @@ __all__ = ["Server", "UNDERSTOOD_OPTIONS"]
 
 #: How often a running server lets abandoned state go (see ``_housekeeping``).
 HOUSEKEEPING_INTERVAL = 1.0
-
-
-def _first_value(gen: types.GeneratorType) -> Any:
-    """The first value of an observable (generator) handler, which is closed."""
-    try:
-        first = next(gen)
-    except StopIteration as stop:
-        first = stop.value
-    gen.close()
-    return first
 
 
 class Server:
@@ -210,7 +200,9 @@ class Server:
         self.group_endpoints: list[Endpoint] = []
         self.hub = None
         self._stopped = None
-        self._stats = {
+        #: the live counters the server's parts increment (the pipeline, the
+        #: observers); :attr:`stats` is the snapshot to read
+        self.counters: dict[str, int] = {
             "handler_errors": 0,
             "bad_option": 0,
             "not_found": 0,
@@ -250,7 +242,7 @@ class Server:
             block1=self.block1,
             block2=self.block2,
             echo=EchoVerifier(echo_factor) if echo_factor is not None else None,
-            stats=self._stats,
+            stats=self.counters,
             load=self.load,
             buckets=self.buckets,
             cbor_available=cbor_available,
@@ -285,7 +277,7 @@ class Server:
         ones summed with the plain endpoint's; ``dtls_*`` from the engine:
         handshakes, bad records, authentication failures, replays, alerts).
         """
-        s = dict(self._stats)
+        s = dict(self.counters)
         if self.echo is not None:
             s.update(self.echo.stats)
         if self.endpoint is None:
@@ -410,7 +402,7 @@ class Server:
     def _handle_group(self, group_ep: Endpoint, msg: Message, peer: tuple) -> None:
         """A request that came to a group (on a worker): answered as NON after
         the leisure, from the unicast socket; errors and CONs get nothing."""
-        stats = self._stats
+        stats = self.counters
         if msg.mtype != Type.NON or msg.code == 0:
             stats["multicast_ignored"] += 1  # §8.1: multicast requests are NON
             return
@@ -568,20 +560,12 @@ class Server:
         reply, handled = self._run(job, via)
         return pipeline.finish(job, reply, monotonic(), handled)
 
-    def _plain(self, route: Any, request: Request, params: dict) -> Response:
-        """An observable route's response to a request that is not registered
-        (the observer caps were reached): its current value, no Observe."""
-        result = route.handler(request, **params)
-        if isinstance(result, types.GeneratorType):
-            result = _first_value(result)
-        return as_response(result, request.message.code)
-
     def _run(self, job: Job, via: Endpoint | None) -> tuple[Message, bool]:
         """Run the application's part of ``job``: register an observer, or ask
         the route for its current ETag (the pipeline checks the preconditions)
         and run its handler.  Returns the reply and whether the handler made it
         (False: the registration's, a precondition's, an error's)."""
-        stats = self._stats
+        stats = self.counters
         msg, peer, route, params = job.message, job.peer, job.route, job.params
         method = msg.code
         try:
@@ -600,7 +584,7 @@ class Server:
             result = route.handler(request, **params)
             if result.__class__ is not Response:
                 if isinstance(result, types.GeneratorType):
-                    result = _first_value(result)  # an observable resource read without Observe
+                    result = first_value(result)  # an observable resource read without Observe
                 result = as_response(result, method, job.accept)
             return result.to_message(), True
         except CoapError as e:
