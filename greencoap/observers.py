@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from .codes import Code, is_success
 from .dtls_channel import SecurePeer
 from .hub import Greenlet, GreenletExit, getcurrent, spawn
-from .options import OptionNumber
+from .options import OptionNumber, encode_uint
 from .protocol.exchange import Outcome
 from .response import Request, Response, as_response, first_value
 
@@ -130,7 +130,7 @@ class Observer:
         if is_success(response.code):
             self.seq = (self.seq + 1) & 0xFFFFFF
             opts = [o for o in response.options if o[0] != OptionNumber.OBSERVE]
-            opts.append((OptionNumber.OBSERVE, self.seq.to_bytes(3, "big").lstrip(b"\0")))
+            opts.append((OptionNumber.OBSERVE, encode_uint(self.seq)))
             r = Response(response.code, response.payload, options=opts)
             return r
         return response
