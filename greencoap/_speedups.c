@@ -586,6 +586,357 @@ static PyTypeObject DedupEntryType = {
     .tp_getset = entry_getset,
 };
 
+/* wire_size(msg): greencoap.protocol.echo.wire_size_py -- the encoded size
+ * of a message (within a byte per long option) without encoding it: header,
+ * token, each option's header with its extended bytes and its value, the
+ * payload marker and the payload.  Anything unusual (an option that is not
+ * an (int, bytes) pair) goes to the Python twin. */
+static PyObject *g_wire_size_py;
+
+static PyObject *wire_size(PyObject *self, PyObject *msg)
+{
+    (void)self;
+    PyObject *token = NULL, *options = NULL, *payload = NULL, *result = NULL;
+    if ((token = PyObject_GetAttr(msg, s_token)) == NULL ||
+        (options = PyObject_GetAttr(msg, s_options)) == NULL ||
+        (payload = PyObject_GetAttr(msg, s_payload)) == NULL)
+        goto done;
+    if (!PyBytes_Check(token) || !PyBytes_Check(payload) || !PyList_Check(options))
+        goto python;
+    Py_ssize_t n = 4 + PyBytes_GET_SIZE(token);
+    long prev = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(options); i++) {
+        PyObject *opt = PyList_GET_ITEM(options, i);
+        if (!PyTuple_Check(opt) || PyTuple_GET_SIZE(opt) != 2 ||
+            !PyLong_Check(PyTuple_GET_ITEM(opt, 0)) || !PyBytes_Check(PyTuple_GET_ITEM(opt, 1)))
+            goto python;
+        long number = PyLong_AsLong(PyTuple_GET_ITEM(opt, 0));
+        if (number == -1 && PyErr_Occurred())
+            goto done;
+        Py_ssize_t length = PyBytes_GET_SIZE(PyTuple_GET_ITEM(opt, 1));
+        long delta = number - prev;
+        prev = number;
+        n += 1 + length + (delta >= 13) + (delta >= 269) + (length >= 13) + (length >= 269);
+    }
+    if (PyBytes_GET_SIZE(payload))
+        n += 1 + PyBytes_GET_SIZE(payload);
+    result = PyLong_FromSsize_t(n);
+    goto done;
+python:
+    if (g_wire_size_py == NULL) {
+        PyObject *echo = PyImport_ImportModule("greencoap.protocol.echo");
+        if (echo == NULL)
+            goto done;
+        g_wire_size_py = PyObject_GetAttrString(echo, "wire_size_py");
+        Py_DECREF(echo);
+        if (g_wire_size_py == NULL)
+            goto done;
+    }
+    result = PyObject_CallOneArg(g_wire_size_py, msg);
+done:
+    Py_XDECREF(token);
+    Py_XDECREF(options);
+    Py_XDECREF(payload);
+    return result;
+}
+
+/* -- PeerStore and DedupCore: deduplication's hot path ----------------------
+ *
+ * greencoap/protocol/dedup.py keeps the algorithm; these are the C forms of
+ * two of its parts, chosen there when this module is built:
+ *
+ * PeerStore is _PeerStorePy: one peer's two generations (dicts MID -> entry)
+ * and their times, as plain C fields that Python reads and writes as
+ * attributes.
+ *
+ * DedupCore is _DedupCorePy, DedupCache's base: the cache's scalar state as C
+ * fields (the same attribute names) and the two calls made per request,
+ * admit() and get().  admit() does the common case itself -- a copy of a
+ * live entry, or a new entry into a current generation that needs neither
+ * rotation nor room -- and hands every other case (a new peer, a reused
+ * MID, a rotation, a full cache) to the Python method _admit_slow, which is
+ * the whole algorithm.  tests/test_dedup.py runs on both.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *peer;
+    PyObject *cur; /* dict */
+    PyObject *old; /* dict */
+    double born, last, old_last;
+} PeerStoreObject;
+
+static PyObject *store_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"peer", "now", NULL};
+    PyObject *peer;
+    double now;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Od:PeerStore", kwlist, &peer, &now))
+        return NULL;
+    PeerStoreObject *st = (PeerStoreObject *)type->tp_alloc(type, 0);
+    if (st == NULL)
+        return NULL;
+    st->peer = Py_NewRef(peer);
+    st->cur = PyDict_New();
+    st->old = PyDict_New();
+    if (st->cur == NULL || st->old == NULL) {
+        Py_DECREF(st);
+        return NULL;
+    }
+    st->born = now;
+    st->last = st->old_last = -Py_HUGE_VAL;
+    return (PyObject *)st;
+}
+
+static int store_traverse(PeerStoreObject *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->peer);
+    Py_VISIT(st->cur);
+    Py_VISIT(st->old);
+    return 0;
+}
+
+static int store_clear(PeerStoreObject *st)
+{
+    Py_CLEAR(st->peer);
+    Py_CLEAR(st->cur);
+    Py_CLEAR(st->old);
+    return 0;
+}
+
+static void store_dealloc(PeerStoreObject *st)
+{
+    PyObject_GC_UnTrack(st);
+    store_clear(st);
+    Py_TYPE(st)->tp_free((PyObject *)st);
+}
+
+static Py_ssize_t store_len(PeerStoreObject *st)
+{
+    Py_ssize_t n = 0;
+    if (st->cur != NULL && PyDict_Check(st->cur))
+        n += PyDict_GET_SIZE(st->cur);
+    if (st->old != NULL && PyDict_Check(st->old))
+        n += PyDict_GET_SIZE(st->old);
+    return n;
+}
+
+static PyMemberDef store_members[] = {
+    {"peer", T_OBJECT_EX, offsetof(PeerStoreObject, peer), 0, "whose generations"},
+    {"cur", T_OBJECT_EX, offsetof(PeerStoreObject, cur), 0, "the current generation"},
+    {"old", T_OBJECT_EX, offsetof(PeerStoreObject, old), 0, "the previous generation"},
+    {"born", T_DOUBLE, offsetof(PeerStoreObject, born), 0, "when cur started"},
+    {"last", T_DOUBLE, offsetof(PeerStoreObject, last), 0, "the latest expiry held"},
+    {"old_last", T_DOUBLE, offsetof(PeerStoreObject, old_last), 0, "the latest expiry in old"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods store_as_sequence = {.sq_length = (lenfunc)store_len};
+
+static PyTypeObject PeerStoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "greencoap._speedups.PeerStore",
+    .tp_doc = "One peer's two deduplication generations (dedup._PeerStorePy in C).",
+    .tp_basicsize = sizeof(PeerStoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = store_new,
+    .tp_dealloc = (destructor)store_dealloc,
+    .tp_traverse = (traverseproc)store_traverse,
+    .tp_clear = (inquiry)store_clear,
+    .tp_members = store_members,
+    .tp_as_sequence = &store_as_sequence,
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *stores; /* dict peer -> PeerStore */
+    Py_ssize_t size, capacity, half_share;
+    double rotate_after, con_lifetime, non_lifetime, next_due;
+} DedupCoreObject;
+
+static PyObject *s_admit_slow;
+
+static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    DedupCoreObject *c = (DedupCoreObject *)type->tp_alloc(type, 0);
+    if (c == NULL)
+        return NULL;
+    c->stores = PyDict_New();
+    if (c->stores == NULL) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    c->capacity = c->half_share = 1;
+    c->next_due = Py_HUGE_VAL;
+    return (PyObject *)c;
+}
+
+static int core_traverse(DedupCoreObject *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->stores); /* a Python subclass's own traverse visits its type and dict */
+    return 0;
+}
+
+static int core_clear(DedupCoreObject *c)
+{
+    Py_CLEAR(c->stores);
+    return 0;
+}
+
+static void core_dealloc(DedupCoreObject *c)
+{
+    PyObject_GC_UnTrack(c);
+    core_clear(c);
+    Py_TYPE(c)->tp_free((PyObject *)c); /* a Python subclass's dealloc releases its type */
+}
+
+/* The live entry of mid in store's generations (borrowed), or NULL (error set or not). */
+static PyObject *store_entry(PeerStoreObject *st, PyObject *mid)
+{
+    PyObject *e = PyDict_GetItemWithError(st->cur, mid);
+    if (e == NULL && !PyErr_Occurred())
+        e = PyDict_GetItemWithError(st->old, mid);
+    return e;
+}
+
+static PyObject *core_admit(DedupCoreObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 4 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "admit(peer, mid, con, now, token=b'')");
+        return NULL;
+    }
+    PyObject *peer = args[0], *mid = args[1];
+    PyObject *token = nargs == 5 ? args[4] : NULL;
+    double now = PyFloat_AsDouble(args[3]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *stores = self->stores;
+    if (token == NULL || !PyDict_CheckExact(stores) || !PyLong_CheckExact(mid))
+        goto slow;
+    PyObject *found = PyDict_GetItemWithError(stores, peer);
+    if (found == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        goto slow; /* a new peer */
+    }
+    if (Py_TYPE(found) != &PeerStoreType)
+        goto slow;
+    PeerStoreObject *st = (PeerStoreObject *)found;
+    if (!PyDict_CheckExact(st->cur) || !PyDict_CheckExact(st->old))
+        goto slow;
+    PyObject *e = store_entry(st, mid);
+    if (e == NULL && PyErr_Occurred())
+        return NULL;
+    if (e != NULL) {
+        if (Py_TYPE(e) != &DedupEntryType)
+            goto slow;
+        DedupEntryObject *entry = (DedupEntryObject *)e;
+        if (entry->expires > now) {
+            int same = PyObject_RichCompareBool(entry->token, token, Py_EQ);
+            if (same < 0)
+                return NULL;
+            if (same)
+                return Py_NewRef(e); /* a copy of a live message */
+            goto slow;               /* a reused MID */
+        }
+    }
+    if (self->size >= self->capacity || PyDict_GET_SIZE(st->cur) >= self->half_share ||
+        now - st->born >= self->rotate_after)
+        goto slow; /* a rotation, or room to make */
+    int con = PyObject_IsTrue(args[2]);
+    if (con < 0)
+        return NULL;
+    double expires = now + (con ? self->con_lifetime : self->non_lifetime);
+    DedupEntryObject *fresh = (DedupEntryObject *)DedupEntryType.tp_alloc(&DedupEntryType, 0);
+    if (fresh == NULL)
+        return NULL;
+    fresh->expires = expires;
+    fresh->response = Py_NewRef(Py_None);
+    fresh->token = Py_NewRef(token);
+    Py_ssize_t before = PyDict_GET_SIZE(st->cur);
+    int failed = PyDict_SetItem(st->cur, mid, (PyObject *)fresh);
+    Py_DECREF(fresh);
+    if (failed < 0)
+        return NULL;
+    self->size += PyDict_GET_SIZE(st->cur) - before;
+    if (expires > st->last)
+        st->last = expires;
+    if (expires < self->next_due)
+        self->next_due = expires;
+    Py_RETURN_NONE;
+slow:
+    return PyObject_VectorcallMethod(
+        s_admit_slow, (PyObject *[]){(PyObject *)self, args[0], args[1], args[2], args[3],
+                                      nargs == 5 ? args[4] : NULL},
+        (size_t)nargs + 1, NULL);
+}
+
+static PyObject *core_get(DedupCoreObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "get(peer, mid)");
+        return NULL;
+    }
+    if (!PyDict_Check(self->stores))
+        Py_RETURN_NONE;
+    PyObject *found = PyDict_GetItemWithError(self->stores, args[0]);
+    if (found == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *e;
+    if (Py_TYPE(found) == &PeerStoreType && PyDict_Check(((PeerStoreObject *)found)->cur) &&
+        PyDict_Check(((PeerStoreObject *)found)->old)) {
+        e = store_entry((PeerStoreObject *)found, args[1]);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "DedupCore.get: a store that is not a PeerStore");
+        return NULL;
+    }
+    if (e == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(e);
+}
+
+static PyMethodDef core_methods[] = {
+    {"admit", (PyCFunction)(void (*)(void))core_admit, METH_FASTCALL,
+     "admit(peer, mid, con, now, token=b''): the entry mid is a copy of, or None (new)"},
+    {"get", (PyCFunction)(void (*)(void))core_get, METH_FASTCALL,
+     "get(peer, mid): the entry of (peer, mid) still held, or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef core_members[] = {
+    {"_stores", T_OBJECT_EX, offsetof(DedupCoreObject, stores), 0, "peer -> its store"},
+    {"_size", T_PYSSIZET, offsetof(DedupCoreObject, size), 0, "entries held"},
+    {"capacity", T_PYSSIZET, offsetof(DedupCoreObject, capacity), 0, "the most entries"},
+    {"half_share", T_PYSSIZET, offsetof(DedupCoreObject, half_share), 0,
+     "a peer's cur rotates at this many entries"},
+    {"rotate_after", T_DOUBLE, offsetof(DedupCoreObject, rotate_after), 0,
+     "a generation rotates at this age"},
+    {"con_lifetime", T_DOUBLE, offsetof(DedupCoreObject, con_lifetime), 0, "EXCHANGE_LIFETIME"},
+    {"non_lifetime", T_DOUBLE, offsetof(DedupCoreObject, non_lifetime), 0, "NON_LIFETIME"},
+    {"next_due", T_DOUBLE, offsetof(DedupCoreObject, next_due), 0,
+     "when expire() next has something to do"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject DedupCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "greencoap._speedups.DedupCore",
+    .tp_doc = "DedupCache's hot path in C (see greencoap/protocol/dedup.py).",
+    .tp_basicsize = sizeof(DedupCoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = core_new,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_methods = core_methods,
+    .tp_members = core_members,
+};
+
 /* ---- the io_uring hub's receive batch ------------------------------------
  *
  * split_batch(arena, meta, n, addr_cache) -> (batches, misses) is
@@ -711,6 +1062,7 @@ static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
      "decode(data, cls=Message): parse one datagram strictly (as message.decode_py)"},
     {"encode", encode, METH_O, "encode(msg): the minimal datagram (as message.encode_py)"},
+    {"wire_size", wire_size, METH_O, "wire_size(msg): the encoded size (as echo.wire_size_py)"},
     {"split_batch", (PyCFunction)(void (*)(void))split_batch, METH_FASTCALL,
      "split_batch(arena, meta, n, addr_cache): the io_uring hub's received records by socket"},
     {NULL, NULL, 0, NULL},
@@ -733,14 +1085,17 @@ PyMODINIT_FUNC PyInit__speedups(void)
         (s_bad = PyUnicode_InternFromString("bad_options")) == NULL ||
         (g_empty_tuple = PyTuple_New(0)) == NULL)
         return NULL;
-    if (PyType_Ready(&DedupEntryType) < 0)
+    if ((s_admit_slow = PyUnicode_InternFromString("_admit_slow")) == NULL)
+        return NULL;
+    if (PyType_Ready(&DedupEntryType) < 0 || PyType_Ready(&PeerStoreType) < 0 ||
+        PyType_Ready(&DedupCoreType) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&module);
     if (mod == NULL)
         return NULL;
-    Py_INCREF(&DedupEntryType);
-    if (PyModule_AddObject(mod, "DedupEntry", (PyObject *)&DedupEntryType) < 0) {
-        Py_DECREF(&DedupEntryType);
+    if (PyModule_AddObjectRef(mod, "DedupEntry", (PyObject *)&DedupEntryType) < 0 ||
+        PyModule_AddObjectRef(mod, "PeerStore", (PyObject *)&PeerStoreType) < 0 ||
+        PyModule_AddObjectRef(mod, "DedupCore", (PyObject *)&DedupCoreType) < 0) {
         Py_DECREF(mod);
         return NULL;
     }

@@ -312,3 +312,81 @@ def test_split_batch_refuses_records_outside_the_arena(c, meta):
     for fn in (c.split_batch, uring_hub.split_batch_py):
         assert outcome(fn, bytes(100), packed, 1, {})[:2] == ("error", ValueError)
         assert outcome(fn, bytes(100), packed, 2, {})[:2] == ("error", ValueError)  # meta short
+
+
+# -- the deduplication core ------------------------------------------------------
+def _pure_cache_class():
+    """DedupCache with the Python core as its base (the C one is the base in
+    this process): the same methods over the same kind of stores."""
+    from greencoap.protocol import dedup
+
+    body = {k: v for k, v in vars(dedup.DedupCache).items() if k not in ("__dict__", "__weakref__")}
+    return type("DedupCachePy", (dedup._DedupCorePy,), body)
+
+
+dedup_op = st.one_of(
+    st.tuples(
+        st.just("admit"),
+        st.integers(0, 5),  # peer
+        st.integers(0, 40),  # mid
+        st.booleans(),  # con
+        st.sampled_from([b"a", b"b"]),  # token (b: a reused MID)
+        st.floats(0, 60),  # time step
+    ),
+    st.tuples(st.just("get"), st.integers(0, 5), st.integers(0, 40)),
+    st.tuples(st.just("drop"), st.integers(0, 5), st.integers(0, 40)),
+    st.tuples(st.just("expire"), st.floats(0, 300)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(dedup_op, max_size=120),
+    capacity=st.integers(1, 40),
+    share=st.sampled_from([0.05, 0.25, 1.0]),
+)
+def test_dedup_core_is_the_same_in_c_and_python(c, ops, capacity, share):
+    from greencoap.protocol import dedup
+
+    assert dedup.DedupCache.__mro__[1] is c.DedupCore
+    caches = [
+        cls(40.0, 25.0, capacity=capacity, peer_share=share)
+        for cls in (dedup.DedupCache, _pure_cache_class())
+    ]
+    now = 0.0
+
+    def seen(entry):
+        return None if entry is None else (entry.expires, entry.token)
+
+    for op in ops:
+        kind = op[0]
+        if kind == "admit":
+            _, p, mid, con, token, step = op
+            now += step
+            got = [seen(d.admit(("10.0.0.9", p), mid, con, now, token)) for d in caches]
+        elif kind == "get":
+            got = [seen(d.get(("10.0.0.9", op[1]), op[2])) for d in caches]
+        elif kind == "drop":
+            got = [d.drop(("10.0.0.9", op[1]), op[2]) for d in caches]
+        else:
+            now += op[1]
+            got = [d.expire(now) for d in caches]
+        assert got[0] == got[1], op
+        assert caches[0].table_sizes() == caches[1].table_sizes()
+        assert caches[0].stats == caches[1].stats
+        assert caches[0].next_due == caches[1].next_due
+    live = [sorted((k, seen(e)) for k, e in d.live(now)) for d in caches]
+    assert live[0] == live[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg=messages)
+def test_wire_size_is_the_same_in_c_and_python(c, msg):
+    from greencoap.protocol import echo
+
+    assert c.wire_size(msg) == echo.wire_size_py(msg)
+    encoded = outcome(m.encode_py, msg)
+    if encoded[0] == "ok":  # within a byte per long option of the real encoding
+        assert abs(c.wire_size(msg) - len(encoded[1])) <= len(msg.options)
+    msg.options = [(11, "text")]  # not bytes: handed to the Python twin
+    assert outcome(c.wire_size, msg) == outcome(echo.wire_size_py, msg)

@@ -71,8 +71,9 @@ _c = speedups()
 DedupEntry: Any = _c.DedupEntry if _c is not None else DedupEntryPy
 
 
-class _PeerStore:
-    """One peer's two generations (see the module docstring)."""
+class _PeerStorePy:
+    """One peer's two generations (see the module docstring; :data:`_PeerStore`
+    is this or its C twin ``_speedups.PeerStore``)."""
 
     __slots__ = ("peer", "cur", "old", "born", "last", "old_last")
 
@@ -88,6 +89,38 @@ class _PeerStore:
         return len(self.cur) + len(self.old)
 
 
+#: the store class in use: the C one when built
+_PeerStore: Any = _c.PeerStore if _c is not None else _PeerStorePy
+
+
+class _DedupCorePy:
+    """The two calls :class:`DedupCache` gets per request, in Python.  When
+    the C module is built, ``_speedups.DedupCore`` is DedupCache's base
+    instead: the same calls, with the cache's scalar state as C fields, doing
+    the common case in C and every other case through ``_admit_slow``."""
+
+    def admit(
+        self, peer: Any, mid: int, con: bool, now: float, token: bytes = b""
+    ) -> DedupEntry | None:
+        """A message ``mid`` from ``peer`` arrived: the entry it is a copy of,
+        or None when it is new (it is remembered from now on; :meth:`get`
+        returns its entry).  A live entry with another token is a reused MID
+        (counted as ``mid_reused``): the message is new and replaces it."""
+        return self._admit_slow(peer, mid, con, now, token)  # type: ignore[attr-defined]
+
+    def get(self, peer: Any, mid: int) -> DedupEntry | None:
+        """The entry of ``(peer, mid)`` still held (maybe past its lifetime:
+        for updates to an exchange just looked up with :meth:`lookup`)."""
+        store = self._stores.get(peer)  # type: ignore[attr-defined]
+        if store is None:
+            return None
+        entry = store.cur.get(mid)
+        return entry if entry is not None else store.old.get(mid)
+
+
+_DedupCore: Any = _c.DedupCore if _c is not None else _DedupCorePy
+
+
 def _discard(*generations: dict) -> None:
     """Empty generations that are gone (the birth queue may still name them:
     emptied, they hold no memory there and read as gone)."""
@@ -95,8 +128,11 @@ def _discard(*generations: dict) -> None:
         gen.clear()
 
 
-class DedupCache:
-    """Bounded, per-peer fair, O(1) deduplication state (see the module docstring)."""
+class DedupCache(_DedupCore):
+    """Bounded, per-peer fair, O(1) deduplication state (see the module docstring).
+
+    ``admit`` and ``get`` come from its base (in C when built, see
+    :class:`_DedupCorePy`).  Not thread-safe: it belongs to one message layer."""
 
     def __init__(
         self,
@@ -146,15 +182,6 @@ class DedupCache:
                 return None
         return entry if entry.expires > now else None
 
-    def get(self, peer: Any, mid: int) -> DedupEntry | None:
-        """The entry of ``(peer, mid)`` still held (maybe past its lifetime:
-        for updates to an exchange just looked up with :meth:`lookup`)."""
-        store = self._stores.get(peer)
-        if store is None:
-            return None
-        entry = store.cur.get(mid)
-        return entry if entry is not None else store.old.get(mid)
-
     def live(self, now: float) -> Iterator[tuple[tuple, DedupEntry]]:
         """``((peer, mid), entry)`` for every entry alive at ``now`` (for tests
         and diagnostics: walks everything)."""
@@ -172,13 +199,10 @@ class DedupCache:
         return 0 if store is None else len(store)
 
     # -- changes ---------------------------------------------------------------
-    def admit(
+    def _admit_slow(
         self, peer: Any, mid: int, con: bool, now: float, token: bytes = b""
     ) -> DedupEntry | None:
-        """A message ``mid`` from ``peer`` arrived: the entry it is a copy of,
-        or None when it is new (it is remembered from now on; :meth:`get`
-        returns its entry).  A live entry with another token is a reused MID
-        (counted as ``mid_reused``): the message is new and replaces it."""
+        """:meth:`admit`, every case (the C base does the common ones itself)."""
         store = self._stores.get(peer)
         if store is not None:
             entry = store.cur.get(mid)

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from .._ext import speedups
 from ..message import Message
 
 __all__ = ["DEFAULT_FACTOR", "EchoVerifier", "wire_size"]
@@ -40,10 +41,11 @@ DEFAULT_FACTOR = 3.0
 _ECHO = 252
 
 
-def wire_size(msg: Message) -> int:
+def wire_size_py(msg: Message) -> int:
     """The encoded size of ``msg`` (to within a byte per long option), without
     encoding it: header, token, one byte per option header plus its extended
-    delta/length bytes, values, payload marker and payload."""
+    delta/length bytes, values, payload marker and payload.  (:data:`wire_size`
+    is this, or its C twin ``_speedups.wire_size`` when built.)"""
     n = 4 + len(msg.token)
     prev = 0
     for number, value in msg.options:
@@ -55,6 +57,12 @@ def wire_size(msg: Message) -> int:
     if payload:
         n += 1 + len(payload)
     return n
+
+
+_c = speedups()
+#: the size function in use (C when built; the same result)
+wire_size: Callable[[Message], int] = wire_size_py if _c is None else _c.wire_size
+del _c
 
 
 class EchoVerifier:

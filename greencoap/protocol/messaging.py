@@ -580,8 +580,11 @@ class MessageLayer:
     def _incoming_request(self, msg: Message, peer: Any, now: float) -> RequestReceived | None:
         # a reused MID with another token (the peer's MIDs wrapped within
         # EXCHANGE_LIFETIME) is a new request, not a copy of the old one
-        entry = self._admit(peer, msg.mid, msg.mtype == CON, now, msg.token)
+        dedup = self.dedup
+        entry = dedup.admit(peer, msg.mid, msg.mtype == CON, now, msg.token)
         if entry is None:  # new: remembered from now on
+            if dedup.next_due < self.new_due:
+                self.new_due = dedup.next_due  # the endpoint's timer must come earlier
             self.stats["requests_received"] += 1
             return _new(RequestReceived, (msg, peer))
         self.stats["duplicates"] += 1
