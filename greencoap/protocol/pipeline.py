@@ -325,14 +325,12 @@ class ServerPipeline:
         or precondition's reply) into the reply (see the module docstring)."""
         if handled:
             accept = job.accept
-            ct = reply.content_format
-            if (
-                accept is not None
-                and reply.code < 128
-                and not (ct is None or ct == accept or not reply.payload)
-            ):
-                self.stats["not_acceptable"] += 1
-                return reply_message(Code.NOT_ACCEPTABLE, "the representation is in another format")
+            if accept is not None and reply.code < 128 and reply.payload:
+                ct = reply.content_format
+                if ct is not None and ct != accept:
+                    self.stats["not_acceptable"] += 1
+                    why = "the representation is in another format"
+                    return reply_message(Code.NOT_ACCEPTABLE, why)
             method = job.message.code
             if (method == _GET or method == _FETCH) and reply.code == _CONTENT:
                 if job.message.has_option(_ETAG):
