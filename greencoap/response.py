@@ -22,6 +22,7 @@ CBOR = int(ContentFormat.CBOR)
 
 
 TEXT = int(ContentFormat.TEXT_PLAIN)
+_ACK = Type.ACK
 
 
 class Response:
@@ -56,17 +57,17 @@ class Response:
             else:
                 payload = bytes(payload)
         self.payload = payload
-        self._options = OptionList(options) if options else OptionList()
+        opts = self._options = OptionList(options) if options else OptionList()
         self._peer: tuple | None = None
         self.message: Message | None = None
         #: a client's cached representation that the server confirmed with
         #: 2.03 Valid (``Client.get(uri, validate=True)``)
         self.validated = False
         if content_format is not None:
-            if self.options:
+            if opts:
                 self._set(OptionNumber.CONTENT_FORMAT, content_format)
             else:
-                self.options.append((12, encode_uint(content_format)))
+                opts.append((12, encode_uint(content_format)))
         if max_age is not None:
             self._set(OptionNumber.MAX_AGE, max_age)
         if etag is not None:
@@ -103,7 +104,7 @@ class Response:
 
     def to_message(self) -> Message:
         """The message a server sends for this response (type/MID/token set later)."""
-        return Message(Type.ACK, self.code, 0, b"", self.options, self.payload)
+        return Message(_ACK, self.code, 0, b"", self._options, self.payload)
 
     @property
     def options(self) -> OptionList:
