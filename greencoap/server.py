@@ -19,7 +19,7 @@ from typing import Any
 
 from . import pktinfo
 from .codes import Code, Type
-from .dtls_channel import DtlsChannel, SecurePeer, psk_lookup_from
+from .dtls_channel import DtlsChannel, psk_lookup_from
 from .endpoint import DEFAULT_SOCKET_BUFFER, Endpoint, make_udp_socket, set_buffer_sizes
 from .errors import CoapError, MessageFormatError
 from .hub import LogThrottle, get_hub, sleep
@@ -312,13 +312,6 @@ class Server:
                 out[prefix + k] = v
         return out
 
-    def endpoint_of(self, peer: tuple) -> Endpoint | None:
-        """The endpoint that talks to ``peer`` (the DTLS one for a secure peer),
-        for what outlives a request, such as an observer's notifications."""
-        if peer[-1].__class__ is SecurePeer:
-            return self.secure_endpoint
-        return self.endpoint
-
     def start(self) -> Server:
         """Bind the socket and start serving on this thread's hub."""
         if self.endpoint is not None:
@@ -407,7 +400,8 @@ class Server:
             stats["multicast_ignored"] += 1  # §8.1: multicast requests are NON
             return
         stats["multicast_requests"] += 1
-        reply = self.handle_request(msg, peer)
+        # an observer registered by a group request notifies from the unicast socket
+        reply = self.handle_request(msg, peer, self.endpoint)
         if reply.code >= 128:
             stats["multicast_suppressed"] += 1  # §8.2: no error responses to a group
             return
@@ -547,12 +541,12 @@ class Server:
                 self.observers.drop((peer, msg.token), "unverified")
         ep.respond(msg, peer, reply)
 
-    def handle_request(self, msg: Message, peer: tuple, via: Endpoint | None = None) -> Message:
+    def handle_request(self, msg: Message, peer: tuple, via: Endpoint) -> Message:
         """Answer one request message: the pipeline's decisions around the
         route's handler (see :mod:`greencoap.protocol.pipeline`); returns the
         reply message (its type, MID and token are the message layer's).
-        ``via`` is the endpoint it came to (an observer registered by it
-        notifies from there; None: the server's endpoint for ``peer``)."""
+        ``via`` is the endpoint it came to: an observer registered by it
+        notifies from there."""
         pipeline = self.pipeline
         job = pipeline.begin(msg, peer, monotonic())
         if job.action is ANSWER:
@@ -560,7 +554,7 @@ class Server:
         reply, handled = self._run(job, via)
         return pipeline.finish(job, reply, monotonic(), handled)
 
-    def _run(self, job: Job, via: Endpoint | None) -> tuple[Message, bool]:
+    def _run(self, job: Job, via: Endpoint) -> tuple[Message, bool]:
         """Run the application's part of ``job``: register an observer, or ask
         the route for its current ETag (the pipeline checks the preconditions)
         and run its handler.  Returns the reply and whether the handler made it
@@ -571,8 +565,6 @@ class Server:
         try:
             request = Request(msg, peer, params)
             if job.action is REGISTER:
-                if via is None:
-                    via = self.endpoint_of(peer)
                 return self.observers.register(request, route, params, via).to_message(), False
             if job.deregister:
                 self.observers.drop((peer, msg.token), "deregistered")

@@ -90,5 +90,34 @@ def test_the_wheel_agrees_with_a_dict_of_due_times(ops):
             for k in want:
                 del model[k]
         else:
+            before = _state(w)
             assert w.next_due() == (min(model.values()) if model else None)
+            assert _state(w) == before  # next_due only reads
         assert w.live() == len(model)
+        # the earliest key on the heap holds a live item; empty buckets are gone
+        assert not w._keys or w._keys[0] in w._live
+        assert set(w._buckets) == set(w._live)
+
+
+def _state(w: TimerWheel) -> tuple:
+    return (
+        list(w._keys),
+        {k: list(b) for k, b in w._buckets.items()},
+        dict(w._live),
+    )
+
+
+def test_cancelled_items_are_not_held_and_next_due_reads_only():
+    w = TimerWheel()
+    items = [Item(str(i)) for i in range(100)]
+    for i, it in enumerate(items):
+        w.schedule(it, 2.0 + i / 1000)
+    for it in items[:99]:
+        w.cancel(it)
+    # the 99 cancelled items' buckets went with them: nothing refers to them
+    assert [it for b in w._buckets.values() for it in b] == [items[99]]
+    before = _state(w)
+    assert w.next_due() == w.next_due() == items[99].due
+    assert _state(w) == before
+    w.cancel(items[99])
+    assert w.next_due() is None and w._keys == [] and w._buckets == {}

@@ -79,7 +79,7 @@ class DeviceServer(Server):
     #: its one ticker instead)
     housekeeping_interval: float | None = 10.0
 
-    def handle_request(self, msg: Message, peer: tuple, via: Any = None) -> Any:
+    def handle_request(self, msg: Message, peer: tuple, via: Any) -> Any:
         served = self.served
         if served is None:
             if self.delay:

@@ -340,7 +340,7 @@ class MessageLayer:
     ) -> None:
         """End ``ex``: DONE with ``outcome`` (and its response or error), out
         of every table; a request's NSTART slot goes to the next in line."""
-        TimerWheel.cancel(ex)  # no timer any more
+        self._timers.cancel(ex)  # no timer any more
         ex.outcome = outcome
         if result is not None:
             ex.result = result
@@ -571,7 +571,7 @@ class MessageLayer:
         peer = ex.peer
         ex.result = msg
         ex.state = OBSERVING
-        TimerWheel.cancel(ex)  # its timers become stale
+        self._timers.cancel(ex)  # its timer goes
         ex.next_retransmit = INF
         if self._by_mid.get((peer, ex.mid)) is ex:
             del self._by_mid[(peer, ex.mid)]
