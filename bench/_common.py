@@ -98,6 +98,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def reap(p: subprocess.Popen) -> None:
+    """Stop child ``p`` by its PID if it still runs (SIGKILL), and wait for it."""
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def communicate_or_kill(p: subprocess.Popen, timeout: float) -> tuple[Any, Any, bool]:
+    """``p.communicate(timeout=...)``; when the time is up, SIGKILL it and
+    collect what it printed.  Returns ``(stdout, stderr, killed)``."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+        return out, err, False
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        return out, err, True
+
+
 def pinned(cmd: Sequence[str], cpu: int) -> list[str]:
     """``cmd`` prefixed with ``taskset -c cpu`` (taskset execs: the PID stays the same)."""
     return ["taskset", "-c", str(cpu), *map(str, cmd)]
@@ -161,8 +180,7 @@ class Pinned:
                 try:
                     p.wait(self.grace)
                 except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(self.grace)
+                    reap(p)
         finally:
             self.log.flush()
         return p.returncode
@@ -350,15 +368,11 @@ def run_json(
         cwd=ROOT,
     )
     try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        raise RuntimeError(f"timed out after {timeout} s: {' '.join(cmd)}\n{err[-2000:]}")
+        out, err, killed = communicate_or_kill(p, timeout)
+        if killed:
+            raise RuntimeError(f"timed out after {timeout} s: {' '.join(cmd)}\n{err[-2000:]}")
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        reap(p)
     lines = [ln for ln in out.splitlines() if ln.strip()]
     if p.returncode != 0 or not lines:
         raise RuntimeError(f"exit {p.returncode}: {' '.join(map(str, cmd))}\n{err[-3000:]}")

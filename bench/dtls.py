@@ -534,9 +534,7 @@ def run_profile(
         )
         stdout, _ = load.communicate(timeout=secs + 60)
     finally:
-        if load.poll() is None:
-            load.kill()
-            load.wait()
+        c.reap(load)
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     res = json.loads(lines[-1]) if lines else {}
     ok = res.get("ok") or 0

@@ -200,11 +200,8 @@ class Child:
         if p.poll() is not None:
             return None
         p.terminate()
-        try:
-            out, _ = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
+        out, _, killed = c.communicate_or_kill(p, timeout)
+        if killed:
             return None
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
         return json.loads(lines[-1]) if lines else None
@@ -450,11 +447,7 @@ def measure_scale(hub: str, devices: int, processes: int, sample: int) -> dict[s
         out["answered"] = sample_answers(targets)
     finally:
         p.send_signal(signal.SIGINT)
-        try:
-            stdout, _ = p.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            stdout, _ = p.communicate()
+        stdout, _, _ = c.communicate_or_kill(p, 300)
         th.join(5)
     try:
         final = json.loads(stdout)

@@ -135,11 +135,7 @@ def scenario(hub: str, shed: bool, flood: bool, duration: float) -> dict:
         rcv = c.udp_rcvbuf_errors() - rcv0
     finally:
         server.send_signal(signal.SIGTERM)
-        try:
-            out, err = server.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            out, err = server.communicate()
+        out, err, _ = c.communicate_or_kill(server, 10)
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     stats = json.loads(lines[-1]) if lines else {}
     return {"good": good, "flood": flooded, "after": after, "server": stats, "rcvbuf": rcv}

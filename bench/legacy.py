@@ -400,17 +400,11 @@ def run_child(cmd: list[str], cap: float, env: dict[str, str]) -> tuple[list[dic
         env=full_env,
         cwd=c.ROOT,
     )
-    killed = None
     try:
-        out, err = p.communicate(timeout=cap)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        killed = f"killed after {cap:g} s"
+        out, err, timed_out = c.communicate_or_kill(p, cap)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        c.reap(p)
+    killed = f"killed after {cap:g} s" if timed_out else None
     lines = []
     for ln in out.splitlines():
         with contextlib.suppress(ValueError):
@@ -593,13 +587,7 @@ def dead_section(cap: float, samples: int, notes: list[str]) -> None:
         results = []
         for job, p in zip(jobs, procs, strict=True):
             left = max(1.0, cap + 30.0 - (time.monotonic() - started))
-            killed = False
-            try:
-                out, _ = p.communicate(timeout=left)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, _ = p.communicate()
-                killed = True
+            out, _, killed = c.communicate_or_kill(p, left)
             lines = []
             for ln in out.splitlines():
                 with contextlib.suppress(ValueError):
@@ -625,9 +613,7 @@ def dead_section(cap: float, samples: int, notes: list[str]) -> None:
             )
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            c.reap(p)
         for s in silent:
             s.close()
 

@@ -94,11 +94,9 @@ def run_locust(locustfile: str, port: int, users: int, duration: int) -> dict:
     )
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=c.ROOT)
     try:
-        out, err = p.communicate(timeout=duration + 90)
+        out, err, _ = c.communicate_or_kill(p, duration + 90)
     finally:
-        if p.poll() is None:  # timed out (or interrupted): stop it by its PID
-            p.kill()
-            p.wait()
+        c.reap(p)  # interrupted: stop it by its PID
     if "[" not in out:
         raise RuntimeError(f"locust exit {p.returncode}, no JSON:\n{err[-3000:]}")
     res = parse_locust_json(out)
