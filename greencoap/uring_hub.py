@@ -303,6 +303,10 @@ class UringBackend(DatagramBackend):
         self._arena_buf = ffi.buffer(self._arena)
         self._used = ffi.new("int *")
         self._failed = ffi.new("uint8_t[]", 256)  # gc_send_many's per-datagram failures
+        # a turn with one datagram (a sequential client, a quiet server) fills
+        # these in place of packing arrays (measured: ~0.4 µs against ~2.5 µs)
+        self._one_slot = ffi.new("int32_t[1]")
+        self._one_len = ffi.new("uint32_t[1]")
         self._more = ffi.new("int *")
         self._slot_stats = ffi.new("uint64_t[]", lib.GC_SLOT_STATS)
         self._channels: dict[int, Channel] = {}
@@ -346,20 +350,28 @@ class UringBackend(DatagramBackend):
         out, slots, addrs = self._out, self._out_slots, self._out_addrs
         self._out, self._out_slots, self._out_addrs = [], [], []
         n = len(out)
-        lens = struct.pack(f"={n}I", *map(len, out))
-        slot_arr = struct.pack(f"={n}i", *slots)
         failed = self._failed
-        if len(failed) < n:
-            failed = self._failed = ffi.new("uint8_t[]", max(n, 2 * len(failed)))
-        bad = lib.gc_send_many(
-            self._ring,
-            ffi.from_buffer("int32_t[]", slot_arr),
-            b"".join(out),
-            ffi.from_buffer("uint32_t[]", lens),
-            b"".join(addrs),
-            n,
-            failed,
-        )
+        if n == 1:
+            data = out[0]
+            self._one_slot[0] = slots[0]
+            self._one_len[0] = len(data)
+            bad = lib.gc_send_many(
+                self._ring, self._one_slot, data, self._one_len, addrs[0], 1, failed
+            )
+        else:
+            lens = struct.pack(f"={n}I", *map(len, out))
+            slot_arr = struct.pack(f"={n}i", *slots)
+            if len(failed) < n:
+                failed = self._failed = ffi.new("uint8_t[]", max(n, 2 * len(failed)))
+            bad = lib.gc_send_many(
+                self._ring,
+                ffi.from_buffer("int32_t[]", slot_arr),
+                b"".join(out),
+                ffi.from_buffer("uint32_t[]", lens),
+                b"".join(addrs),
+                n,
+                failed,
+            )
         if bad:
             channels = self._channels
             for i in range(n):
