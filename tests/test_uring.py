@@ -118,3 +118,36 @@ def test_datagram_size_limit_on_both_hubs(hub, server):
     assert reply.payload == body[: len(reply.payload)] and reply.block2.more
     with Client(timeout=5) as c:  # the oversized datagram was dropped; still serving
         assert c.get(server.uri + "/hello").ok
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_failed_send_is_counted_and_costs_only_itself(uring_hub, count):
+    """One turn's sends, alone (the one-datagram path) or in a batch: a
+    datagram the kernel refuses (UDP to port 0: EINVAL) is counted as a send
+    error and the others of the turn still leave."""
+    from greencoap import sleep
+    from greencoap.endpoint import make_udp_socket
+
+    sock = make_udp_socket("127.0.0.1", 0)
+    ch = uring_hub.io.open_channel(sock, lambda batch: None)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(2.0)
+    try:
+        before = uring_hub.io.statistics()["send_errors"]
+        ch.sendto(b"bad", ("127.0.0.1", 0))
+        for i in range(count - 1):
+            ch.sendto(b"good%d" % i, sink.getsockname())
+        deadline = time.monotonic() + 5
+        while uring_hub.io.statistics()["send_errors"] == before and time.monotonic() < deadline:
+            sleep(0.01)
+        assert uring_hub.io.statistics()["send_errors"] == before + 1
+        got = sorted(sink.recv(64) for _ in range(count - 1))
+        assert got == [b"good%d" % i for i in range(count - 1)]
+        ch.sendto(b"alone, whole", sink.getsockname())  # a later turn's one datagram
+        sleep(0.01)
+        assert sink.recv(64) == b"alone, whole"
+    finally:
+        ch.close()
+        sock.close()
+        sink.close()
