@@ -427,16 +427,10 @@ def measure_scale(hub: str, devices: int, processes: int, sample: int) -> dict[s
         kids = descendants(p.pid)
         out["rss_kib"] = sum(rss_kib(k) for k in kids)
         out["children"] = len(kids)
-        # where device g lives: process i holds a contiguous share, on HOSTS[i % len(HOSTS)]
-        shares = [
-            devices // processes + (1 if i < devices % processes else 0) for i in range(processes)
-        ]
-        place, first, used = [], 0, dict.fromkeys(hosts, 0)
-        for i, share in enumerate(shares):
-            host = hosts[i % len(hosts)]
-            place.append((first, share, host, used[host]))
-            first += share
-            used[host] += share
+        # where device g lives: as `greencoap fleet --processes` placed it
+        from greencoap.fleet.cli import placement
+
+        place = placement(devices, processes, hosts)
         picks = random.Random().sample(range(devices), min(sample, devices))
         targets = []
         for g in picks:

@@ -557,3 +557,20 @@ def test_the_fleet_sweeps_its_devices_tables_from_one_timer(any_hub):
             while fleet._observed and monotonic() < deadline:
                 sleep(0.05)
             assert fleet._observed == {}
+
+
+def test_placement_of_devices_over_processes_and_addresses():
+    """`greencoap fleet --processes K --host A,B` (and bench/fleet.py, which
+    finds devices by it): contiguous shares, processes round-robin over the
+    addresses, each address's ports one run from the base port."""
+    from greencoap.fleet.cli import placement
+
+    assert placement(10, 3, ("a", "b")) == [(0, 4, "a", 0), (4, 3, "b", 0), (7, 3, "a", 4)]
+    assert placement(2, 4, ("a",), first_index=5) == [(5, 1, "a", 0), (6, 1, "a", 1)]
+    for devices, processes, hosts in [(100_000, 8, ("h1", "h2", "h3", "h4")), (7, 7, ("x", "y"))]:
+        place = placement(devices, processes, hosts)
+        indices = [g for first, share, _, _ in place for g in range(first, first + share)]
+        assert indices == list(range(devices))  # every device once, in order
+        for host in hosts:
+            ports = sorted(off + j for _, share, h, off in place if h == host for j in range(share))
+            assert ports == list(range(len(ports)))  # one run of ports per address

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "placement"]
 
 #: the counters a progress line and the summary show, in order
 SHOWN = ("devices", "registered", "offline", "requests", "notifications", "rd_failures")
@@ -328,19 +328,12 @@ def _child_argv(
 
 def run_processes(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """``--processes K``: K children with a share each; aggregate their reports."""
-    k = args.processes
-    shares = _shares(args.devices, k)
-    hosts = hosts_of(args)
-    procs, first = [], args.first_index
-    used = dict.fromkeys(hosts, 0)  # devices placed on each address so far: its port offset
-    for i, share in enumerate(shares):
-        if share == 0:
-            continue
-        host = hosts[i % len(hosts)]
-        cmd = _child_argv(args, argv, share, first, host, used[host])
+    procs = []
+    for first, share, host, offset in placement(
+        args.devices, args.processes, hosts_of(args), args.first_index
+    ):
+        cmd = _child_argv(args, argv, share, first, host, offset)
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
-        first += share
-        used[host] += share
     latest: dict[int, dict] = {}
     finals: dict[int, dict] = {}
     lock = threading.Lock()
@@ -399,6 +392,26 @@ def run_processes(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 def _shares(devices: int, processes: int) -> list[int]:
     """``devices`` split as evenly as can be over ``processes``."""
     return [devices // processes + (1 if i < devices % processes else 0) for i in range(processes)]
+
+
+def placement(
+    devices: int, processes: int, hosts: tuple[str, ...] | list[str], first_index: int = 0
+) -> list[tuple[int, int, str, int]]:
+    """Where ``--processes`` puts the devices: for each process with a share,
+    ``(first device index, share, address, port offset)``.  Process ``i``
+    holds a contiguous share on ``hosts[i % len(hosts)]``; its devices' ports
+    follow those placed on that address before it (from the base port)."""
+    out = []
+    first = first_index
+    used = dict.fromkeys(hosts, 0)  # devices placed on each address so far
+    for i, share in enumerate(_shares(devices, processes)):
+        if share == 0:
+            continue
+        host = hosts[i % len(hosts)]
+        out.append((first, share, host, used[host]))
+        first += share
+        used[host] += share
+    return out
 
 
 def _per_host(devices: int, processes: int, hosts: int) -> list[int]:
