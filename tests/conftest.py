@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -159,11 +161,22 @@ def demo_command(port: int, *extra: str) -> list[str]:
 def demo_proc(hub):
     """The demo server as a subprocess (``python -m greencoap.demo``) on a free port,
     on the same backend as this test's hub."""
-    port = free_port()
     env = dict(os.environ, GREENCOAP_HUB=hub.backend)
-    p = Proc(demo_command(port), port, env=env)
+    p = start_on_free_port(lambda port: Proc(demo_command(port), port, env=env))
     yield p
     p.stop()
+
+
+def start_on_free_port(start: Callable[[int], Any], tries: int = 3) -> Any:
+    """``start(port)`` on a port free a moment ago; again on another one when
+    a test running in parallel took it in between (EADDRINUSE)."""
+    for attempt in range(tries):
+        try:
+            return start(free_port())
+        except RuntimeError as e:
+            if "Address already in use" not in str(e) or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture
