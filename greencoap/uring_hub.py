@@ -352,26 +352,17 @@ class UringBackend(DatagramBackend):
         n = len(out)
         failed = self._failed
         if n == 1:
-            data = out[0]
-            self._one_slot[0] = slots[0]
-            self._one_len[0] = len(data)
-            bad = lib.gc_send_many(
-                self._ring, self._one_slot, data, self._one_len, addrs[0], 1, failed
-            )
+            blob, sa = out[0], addrs[0]
+            slot_arr, len_arr = self._one_slot, self._one_len
+            slot_arr[0] = slots[0]
+            len_arr[0] = len(blob)
         else:
-            lens = struct.pack(f"={n}I", *map(len, out))
-            slot_arr = struct.pack(f"={n}i", *slots)
+            blob, sa = b"".join(out), b"".join(addrs)
+            slot_arr = ffi.from_buffer("int32_t[]", struct.pack(f"={n}i", *slots))
+            len_arr = ffi.from_buffer("uint32_t[]", struct.pack(f"={n}I", *map(len, out)))
             if len(failed) < n:
                 failed = self._failed = ffi.new("uint8_t[]", max(n, 2 * len(failed)))
-            bad = lib.gc_send_many(
-                self._ring,
-                ffi.from_buffer("int32_t[]", slot_arr),
-                b"".join(out),
-                ffi.from_buffer("uint32_t[]", lens),
-                b"".join(addrs),
-                n,
-                failed,
-            )
+        bad = lib.gc_send_many(self._ring, slot_arr, blob, len_arr, sa, n, failed)
         if bad:
             channels = self._channels
             for i in range(n):

@@ -184,9 +184,10 @@ def demo_proc_no_echo(hub):
     """The demo server without amplification mitigation (``--echo-factor 0``),
     for aiocoap's client, which ignores Echo challenges outside OSCORE (as of
     0.4.17): with the default it gets 4.01 for responses over 3× its request."""
-    port = free_port()
     env = dict(os.environ, GREENCOAP_HUB=hub.backend)
-    p = Proc(demo_command(port, "--echo-factor", "0"), port, env=env)
+    p = start_on_free_port(
+        lambda port: Proc(demo_command(port, "--echo-factor", "0"), port, env=env)
+    )
     yield p
     p.stop()
 

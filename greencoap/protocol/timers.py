@@ -76,9 +76,13 @@ class TimerWheel:
             return
         del live[k]
         del self._buckets[k]
-        keys = self._keys
+        self._settle()
+
+    def _settle(self) -> None:
+        """Pop the stale keys at the top of the heap (the invariant)."""
+        keys, live = self._keys, self._live
         while keys and keys[0] not in live:
-            heapq.heappop(keys)  # stale keys at the top go (the invariant)
+            heapq.heappop(keys)
 
     def pop_due(self, now: float) -> list[Any]:
         """The items due at ``now`` (``due <= now``), earliest millisecond
@@ -110,8 +114,7 @@ class TimerWheel:
                 live[k] = len(not_yet)
                 heapq.heappush(keys, k)
                 break  # nothing later than this millisecond can be due yet
-        while keys and keys[0] not in live:
-            heappop(keys)
+        self._settle()
         return out
 
     def next_due(self) -> float | None:
