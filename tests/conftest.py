@@ -80,11 +80,44 @@ def any_hub(request):
     yield from hub_for(request.param)
 
 
-def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
-    """A UDP port that was free a moment ago."""
+# Ports handed out by free_port(): below the kernel's ephemeral range (32768
+# and up), so no ``bind(port 0)`` anywhere lands on one, and a slice of its
+# own for each xdist worker, so two tests running in parallel never get the
+# same one (a port found free by binding port 0 and closing could be taken
+# by a parallel test before the server started on it: seen in CI).
+_PORTS_FIRST, _PORTS_SLICE, _PORTS_SLICES = 20000, 1000, 12
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") else _PORTS_SLICES - 1
+    first = _PORTS_FIRST + (index % _PORTS_SLICES) * _PORTS_SLICE
+    return range(first, first + _PORTS_SLICE)
+
+
+_port_cursor = 0
+
+
+def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of ``count`` consecutive UDP ports, free now and not handed
+    out before by this test process (nor by any other xdist worker)."""
+    global _port_cursor
+    ports = _port_slice()
+    for _ in range(len(ports)):
+        first = ports[0] + _port_cursor % (len(ports) - count + 1)
+        _port_cursor += count
+        if all(_bindable(family, host, p) for p in range(first, first + count)):
+            return first
+    raise RuntimeError(f"no {count} free consecutive ports in {ports}")
+
+
+def _bindable(family: int, host: str, port: int) -> bool:
     with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def which_or_skip(binary: str) -> str:

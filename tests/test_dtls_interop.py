@@ -8,7 +8,6 @@ backend as the test; libcoap's binaries come from ``libcoap3-bin``.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -101,26 +100,11 @@ def test_libcoap_dtls_client_with_a_wrong_key_gets_nothing(secure_demo, binary):
     assert "'requests'" not in stats or "'requests': 0" in stats
 
 
-def _free_port_pair() -> int:
-    """A UDP port P on 127.0.0.1 with P + 1 free as well."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture
 def libcoap_dtls_server():
     """coap-server-openssl with a PSK and a hint; DTLS listens on port + 1."""
     binary = which_or_skip("coap-server-openssl")
-    port = _free_port_pair()
+    port = free_port(count=2)
     p = Proc([binary, "-A", "127.0.0.1", "-p", str(port), "-k", KEY, "-h", "libcoap-hint"], port)
     p.suri = f"coaps://127.0.0.1:{port + 1}"
     yield p

@@ -268,7 +268,8 @@ def test_dtls_devices_answer_libcoap(hub):
 
 def test_plain_devices_answer_libcoap(hub):
     client = which_or_skip("coap-client-notls")
-    with Fleet(lively, count=20, base_port=free_port() // 2 + 20000) as fleet:
+    with Fleet(lively, count=20, base_port=free_port(count=20)) as fleet:
+        assert [d.port for d in fleet] == list(range(fleet[0].port, fleet[0].port + 20))
         for d in fleet[::5]:
             out = hub.run_in_thread(
                 lambda u=d.uri: subprocess.run(
