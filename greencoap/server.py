@@ -527,6 +527,10 @@ class Server:
     def _handle(self, ep: Endpoint, msg: Message, peer: tuple) -> None:
         """On a worker: answer one request that came to ``ep``."""
         pipeline = self.pipeline
+        plan = pipeline.plain(msg)
+        if plan is not None:  # nothing for the pipeline to decide: the common case
+            self._handle_plain(ep, msg, peer, plan)
+            return
         if pipeline.echo is None or ep is self.secure_endpoint:  # DTLS proved the address
             ep.respond(msg, peer, self.handle_request(msg, peer, ep))
             return
@@ -538,6 +542,24 @@ class Server:
         if not verified:  # nothing much larger than the request goes to it
             reply, undo = pipeline.guard(msg, peer, reply, monotonic())
             if undo:  # no notifications to an unverified address: the repetition registers
+                self.observers.drop((peer, msg.token), "unverified")
+        ep.respond(msg, peer, reply)
+
+    def _handle_plain(self, ep: Endpoint, msg: Message, peer: tuple, plan: tuple) -> None:
+        """:meth:`_handle` for a request :meth:`ServerPipeline.plain` found
+        plain: the same reply as the full path, with fewer steps (no
+        :class:`Job`; address verification only looked up, as a request
+        without Echo needs)."""
+        pipeline = self.pipeline
+        echo = pipeline.echo
+        now = monotonic()
+        verified = echo is None or ep is self.secure_endpoint or echo.verified(peer, now)
+        route, params, raw = plan
+        reply = self._run_plain(msg, peer, route, params)
+        reply = pipeline.finish_plain(msg, peer, raw, reply, now)
+        if not verified:  # nothing much larger than the request goes to it
+            reply, undo = pipeline.guard(msg, peer, reply, now)
+            if undo:
                 self.observers.drop((peer, msg.token), "unverified")
         ep.respond(msg, peer, reply)
 
@@ -559,9 +581,7 @@ class Server:
         the route for its current ETag (the pipeline checks the preconditions)
         and run its handler.  Returns the reply and whether the handler made it
         (False: the registration's, a precondition's, an error's)."""
-        stats = self.counters
         msg, peer, route, params = job.message, job.peer, job.route, job.params
-        method = msg.code
         try:
             request = Request(msg, peer, params)
             if job.action is REGISTER:
@@ -573,22 +593,42 @@ class Server:
                 refused = self.pipeline.preconditions(job, current)
                 if refused is not None:
                     return refused, False
-            result = route.handler(request, **params)
-            if result.__class__ is not Response:
-                if isinstance(result, types.GeneratorType):
-                    result = first_value(result)  # an observable resource read without Observe
-                result = as_response(result, method, job.accept)
-            return result.to_message(), True
-        except CoapError as e:
+            return self._reply_of(route.handler(request, **params), msg.code, job.accept), True
+        except Exception as e:  # noqa: BLE001 - every failure becomes a reply
+            return self._failure(e, msg.code, route), False
+
+    def _run_plain(self, msg: Message, peer: tuple, route: Any, params: dict) -> Message:
+        """:meth:`_run` for a plain request: its handler's reply (or an error's)."""
+        try:
+            result = route.handler(Request(msg, peer, params), **params)
+            if result.__class__ is Response:
+                return result.to_message()
+            return self._reply_of(result, msg.code, None)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a reply
+            return self._failure(e, msg.code, route)
+
+    @staticmethod
+    def _reply_of(result: Any, method: int, accept: int | None) -> Message:
+        """The message for what a handler returned (a Response, or a value
+        :func:`as_response` turns into one)."""
+        if result.__class__ is not Response:
+            if isinstance(result, types.GeneratorType):
+                result = first_value(result)  # an observable resource read without Observe
+            result = as_response(result, method, accept)
+        return result.to_message()
+
+    def _failure(self, e: Exception, method: int, route: Any) -> Message:
+        """The reply to a request whose handling raised ``e`` (called in its
+        ``except`` block: an unexpected error is logged with its traceback)."""
+        if isinstance(e, CoapError):
             code = e.code if e.code is not None else Code.INTERNAL_SERVER_ERROR
-            return Response(code, e.message).to_message(), False
-        except MessageFormatError as e:  # e.g. a Uri-Query that is not UTF-8
-            stats["bad_request"] += 1
-            return Response(Code.BAD_REQUEST, str(e)).to_message(), False
-        except Exception:
-            stats["handler_errors"] += 1
-            self.log_handler_error("handler for %s %s failed", Code(method), route.path)
-            return Response(Code.INTERNAL_SERVER_ERROR).to_message(), False
+            return Response(code, e.message).to_message()
+        if isinstance(e, MessageFormatError):  # e.g. a Uri-Query that is not UTF-8
+            self.counters["bad_request"] += 1
+            return Response(Code.BAD_REQUEST, str(e)).to_message()
+        self.counters["handler_errors"] += 1
+        self.log_handler_error("handler for %s %s failed", Code(method), route.path)
+        return Response(Code.INTERNAL_SERVER_ERROR).to_message()
 
     def log_handler_error(self, text: str, *args: Any) -> None:
         """Log the exception being handled with its traceback (a handler

@@ -249,3 +249,83 @@ def test_admission_throttles_then_sheds_and_recovers_with_hysteresis():
     assert p.admission(40) is not None and p.stats["load_level"] == 1  # throttled again
     assert p.admission(4) is None and p.stats["load_level"] == 0
     assert p.stats["load_level_changes"] == 4
+
+
+# -- the plain path (ServerPipeline.plain / finish_plain) -------------------------
+
+_PLAIN_PATHS = ["hello", "json", "up", "big", "clock", "things/7", "nowhere", "hello/x"]
+_OPTION_POOL = [
+    (O.URI_HOST, b"h"),
+    (O.URI_PORT, b"\x16\x33"),
+    (O.URI_QUERY, b"a=1"),
+    (O.URI_QUERY, b"b"),
+    (O.CONTENT_FORMAT, b""),
+    (O.CONTENT_FORMAT, b"\x32"),
+    (O.ACCEPT, b"\x32"),
+    (O.ETAG, b"e1"),
+    (O.OBSERVE, b""),
+    (O.OBSERVE, b"\x01"),
+    (O.BLOCK2, b"\x02"),
+    (O.BLOCK1, b"\x0a"),
+    (O.IF_NONE_MATCH, b""),
+    (O.ECHO, b"x" * 12),
+    (O.NO_RESPONSE, b"\x02"),
+    (65001, b"x"),  # unknown critical
+    (65000, b"x"),  # unknown elective
+    (O.PROXY_URI, b"coap://x"),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(_PLAIN_PATHS),
+    st.sampled_from([Code.GET, Code.PUT, Code.POST, Code.FETCH]),
+    st.lists(st.sampled_from(_OPTION_POOL), max_size=4),
+    st.booleans(),
+    st.integers(0, 600),
+)
+def test_a_plain_request_gets_what_begin_and_finish_would_give(path, code, extra, bad, size):
+    """plain() takes a request only when begin() would hand it to its handler
+    with nothing else decided, and finish_plain() shapes the handler's reply
+    as finish() does (the server's fast path and its full path agree); every
+    request with plain options only on a route without ETag hook is taken."""
+    p, q = pipeline(), pipeline()
+    msg = request(path, code, extra)
+    if bad:
+        msg.bad_options = [O.URI_PORT]
+    plan = p.plain(msg)
+    job = q.begin(msg, PEER, 0.0)
+    only_plain = not bad and all(
+        n in (O.URI_HOST, O.URI_PORT, O.URI_QUERY, O.CONTENT_FORMAT) for n, _ in extra
+    )
+    single_ok = all(sum(1 for n, _ in extra if n == s) <= 1 for s in (O.URI_HOST, O.URI_PORT))
+    if plan is None:
+        assert not (only_plain and single_ok and job.action is HANDLE), (msg, job)
+        return
+    route, params, raw = plan
+    assert job.action is HANDLE and not job.deregister and not job.blockwise
+    assert (job.route.method, job.route.path) == (route.method, route.path)
+    assert (job.params, job.raw_key) == (params, raw)
+    assert job.accept is None and job.message is msg and job.block1 is None
+    reply = Message(Type.ACK, Code.CONTENT, 0, b"", [(O.CONTENT_FORMAT, b"")], bytes(size))
+    copy = Message(Type.ACK, Code.CONTENT, 0, b"", [(O.CONTENT_FORMAT, b"")], bytes(size))
+    fast = p.finish_plain(msg, PEER, raw, reply, 0.0)
+    full = q.finish(job, copy, 0.0)
+    assert fast.encode() == full.encode()
+    assert p.stats == q.stats
+
+
+def test_plain_leaves_a_route_with_an_etag_hook_to_the_full_path():
+    router = Router()
+    router.add("GET", "/v", lambda req: b"1", etag=lambda req: b"e")
+    p = ServerPipeline(
+        router.resolve_raw,
+        block_size=64,
+        block_szx=2,
+        block1=Block1Assembler(4096, 1 << 20, 60.0),
+        block2=Block2Cache(60.0, 1 << 20),
+        echo=None,
+        stats=stats(),
+    )
+    assert p.plain(request("v")) is None
+    assert p.begin(request("v"), PEER, 0.0).action is HANDLE

@@ -80,6 +80,12 @@ _CONTENT, _VALID = int(Code.CONTENT), int(Code.VALID)
 _ETAG, _MAX_AGE, _OBSERVE = int(O.ETAG), int(O.MAX_AGE), int(O.OBSERVE)
 _BLOCK1, _SIZE1, _ECHO = int(O.BLOCK1), int(O.SIZE1), int(O.ECHO)
 _CONTENT_FORMAT = int(O.CONTENT_FORMAT)
+_URI_PATH = int(O.URI_PATH)
+#: the options of a plain request (see ServerPipeline.plain)
+_PLAIN_OPTIONS = frozenset(
+    int(n) for n in (O.URI_HOST, O.URI_PORT, O.URI_PATH, O.URI_QUERY, _CONTENT_FORMAT)
+)
+_PLAIN_SINGLE = frozenset({int(O.URI_HOST), int(O.URI_PORT)})  # critical, not repeatable
 _JSON, _CBOR = 50, 60
 
 
@@ -243,6 +249,46 @@ class ServerPipeline:
                 job.deregister = True
         job.action = HANDLE
         return job
+
+    def plain(self, msg: Message) -> tuple[Any, dict, tuple] | None:
+        """``(route, params, raw Uri-Path)`` for a request that needs none of
+        this pipeline's decisions, else None (then :meth:`begin` decides).
+
+        Plain: its only options are Uri-Host, Uri-Port, Uri-Path, Uri-Query
+        and Content-Format, none malformed and the critical single ones not
+        repeated; the router finds its route; the route declares no ETag
+        hook.  For such a request :meth:`begin` would return ``HANDLE`` with
+        nothing else to do, and :meth:`finish` would only split a reply too
+        large for one datagram: :meth:`finish_plain`.
+        """
+        if msg.bad_options:
+            return None
+        raw = []
+        prev = -1
+        for number, value in msg.options:
+            if number == _URI_PATH:
+                raw.append(value)
+            elif number not in _PLAIN_OPTIONS or (number == prev and number in _PLAIN_SINGLE):
+                return None
+            prev = number
+        key = tuple(raw)
+        try:
+            route, params = self.resolve(msg.code, key)
+        except (LookupError, UnicodeDecodeError):
+            return None  # begin() answers it (4.04, 4.05, 4.00)
+        if route.etag_of is not None:
+            return None
+        return route, params, key
+
+    def finish_plain(
+        self, msg: Message, peer: Any, raw_key: tuple, reply: Message, now: float
+    ) -> Message:
+        """:meth:`finish` for a request :meth:`plain` found plain."""
+        if len(reply.payload) <= self.block_size:
+            return reply
+        job = Job(msg, peer)
+        job.raw_key = raw_key
+        return self._blockwise_reply(job, reply, now)
 
     def _produces(self, route: Route, accept: int) -> bool:
         """Can ``route`` answer in Content-Format ``accept``?  Its declared
