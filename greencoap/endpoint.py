@@ -285,6 +285,7 @@ class Endpoint:
         request gets a timer: if the handler is still running after
         ``separate_delay`` seconds, the request is acknowledged with an empty
         ACK and its response will go as a separate CON (RFC 7252 §5.2.2)."""
+        self._send_queued()  # the replies of the requests before it
         item = self._current
         if item is not None and self.separate_delay is not None:
             msg, peer = item
@@ -318,6 +319,19 @@ class Endpoint:
                     t = self._separate.pop(id(msg), None)
                     if t is not None:
                         t.cancel()
+        self._send_queued()
+
+    def _send_queued(self) -> None:
+        """Send what :meth:`queue_response` left in the outbox (at the end of a
+        worker's run of requests, and when a handler parks it)."""
+        layer = self.layer
+        if layer.outbox and not self.closed:
+            try:
+                self._drain()
+            except Exception:  # noqa: BLE001 - a refused datagram costs only itself
+                self.hub.handle_error(self._drain)
+        if layer.new_due < self._deadline.at:
+            self._arm()  # a separate CON response is retransmitted until ACKed
 
     def _acknowledge(self, msg: Message, peer: Any) -> None:
         """Timer: a slow handler's CON request gets its empty ACK now."""
@@ -472,6 +486,14 @@ class Endpoint:
     def _refuse(self, msg: Message, peer: Any, code: int) -> None:
         """Admission refused a CON (in the batch): ``code`` with Max-Age 1 (retry later)."""
         self.respond(msg, peer, Message(ACK, code, 0, b"", [(_MAX_AGE, b"\x01")]))
+
+    def queue_response(self, request: Message, peer: Any, response: Message) -> None:
+        """:meth:`respond` from a handler's worker (the ``on_request``
+        callback): the datagram goes out with the others of this run of
+        requests, when the worker is done with them or parks (a channel
+        sends a turn's datagrams together anyway)."""
+        if not self.closed:
+            self.layer.respond(request, peer, response, monotonic())
 
     def respond(self, request: Message, peer: Any, response: Message) -> None:
         """Answer ``request`` (see :meth:`MessageLayer.respond`)."""

@@ -248,6 +248,8 @@ class Server:
             cbor_available=cbor_available,
         )
         self._last_stats: dict[str, int] = {}
+        #: plain requests skip handle_request (a subclass overriding it gets all)
+        self._plain_path = type(self).handle_request is Server.handle_request
 
     @property
     def echo(self) -> EchoVerifier | None:
@@ -527,7 +529,7 @@ class Server:
     def _handle(self, ep: Endpoint, msg: Message, peer: tuple) -> None:
         """On a worker: answer one request that came to ``ep``."""
         pipeline = self.pipeline
-        plan = pipeline.plain(msg)
+        plan = pipeline.plain(msg) if self._plain_path else None
         if plan is not None:  # nothing for the pipeline to decide: the common case
             self._handle_plain(ep, msg, peer, plan)
             return
@@ -561,7 +563,7 @@ class Server:
             reply, undo = pipeline.guard(msg, peer, reply, now)
             if undo:
                 self.observers.drop((peer, msg.token), "unverified")
-        ep.respond(msg, peer, reply)
+        ep.queue_response(msg, peer, reply)
 
     def handle_request(self, msg: Message, peer: tuple, via: Endpoint) -> Message:
         """Answer one request message: the pipeline's decisions around the
