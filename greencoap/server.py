@@ -527,12 +527,39 @@ class Server:
 
     # -- request handling (on worker greenlets) ------------------------
     def _handle(self, ep: Endpoint, msg: Message, peer: tuple) -> None:
-        """On a worker: answer one request that came to ``ep``."""
+        """On a worker: answer one request that came to ``ep``.
+
+        A request :meth:`ServerPipeline.plain` finds plain (the common case)
+        gets the same reply as the full path (:meth:`_handle_full`) with
+        fewer steps: no :class:`Job`, address verification only looked up
+        (as a request without Echo needs)."""
         pipeline = self.pipeline
         plan = pipeline.plain(msg) if self._plain_path else None
-        if plan is not None:  # nothing for the pipeline to decide: the common case
-            self._handle_plain(ep, msg, peer, plan)
+        if plan is None:
+            self._handle_full(ep, msg, peer)
             return
+        route, params, raw = plan
+        echo = pipeline.echo
+        now = monotonic()
+        verified = echo is None or ep is self.secure_endpoint or echo.verified(peer, now)
+        try:
+            result = route.handler(Request(msg, peer, params), **params)
+            if result.__class__ is Response:
+                reply = result.to_message()
+            else:
+                reply = self._reply_of(result, msg.code, None)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a reply
+            reply = self._failure(e, msg.code, route)
+        reply = pipeline.finish_plain(msg, peer, raw, reply, now)
+        if not verified:  # nothing much larger than the request goes to it
+            reply, undo = pipeline.guard(msg, peer, reply, now)
+            if undo:
+                self.observers.drop((peer, msg.token), "unverified")
+        ep.queue_response(msg, peer, reply)
+
+    def _handle_full(self, ep: Endpoint, msg: Message, peer: tuple) -> None:
+        """:meth:`_handle` for a request that needs the pipeline's decisions."""
+        pipeline = self.pipeline
         if pipeline.echo is None or ep is self.secure_endpoint:  # DTLS proved the address
             ep.respond(msg, peer, self.handle_request(msg, peer, ep))
             return
@@ -546,24 +573,6 @@ class Server:
             if undo:  # no notifications to an unverified address: the repetition registers
                 self.observers.drop((peer, msg.token), "unverified")
         ep.respond(msg, peer, reply)
-
-    def _handle_plain(self, ep: Endpoint, msg: Message, peer: tuple, plan: tuple) -> None:
-        """:meth:`_handle` for a request :meth:`ServerPipeline.plain` found
-        plain: the same reply as the full path, with fewer steps (no
-        :class:`Job`; address verification only looked up, as a request
-        without Echo needs)."""
-        pipeline = self.pipeline
-        echo = pipeline.echo
-        now = monotonic()
-        verified = echo is None or ep is self.secure_endpoint or echo.verified(peer, now)
-        route, params, raw = plan
-        reply = self._run_plain(msg, peer, route, params)
-        reply = pipeline.finish_plain(msg, peer, raw, reply, now)
-        if not verified:  # nothing much larger than the request goes to it
-            reply, undo = pipeline.guard(msg, peer, reply, now)
-            if undo:
-                self.observers.drop((peer, msg.token), "unverified")
-        ep.queue_response(msg, peer, reply)
 
     def handle_request(self, msg: Message, peer: tuple, via: Endpoint) -> Message:
         """Answer one request message: the pipeline's decisions around the
@@ -598,16 +607,6 @@ class Server:
             return self._reply_of(route.handler(request, **params), msg.code, job.accept), True
         except Exception as e:  # noqa: BLE001 - every failure becomes a reply
             return self._failure(e, msg.code, route), False
-
-    def _run_plain(self, msg: Message, peer: tuple, route: Any, params: dict) -> Message:
-        """:meth:`_run` for a plain request: its handler's reply (or an error's)."""
-        try:
-            result = route.handler(Request(msg, peer, params), **params)
-            if result.__class__ is Response:
-                return result.to_message()
-            return self._reply_of(result, msg.code, None)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a reply
-            return self._failure(e, msg.code, route)
 
     @staticmethod
     def _reply_of(result: Any, method: int, accept: int | None) -> Message:
