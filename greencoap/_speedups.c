@@ -15,6 +15,9 @@
  * split_batch() turns the io_uring hub's received records into per-socket
  * batches (see greencoap/uring_hub.py: split_batch_py is its twin).
  *
+ * respond() is MessageLayer.respond's common case (a response piggybacked
+ * on the ACK, or a NON; MessageLayer.respond_py is its twin).
+ *
  * configure() is called once by greencoap/message.py with the tables the
  * codec needs (message types, codes, option length bounds, the error class,
  * the Message class and the Python encoder).
@@ -937,6 +940,88 @@ static PyTypeObject DedupCoreType = {
     .tp_members = core_members,
 };
 
+/* -- MessageLayer.respond's common case ----------------------------------- */
+
+/* respond(core, outbox, request, peer, response, next_mid): what
+ * MessageLayer.respond does for a request not acknowledged separately: the
+ * response gets the request's token, and is piggybacked on the ACK (the
+ * request's MID) for a CON, or a NON with next_mid(peer) for a NON; it is
+ * encoded, (data, peer) goes to outbox -- once more for each duplicate that
+ * came before -- and data is cached in the request's dedup entry.  Returns
+ * data, or None having done nothing (an entry acknowledged separately, an
+ * input of another type than usual): the Python path then does it all. */
+
+static PyObject *respond(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "respond(core, outbox, request, peer, response, next_mid)");
+        return NULL;
+    }
+    PyObject *core = args[0], *outbox = args[1], *request = args[2], *peer = args[3];
+    PyObject *response = args[4], *next_mid = args[5];
+    if (!PyObject_TypeCheck(core, &DedupCoreType) || !PyList_CheckExact(outbox) ||
+        g_types == NULL)
+        Py_RETURN_NONE;
+    PyObject *mid = NULL, *mtype = NULL, *token = NULL, *entry = NULL, *data = NULL;
+    PyObject *out_mid = NULL, *result = NULL;
+    if ((mid = PyObject_GetAttr(request, s_mid)) == NULL ||
+        (mtype = PyObject_GetAttr(request, s_mtype)) == NULL ||
+        (token = PyObject_GetAttr(request, s_token)) == NULL)
+        goto done;
+    entry = core_get((DedupCoreObject *)core, (PyObject *[]){peer, mid}, 2);
+    if (entry == NULL)
+        goto done;
+    if (entry != Py_None &&
+        (Py_TYPE(entry) != &DedupEntryType || ((DedupEntryObject *)entry)->separated)) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    long t = PyLong_Check(mtype) ? PyLong_AsLong(mtype) : -1;
+    if (t == -1 && PyErr_Occurred())
+        goto done;
+    PyObject *reply_type;
+    if (t == 0) { /* CON: piggybacked on the ACK */
+        reply_type = PyTuple_GET_ITEM(g_types, 2);
+        out_mid = Py_NewRef(mid);
+    } else if (t == 1) { /* NON: a NON with a fresh MID */
+        reply_type = PyTuple_GET_ITEM(g_types, 1);
+        if ((out_mid = PyObject_CallOneArg(next_mid, peer)) == NULL)
+            goto done;
+    } else {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (PyObject_SetAttr(response, s_token, token) < 0 ||
+        PyObject_SetAttr(response, s_mtype, reply_type) < 0 ||
+        PyObject_SetAttr(response, s_mid, out_mid) < 0)
+        goto done;
+    if ((data = encode(NULL, response)) == NULL)
+        goto done;
+    int copies = entry == Py_None ? 0 : ((DedupEntryObject *)entry)->dups;
+    PyObject *pair = PyTuple_Pack(2, data, peer);
+    if (pair == NULL)
+        goto done;
+    int failed = 0;
+    for (int i = 0; i <= copies && !failed; i++)
+        failed = PyList_Append(outbox, pair) < 0;
+    Py_DECREF(pair);
+    if (failed)
+        goto done;
+    if (entry != Py_None)
+        Py_XSETREF(((DedupEntryObject *)entry)->response, Py_NewRef(data));
+    result = Py_NewRef(data);
+done:
+    Py_XDECREF(mid);
+    Py_XDECREF(mtype);
+    Py_XDECREF(token);
+    Py_XDECREF(entry);
+    Py_XDECREF(out_mid);
+    Py_XDECREF(data);
+    return result;
+}
+
 /* ---- the io_uring hub's receive batch ------------------------------------
  *
  * split_batch(arena, meta, n, addr_cache) -> (batches, misses) is
@@ -1063,6 +1148,9 @@ static PyMethodDef methods[] = {
      "decode(data, cls=Message): parse one datagram strictly (as message.decode_py)"},
     {"encode", encode, METH_O, "encode(msg): the minimal datagram (as message.encode_py)"},
     {"wire_size", wire_size, METH_O, "wire_size(msg): the encoded size (as echo.wire_size_py)"},
+    {"respond", (PyCFunction)(void (*)(void))respond, METH_FASTCALL,
+     "respond(core, outbox, request, peer, response, next_mid): MessageLayer.respond's "
+     "common case (as MessageLayer.respond_py), or None"},
     {"split_batch", (PyCFunction)(void (*)(void))split_batch, METH_FASTCALL,
      "split_batch(arena, meta, n, addr_cache): the io_uring hub's received records by socket"},
     {NULL, NULL, 0, NULL},

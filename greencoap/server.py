@@ -550,8 +550,9 @@ class Server:
                 reply = self._reply_of(result, msg.code, None)
         except Exception as e:  # noqa: BLE001 - every failure becomes a reply
             reply = self._failure(e, msg.code, route)
-        reply = pipeline.finish_plain(msg, peer, raw, reply, now)
-        if not verified:  # nothing much larger than the request goes to it
+        if len(reply.payload) > pipeline.block_size:  # (a call less for the common reply)
+            reply = pipeline.finish_plain(msg, peer, raw, reply, now)
+        if not verified and echo.amplifies(msg, reply):  # nothing much larger goes to it
             reply, undo = pipeline.guard(msg, peer, reply, now)
             if undo:
                 self.observers.drop((peer, msg.token), "unverified")

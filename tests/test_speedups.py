@@ -390,3 +390,54 @@ def test_wire_size_is_the_same_in_c_and_python(c, msg):
         assert abs(c.wire_size(msg) - len(encoded[1])) <= len(msg.options)
     msg.options = [(11, "text")]  # not bytes: handed to the Python twin
     assert outcome(c.wire_size, msg) == outcome(echo.wire_size_py, msg)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    con=st.booleans(),
+    held=st.sampled_from(["none", "fresh", "dups", "separated", "answered"]),
+    dups=st.integers(0, 2),
+    token=st.binary(max_size=8),
+    payload=st.binary(max_size=40),
+    known_peer=st.booleans(),
+)
+def test_respond_is_the_same_in_c_and_python(c, con, held, dups, token, payload, known_peer):
+    """MessageLayer.respond (its common case in C) and respond_py give the
+    same bytes, outbox, dedup entry, response fields and next MIDs."""
+    from random import Random
+
+    from greencoap.protocol import messaging
+
+    assert messaging._respond_c is c.respond
+    peer = ("10.0.0.9", 5683)
+    layers, responses, results = [], [], []
+    for _ in range(2):
+        layer = messaging.MessageLayer(rng=Random(7))
+        if known_peer:
+            layer.next_mid(peer)  # a counter for the peer already
+        request = Message(Type.CON if con else Type.NON, Code.GET, 0x1234, token, [], b"")
+        if held != "none":
+            entry = layer.dedup.admit(peer, request.mid, con, 1.0, token)
+            assert entry is None
+            entry = layer.dedup.get(peer, request.mid)
+            entry.dups = dups if held == "dups" else 0
+            if held == "separated":
+                layer.acknowledge(request, peer)  # an empty ACK went, the reply goes as a CON
+            elif held == "answered":
+                entry.response = b"old"
+        response = Message(Type.ACK, Code.CONTENT, 0, b"", [(12, b"")], payload)
+        layers.append((layer, request))
+        responses.append(response)
+    results.append(layers[0][0].respond(layers[0][1], peer, responses[0], 2.0))
+    results.append(layers[1][0].respond_py(layers[1][1], peer, responses[1], 2.0))
+    assert results[0] == results[1]
+    a, b = (layer for layer, _ in layers)
+    assert a.outbox == b.outbox and a.stats == b.stats
+    for f in ("mtype", "code", "mid", "token", "options", "payload"):
+        assert getattr(responses[0], f) == getattr(responses[1], f), f
+    ea, eb = (layer.dedup.get(peer, 0x1234) for layer in (a, b))
+    assert (ea is None) == (eb is None)
+    if ea is not None:
+        assert (ea.response, ea.dups, ea.separated) == (eb.response, eb.dups, eb.separated)
+    assert a.next_mid(peer) == b.next_mid(peer)
+    assert a.next_deadline() == b.next_deadline()

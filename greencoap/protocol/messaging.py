@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._ext import speedups
 from ..codes import Type, is_success
 from ..errors import MessageFormatError
 from ..message import Message
@@ -65,6 +66,11 @@ from .exchange import (
 )
 from .limits import TokenBuckets
 from .timers import NOT_SCHEDULED, TimerWheel
+
+_c = speedups()
+#: respond()'s common case in C (None: pure Python; see _speedups.respond)
+_respond_c = None if _c is None else _c.respond
+del _c
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
 _OBSERVE = int(OptionNumber.OBSERVE)
@@ -684,6 +690,15 @@ class MessageLayer:
         self.stats["notifications_replaced"] += 1
 
     def respond(self, request: Message, peer: Any, response: Message, now: float) -> bytes:
+        """Encode ``response`` to ``request`` (see :meth:`respond_py`; the common
+        case in C when built)."""
+        if _respond_c is not None:
+            data = _respond_c(self.dedup, self.outbox, request, peer, response, self.next_mid)
+            if data is not None:
+                return data
+        return self.respond_py(request, peer, response, now)
+
+    def respond_py(self, request: Message, peer: Any, response: Message, now: float) -> bytes:
         """Encode ``response`` to ``request``: piggybacked on the ACK for a CON,
         as a NON for a NON.  The bytes go to ``outbox`` (then a copy for each
         duplicate that arrived before the request was handled), are cached
