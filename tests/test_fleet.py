@@ -374,7 +374,7 @@ def test_command_line_json(hub, processes):
             "--register",
             f"coap://127.0.0.1:{server.port}/rd",
             "--duration",
-            "2",
+            "5",  # progress lines at 1..5 s: a loaded machine may start the children late
             "--json",
             "--processes",
             str(processes),
