@@ -16,7 +16,8 @@
  * batches (see greencoap/uring_hub.py: split_batch_py is its twin).
  *
  * respond() is MessageLayer.respond's common case (a response piggybacked
- * on the ACK, or a NON; MessageLayer.respond_py is its twin).
+ * on the ACK, or a NON; MessageLayer.respond_py is its twin), and
+ * receive_request() MessageLayer.receive's (a request; receive_py).
  *
  * configure() is called once by greencoap/message.py with the tables the
  * codec needs (message types, codes, option length bounds, the error class,
@@ -1022,6 +1023,68 @@ done:
     return result;
 }
 
+/* -- MessageLayer.receive's common server case ----------------------------- */
+
+/* receive_request(core, data, peer, now, event_type): for a datagram whose
+ * header says request (version 1, CON or NON, code 0.01-0.31) and which
+ * decodes: it is admitted into core (DedupCore.admit); a new one gives
+ * event_type((msg, peer)) (RequestReceived), a copy of one (msg, entry).
+ * Anything else -- another kind of message, a datagram that does not decode,
+ * an input of another type than usual -- gives None having done nothing:
+ * MessageLayer.receive_py, the twin, takes it whole. */
+static PyObject *receive_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "receive_request(core, data, peer, now, event_type)");
+        return NULL;
+    }
+    PyObject *core = args[0], *data = args[1], *peer = args[2], *event_type = args[4];
+    if (!configured())
+        return NULL;
+    if (!PyBytes_CheckExact(data) || !PyObject_TypeCheck(core, &DedupCoreType) ||
+        !PyType_Check(event_type) ||
+        !PyType_IsSubtype((PyTypeObject *)event_type, &PyTuple_Type))
+        Py_RETURN_NONE;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (PyBytes_GET_SIZE(data) < 4 || (p[0] & 0xC0) != 0x40 || ((p[0] >> 4) & 3) > 1 ||
+        p[1] == 0 || p[1] >= 32)
+        Py_RETURN_NONE; /* not a request in CON or NON */
+    PyObject *msg = decode_bytes(data, g_message);
+    if (msg == NULL) {
+        if (!PyErr_ExceptionMatches(g_error))
+            return NULL;
+        PyErr_Clear(); /* malformed: the Python path counts it (and RSTs a CON) */
+        Py_RETURN_NONE;
+    }
+    PyObject *mid = NULL, *token = NULL, *entry = NULL, *pair = NULL, *result = NULL;
+    if ((mid = PyObject_GetAttr(msg, s_mid)) == NULL ||
+        (token = PyObject_GetAttr(msg, s_token)) == NULL)
+        goto done;
+    PyObject *con = ((p[0] >> 4) & 3) == 0 ? Py_True : Py_False;
+    entry = core_admit((DedupCoreObject *)core, (PyObject *[]){peer, mid, con, args[3], token}, 5);
+    if (entry == NULL)
+        goto done;
+    if (entry == Py_None) {
+        if ((pair = PyTuple_Pack(2, msg, peer)) == NULL)
+            goto done;
+        PyObject *targs = PyTuple_Pack(1, pair);
+        if (targs == NULL)
+            goto done;
+        result = PyTuple_Type.tp_new((PyTypeObject *)event_type, targs, NULL);
+        Py_DECREF(targs);
+    } else {
+        result = PyTuple_Pack(2, msg, entry);
+    }
+done:
+    Py_DECREF(msg);
+    Py_XDECREF(mid);
+    Py_XDECREF(token);
+    Py_XDECREF(entry);
+    Py_XDECREF(pair);
+    return result;
+}
+
 /* ---- the io_uring hub's receive batch ------------------------------------
  *
  * split_batch(arena, meta, n, addr_cache) -> (batches, misses) is
@@ -1151,6 +1214,9 @@ static PyMethodDef methods[] = {
     {"respond", (PyCFunction)(void (*)(void))respond, METH_FASTCALL,
      "respond(core, outbox, request, peer, response, next_mid): MessageLayer.respond's "
      "common case (as MessageLayer.respond_py), or None"},
+    {"receive_request", (PyCFunction)(void (*)(void))receive_request, METH_FASTCALL,
+     "receive_request(core, data, peer, now, event_type): MessageLayer.receive's common "
+     "server case (as MessageLayer.receive_py), or None"},
     {"split_batch", (PyCFunction)(void (*)(void))split_batch, METH_FASTCALL,
      "split_batch(arena, meta, n, addr_cache): the io_uring hub's received records by socket"},
     {NULL, NULL, 0, NULL},

@@ -68,8 +68,10 @@ from .limits import TokenBuckets
 from .timers import NOT_SCHEDULED, TimerWheel
 
 _c = speedups()
-#: respond()'s common case in C (None: pure Python; see _speedups.respond)
+#: respond()'s and receive()'s common cases in C (None: pure Python; see
+#: _speedups.respond and _speedups.receive_request)
 _respond_c = None if _c is None else _c.respond
+_receive_c = None if _c is None else _c.receive_request
 del _c
 
 CON, NON, ACK, RST = Type.CON, Type.NON, Type.ACK, Type.RST
@@ -465,6 +467,17 @@ class MessageLayer:
 
     # -- receiving ----------------------------------------------------
     def receive(self, data: bytes, peer: Any, now: float) -> Event | None:
+        """Process one datagram; return an event (:mod:`.events`) or None (see
+        :meth:`receive_py`; a request's common case in C when built)."""
+        if _receive_c is not None:
+            got = _receive_c(self.dedup, data, peer, now, RequestReceived)
+            if got is not None:
+                if got.__class__ is RequestReceived:
+                    return self._new_request(got)
+                return self._copy(got[0], peer, got[1])
+        return self.receive_py(data, peer, now)
+
+    def receive_py(self, data: bytes, peer: Any, now: float) -> Event | None:
         """Process one datagram; return an event (:mod:`.events`) or None.
 
         :class:`RequestReceived` for a new request; :class:`ResponseReceived`,
@@ -586,13 +599,23 @@ class MessageLayer:
     def _incoming_request(self, msg: Message, peer: Any, now: float) -> RequestReceived | None:
         # a reused MID with another token (the peer's MIDs wrapped within
         # EXCHANGE_LIFETIME) is a new request, not a copy of the old one
-        dedup = self.dedup
-        entry = dedup.admit(peer, msg.mid, msg.mtype == CON, now, msg.token)
+        entry = self.dedup.admit(peer, msg.mid, msg.mtype == CON, now, msg.token)
         if entry is None:  # new: remembered from now on
-            if dedup.next_due < self.new_due:
-                self.new_due = dedup.next_due  # the endpoint's timer must come earlier
-            self.stats["requests_received"] += 1
-            return _new(RequestReceived, (msg, peer))
+            return self._new_request(_new(RequestReceived, (msg, peer)))
+        return self._copy(msg, peer, entry)
+
+    def _new_request(self, event: RequestReceived) -> RequestReceived:
+        """A new request, admitted into the dedup cache: count it."""
+        dedup = self.dedup
+        if dedup.next_due < self.new_due:
+            self.new_due = dedup.next_due  # the endpoint's timer must come earlier
+        self.stats["requests_received"] += 1
+        return event
+
+    def _copy(self, msg: Message, peer: Any, entry: DedupEntry) -> None:
+        """A copy of a request still remembered (``entry``): its cached
+        response again, an empty ACK while it is handled, or a note to send
+        it the response when ready."""
         self.stats["duplicates"] += 1
         if entry.response is not None:
             self.outbox.append((entry.response, peer))
