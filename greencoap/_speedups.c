@@ -17,7 +17,9 @@
  *
  * respond() is MessageLayer.respond's common case (a response piggybacked
  * on the ACK, or a NON; MessageLayer.respond_py is its twin), and
- * receive_request() MessageLayer.receive's (a request; receive_py).
+ * receive_request() MessageLayer.receive's (a request; receive_py);
+ * amplifies() and plain_path() are the Echo check's and the server
+ * pipeline's (echo.EchoVerifier.amplifies_py, pipeline.plain_path_py).
  *
  * configure() is called once by greencoap/message.py with the tables the
  * codec needs (message types, codes, option length bounds, the error class,
@@ -644,6 +646,119 @@ done:
     return result;
 }
 
+/* amplifies(request, response, factor): EchoVerifier.amplifies_py -- is
+ * response more than factor times the size of request?  (The request's size
+ * is bounded from below first, without a pass over its options.) */
+static Py_ssize_t length_of(PyObject *msg, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(msg, name);
+    if (v == NULL)
+        return -1;
+    Py_ssize_t n = PyObject_Length(v);
+    Py_DECREF(v);
+    return n;
+}
+
+static PyObject *amplifies(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "amplifies(request, response, factor)");
+        return NULL;
+    }
+    double factor = PyFloat_AsDouble(args[2]);
+    if (factor == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *size_o = wire_size(self, args[1]);
+    if (size_o == NULL)
+        return NULL;
+    Py_ssize_t size = PyLong_AsSsize_t(size_o);
+    Py_DECREF(size_o);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t token = length_of(args[0], s_token), payload = length_of(args[0], s_payload);
+    Py_ssize_t options = length_of(args[0], s_options);
+    if (token < 0 || payload < 0 || options < 0)
+        return NULL;
+    if ((double)size <= factor * (double)(4 + token + payload + options))
+        Py_RETURN_FALSE;
+    PyObject *request_o = wire_size(self, args[0]);
+    if (request_o == NULL)
+        return NULL;
+    Py_ssize_t request = PyLong_AsSsize_t(request_o);
+    Py_DECREF(request_o);
+    if (request == -1 && PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong((double)size > factor * (double)request);
+}
+
+/* plain_path(msg): the raw Uri-Path values (a tuple) of a request whose
+ * only options are Uri-Host, Uri-Port, Uri-Path, Uri-Query and
+ * Content-Format, with no bad_options and Uri-Host / Uri-Port not
+ * repeated; None for any other request (as pipeline.plain_path_py, which
+ * takes options that are not (int, bytes) pairs). */
+static PyObject *g_plain_path_py;
+
+static PyObject *plain_path(PyObject *self, PyObject *msg)
+{
+    (void)self;
+    PyObject *bad = PyObject_GetAttr(msg, s_bad);
+    if (bad == NULL)
+        return NULL;
+    int any = PyObject_IsTrue(bad);
+    Py_DECREF(bad);
+    if (any < 0)
+        return NULL;
+    if (any)
+        Py_RETURN_NONE;
+    PyObject *options = PyObject_GetAttr(msg, s_options), *raw = NULL, *result = NULL;
+    if (options == NULL)
+        return NULL;
+    if (!PyList_Check(options))
+        goto python;
+    Py_ssize_t n = PyList_GET_SIZE(options);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *opt = PyList_GET_ITEM(options, i);
+        if (!PyTuple_Check(opt) || PyTuple_GET_SIZE(opt) != 2 ||
+            !PyLong_Check(PyTuple_GET_ITEM(opt, 0)))
+            goto python;
+    }
+    if ((raw = PyList_New(0)) == NULL)
+        goto done;
+    long prev = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *opt = PyList_GET_ITEM(options, i);
+        long number = PyLong_AsLong(PyTuple_GET_ITEM(opt, 0));
+        if (number == -1 && PyErr_Occurred())
+            goto done;
+        if (number == 11) {
+            if (PyList_Append(raw, PyTuple_GET_ITEM(opt, 1)) < 0)
+                goto done;
+        } else if ((number != 3 && number != 7 && number != 12 && number != 15) ||
+                   (number == prev && (number == 3 || number == 7))) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        prev = number;
+    }
+    result = PyList_AsTuple(raw);
+    goto done;
+python:
+    if (g_plain_path_py == NULL) {
+        PyObject *mod = PyImport_ImportModule("greencoap.protocol.pipeline");
+        if (mod == NULL)
+            goto done;
+        g_plain_path_py = PyObject_GetAttrString(mod, "plain_path_py");
+        Py_DECREF(mod);
+        if (g_plain_path_py == NULL)
+            goto done;
+    }
+    result = PyObject_CallOneArg(g_plain_path_py, msg);
+done:
+    Py_DECREF(options);
+    Py_XDECREF(raw);
+    return result;
+}
+
 /* -- PeerStore and DedupCore: deduplication's hot path ----------------------
  *
  * greencoap/protocol/dedup.py keeps the algorithm; these are the C forms of
@@ -1217,6 +1332,10 @@ static PyMethodDef methods[] = {
     {"receive_request", (PyCFunction)(void (*)(void))receive_request, METH_FASTCALL,
      "receive_request(core, data, peer, now, event_type): MessageLayer.receive's common "
      "server case (as MessageLayer.receive_py), or None"},
+    {"amplifies", (PyCFunction)(void (*)(void))amplifies, METH_FASTCALL,
+     "amplifies(request, response, factor): as echo.EchoVerifier.amplifies_py"},
+    {"plain_path", plain_path, METH_O,
+     "plain_path(msg): a plain request's raw Uri-Path, or None (as pipeline.plain_path_py)"},
     {"split_batch", (PyCFunction)(void (*)(void))split_batch, METH_FASTCALL,
      "split_batch(arena, meta, n, addr_cache): the io_uring hub's received records by socket"},
     {NULL, NULL, 0, NULL},

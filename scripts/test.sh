@@ -20,7 +20,8 @@ serial=$?
 PURE_TESTS=(tests/test_message.py tests/test_codec_aiocoap.py tests/test_messaging.py
     tests/test_dedup.py tests/test_timers.py tests/test_observe_engine.py
     tests/test_notification_engine.py tests/test_blockwise_engine.py
-    tests/test_blockwise_server_engine.py tests/test_registration_engine.py)
+    tests/test_blockwise_server_engine.py tests/test_registration_engine.py
+    tests/test_pipeline.py)
 GREENCOAP_NO_EXTENSIONS=1 "$PY" -m pytest -q -n "$JOBS" -m "not serial" "${PURE_TESTS[@]}" "$@"
 pure=$?
 [ "$pure" = 5 ] && pure=0

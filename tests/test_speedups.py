@@ -508,3 +508,39 @@ def test_receive_is_the_same_in_c_and_python(c, steps):
         assert layers[0].stats == layers[1].stats
         assert layers[0].new_due == layers[1].new_due
         assert layers[0].dedup.table_sizes() == layers[1].dedup.table_sizes()
+
+
+option_lists = st.lists(
+    st.tuples(st.sampled_from([3, 7, 11, 11, 12, 15, 15, 4, 17, 60, 65001]), st.binary(max_size=3)),
+    max_size=6,
+).map(lambda opts: sorted(opts, key=lambda o: o[0]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(options=option_lists, bad=st.sampled_from([(), (7,), (12,)]))
+def test_plain_path_is_the_same_in_c_and_python(c, options, bad):
+    from greencoap.protocol import pipeline
+
+    assert pipeline.plain_path is c.plain_path
+    msg = Message(Type.CON, Code.GET, 1, b"t", options, b"")
+    msg.bad_options = bad
+    assert c.plain_path(msg) == pipeline.plain_path_py(msg)
+    msg.options = [[11, b"list, not tuple"]]  # unusual: handed to the Python twin
+    assert outcome(c.plain_path, msg) == outcome(pipeline.plain_path_py, msg)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    request=messages,
+    payload=st.binary(max_size=300),
+    options=option_lists,
+    factor=st.sampled_from([1.0, 1.5, 3.0, 10.0]),
+)
+def test_amplifies_is_the_same_in_c_and_python(c, request, payload, options, factor):
+    from greencoap.protocol import echo
+
+    verifier = echo.EchoVerifier(factor)
+    assert echo._amplifies_c is c.amplifies
+    response = Message(Type.ACK, Code.CONTENT, 0, b"", options, payload)
+    got = outcome(verifier.amplifies, request, response)
+    assert got == outcome(verifier.amplifies_py, request, response)

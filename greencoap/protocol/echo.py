@@ -62,6 +62,7 @@ def wire_size_py(msg: Message) -> int:
 _c = speedups()
 #: the size function in use (C when built; the same result)
 wire_size: Callable[[Message], int] = wire_size_py if _c is None else _c.wire_size
+_amplifies_c = None if _c is None else _c.amplifies
 del _c
 
 
@@ -100,8 +101,15 @@ class EchoVerifier:
 
     def amplifies(self, request: Message, response: Message) -> bool:
         """Is ``response`` more than ``factor`` times the size of ``request``?
-        (Cheap for the common small response: the request's size is bounded
-        from below first, without a pass over its options.)"""
+        (See :meth:`amplifies_py`; in C when built.)"""
+        if _amplifies_c is not None:
+            return _amplifies_c(request, response, self.factor)
+        return self.amplifies_py(request, response)
+
+    def amplifies_py(self, request: Message, response: Message) -> bool:
+        """:meth:`amplifies` in Python.  (Cheap for the common small response:
+        the request's size is bounded from below first, without a pass over
+        its options.)"""
         size = wire_size(response)
         floor = 4 + len(request.token) + len(request.payload) + len(request.options)
         if size <= self.factor * floor:

@@ -51,6 +51,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .._ext import speedups
 from ..codes import Code, Type
 from ..message import Message
 from ..options import Block, encode_uint
@@ -87,6 +88,30 @@ _PLAIN_OPTIONS = frozenset(
 )
 _PLAIN_SINGLE = frozenset({int(O.URI_HOST), int(O.URI_PORT)})  # critical, not repeatable
 _JSON, _CBOR = 50, 60
+
+
+def plain_path_py(msg: Message) -> tuple[bytes, ...] | None:
+    """The raw Uri-Path values of a request whose only options are Uri-Host,
+    Uri-Port, Uri-Path, Uri-Query and Content-Format (none malformed,
+    Uri-Host and Uri-Port not repeated), else None.  (:data:`plain_path` is
+    this, or its C twin ``_speedups.plain_path`` when built.)"""
+    if msg.bad_options:
+        return None
+    raw = []
+    prev = -1
+    for number, value in msg.options:
+        if number == _URI_PATH:
+            raw.append(value)
+        elif number not in _PLAIN_OPTIONS or (number == prev and number in _PLAIN_SINGLE):
+            return None
+        prev = number
+    return tuple(raw)
+
+
+_c = speedups()
+#: the plain-request check in use (C when built; the same result)
+plain_path: Callable[[Message], tuple | None] = plain_path_py if _c is None else _c.plain_path
+del _c
 
 
 class Route(Protocol):
@@ -261,17 +286,9 @@ class ServerPipeline:
         nothing else to do, and :meth:`finish` would only split a reply too
         large for one datagram: :meth:`finish_plain`.
         """
-        if msg.bad_options:
+        key = plain_path(msg)
+        if key is None:
             return None
-        raw = []
-        prev = -1
-        for number, value in msg.options:
-            if number == _URI_PATH:
-                raw.append(value)
-            elif number not in _PLAIN_OPTIONS or (number == prev and number in _PLAIN_SINGLE):
-                return None
-            prev = number
-        key = tuple(raw)
         try:
             route, params = self.resolve(msg.code, key)
         except (LookupError, UnicodeDecodeError):
