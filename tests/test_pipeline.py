@@ -329,3 +329,12 @@ def test_plain_leaves_a_route_with_an_etag_hook_to_the_full_path():
     )
     assert p.plain(request("v")) is None
     assert p.begin(request("v"), PEER, 0.0).action is HANDLE
+
+
+def test_plain_is_off_when_a_plain_critical_option_is_not_understood():
+    from greencoap.protocol.validation import UNDERSTOOD_OPTIONS
+
+    p = pipeline(understood=UNDERSTOOD_OPTIONS - {O.URI_HOST})
+    msg = request("hello", options=[(O.URI_HOST, b"h")])
+    assert p.plain(msg) is None and p.plain(request("hello")) is None
+    assert p.begin(msg, PEER, 0.0).reply.code == Code.BAD_OPTION

@@ -200,6 +200,8 @@ class ServerPipeline:
         self.stats = stats
         self.cbor_available = cbor_available
         self.understood = understood
+        #: plain() needs the critical plain options understood (it is off otherwise)
+        self._plain = all(n in understood for n in _PLAIN_OPTIONS if n & 1)
         #: admission control: the load levels and the per-peer rate buckets
         self.load = load if load is not None else LoadLevels()
         self.buckets = buckets if buckets is not None else TokenBuckets()
@@ -286,7 +288,7 @@ class ServerPipeline:
         nothing else to do, and :meth:`finish` would only split a reply too
         large for one datagram: :meth:`finish_plain`.
         """
-        key = plain_path(msg)
+        key = plain_path(msg) if self._plain else None
         if key is None:
             return None
         try:
