@@ -13,8 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -194,22 +192,11 @@ def demo_command(port: int, *extra: str) -> list[str]:
 def demo_proc(hub):
     """The demo server as a subprocess (``python -m greencoap.demo``) on a free port,
     on the same backend as this test's hub."""
+    port = free_port()
     env = dict(os.environ, GREENCOAP_HUB=hub.backend)
-    p = start_on_free_port(lambda port: Proc(demo_command(port), port, env=env))
+    p = Proc(demo_command(port), port, env=env)
     yield p
     p.stop()
-
-
-def start_on_free_port(start: Callable[[int], Any], tries: int = 3) -> Any:
-    """``start(port)`` on a port free a moment ago; again on another one when
-    a test running in parallel took it in between (EADDRINUSE)."""
-    for attempt in range(tries):
-        try:
-            return start(free_port())
-        except RuntimeError as e:
-            if "Address already in use" not in str(e) or attempt == tries - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 @pytest.fixture
@@ -217,10 +204,9 @@ def demo_proc_no_echo(hub):
     """The demo server without amplification mitigation (``--echo-factor 0``),
     for aiocoap's client, which ignores Echo challenges outside OSCORE (as of
     0.4.17): with the default it gets 4.01 for responses over 3× its request."""
+    port = free_port()
     env = dict(os.environ, GREENCOAP_HUB=hub.backend)
-    p = start_on_free_port(
-        lambda port: Proc(demo_command(port, "--echo-factor", "0"), port, env=env)
-    )
+    p = Proc(demo_command(port, "--echo-factor", "0"), port, env=env)
     yield p
     p.stop()
 
