@@ -330,8 +330,7 @@ class Endpoint:
                 self._drain()
             except Exception:  # noqa: BLE001 - a refused datagram costs only itself
                 self.hub.handle_error(self._drain)
-        if layer.new_due < self._deadline.at:
-            self._arm()  # a separate CON response is retransmitted until ACKed
+        self._arm()  # a separate CON response is retransmitted until ACKed
 
     def _acknowledge(self, msg: Message, peer: Any) -> None:
         """Timer: a slow handler's CON request gets its empty ACK now."""

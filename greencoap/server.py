@@ -553,9 +553,7 @@ class Server:
         if len(reply.payload) > pipeline.block_size:  # (a call less for the common reply)
             reply = pipeline.finish_plain(msg, peer, raw, reply, now)
         if not verified and echo.amplifies(msg, reply):  # nothing much larger goes to it
-            reply, undo = pipeline.guard(msg, peer, reply, now)
-            if undo:
-                self.observers.drop((peer, msg.token), "unverified")
+            reply = self._guard(msg, peer, reply, now)
         ep.queue_response(msg, peer, reply)
 
     def _handle_full(self, ep: Endpoint, msg: Message, peer: tuple) -> None:
@@ -570,10 +568,18 @@ class Server:
             return
         reply = self.handle_request(msg, peer, ep)
         if not verified:  # nothing much larger than the request goes to it
-            reply, undo = pipeline.guard(msg, peer, reply, monotonic())
-            if undo:  # no notifications to an unverified address: the repetition registers
-                self.observers.drop((peer, msg.token), "unverified")
+            reply = self._guard(msg, peer, reply, monotonic())
         ep.respond(msg, peer, reply)
+
+    def _guard(self, msg: Message, peer: tuple, reply: Message, now: float) -> Message:
+        """:meth:`ServerPipeline.guard` for an unverified address: the reply,
+        or the challenge in its place (an Observe registration it undoes is
+        dropped: no notifications to an unverified address; the repetition
+        registers)."""
+        reply, undo = self.pipeline.guard(msg, peer, reply, now)
+        if undo:
+            self.observers.drop((peer, msg.token), "unverified")
+        return reply
 
     def handle_request(self, msg: Message, peer: tuple, via: Endpoint) -> Message:
         """Answer one request message: the pipeline's decisions around the
