@@ -659,8 +659,19 @@ static Py_ssize_t length_of(PyObject *msg, PyObject *name)
     return n;
 }
 
+static Py_ssize_t size_of(PyObject *msg)
+{
+    PyObject *n = wire_size(NULL, msg);
+    if (n == NULL)
+        return -1;
+    Py_ssize_t size = PyLong_AsSsize_t(n);
+    Py_DECREF(n);
+    return size;
+}
+
 static PyObject *amplifies(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)self;
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "amplifies(request, response, factor)");
         return NULL;
@@ -668,12 +679,8 @@ static PyObject *amplifies(PyObject *self, PyObject *const *args, Py_ssize_t nar
     double factor = PyFloat_AsDouble(args[2]);
     if (factor == -1.0 && PyErr_Occurred())
         return NULL;
-    PyObject *size_o = wire_size(self, args[1]);
-    if (size_o == NULL)
-        return NULL;
-    Py_ssize_t size = PyLong_AsSsize_t(size_o);
-    Py_DECREF(size_o);
-    if (size == -1 && PyErr_Occurred())
+    Py_ssize_t size = size_of(args[1]);
+    if (size < 0)
         return NULL;
     Py_ssize_t token = length_of(args[0], s_token), payload = length_of(args[0], s_payload);
     Py_ssize_t options = length_of(args[0], s_options);
@@ -681,12 +688,8 @@ static PyObject *amplifies(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     if ((double)size <= factor * (double)(4 + token + payload + options))
         Py_RETURN_FALSE;
-    PyObject *request_o = wire_size(self, args[0]);
-    if (request_o == NULL)
-        return NULL;
-    Py_ssize_t request = PyLong_AsSsize_t(request_o);
-    Py_DECREF(request_o);
-    if (request == -1 && PyErr_Occurred())
+    Py_ssize_t request = size_of(args[0]);
+    if (request < 0)
         return NULL;
     return PyBool_FromLong((double)size > factor * (double)request);
 }
@@ -715,18 +718,14 @@ static PyObject *plain_path(PyObject *self, PyObject *msg)
         return NULL;
     if (!PyList_Check(options))
         goto python;
-    Py_ssize_t n = PyList_GET_SIZE(options);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *opt = PyList_GET_ITEM(options, i);
-        if (!PyTuple_Check(opt) || PyTuple_GET_SIZE(opt) != 2 ||
-            !PyLong_Check(PyTuple_GET_ITEM(opt, 0)))
-            goto python;
-    }
     if ((raw = PyList_New(0)) == NULL)
         goto done;
     long prev = -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(options); i++) {
         PyObject *opt = PyList_GET_ITEM(options, i);
+        if (!PyTuple_Check(opt) || PyTuple_GET_SIZE(opt) != 2 ||
+            !PyLong_Check(PyTuple_GET_ITEM(opt, 0)))
+            goto python; /* (what was scanned so far is the twin's to redo) */
         long number = PyLong_AsLong(PyTuple_GET_ITEM(opt, 0));
         if (number == -1 && PyErr_Occurred())
             goto done;
