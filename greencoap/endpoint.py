@@ -294,19 +294,25 @@ class Endpoint:
                     self.separate_delay, self._acknowledge, msg, peer
                 )
 
-    def _work(self, requests: deque) -> None:
+    def _work(self, requests: deque, runner: _Runner) -> bool:
         """On a worker greenlet (see :class:`_Runner`): handle requests until
-        none is left."""
+        none is left, or until a handler has parked the worker.  True when
+        one did: the worker was resumed later, from the hub rather than from
+        ``runner``, so it must stop here — were it to take the next request
+        and park on that one, nothing would call :meth:`_parked` for it (no
+        separate-ACK timer, the replies before it left queued)."""
         popleft = requests.popleft
         layer = self.layer
         handler = self.on_request
-        while requests:
+        parked = False
+        while requests and not parked:
             msg, peer = item = popleft()
             if self.closed:
-                return
+                return False
             self._current = item
             layer.started(msg, peer)
             self.busy += 1
+            parks = runner.parks
             try:
                 handler(self, msg, peer)
             except Exception:  # noqa: BLE001 - one bad handler must not drop the rest
@@ -319,7 +325,9 @@ class Endpoint:
                     t = self._separate.pop(id(msg), None)
                     if t is not None:
                         t.cancel()
+            parked = runner.parks != parks
         self._send_queued()
+        return parked
 
     def _send_queued(self) -> None:
         """Send what :meth:`queue_response` left in the outbox (at the end of a
@@ -581,6 +589,10 @@ class _Runner:
         self.queue: deque[Endpoint] = deque()
         self.scheduled = False
         self.working: Endpoint | None = None
+        #: how many times a worker parked; a worker compares it across its
+        #: handler to know whether it was the one (nothing else runs unless it
+        #: parks)
+        self.parks = 0
 
     def add(self, ep: Endpoint) -> None:
         if not ep._queued:
@@ -601,16 +613,20 @@ class _Runner:
             ep = self.working  # set: a handler of that endpoint parked the worker
             if ep is not None:
                 self.working = None
+                self.parks += 1
                 ep._parked()
 
     def _work(self, queue: deque) -> None:
-        """On a worker: the endpoints' requests, first come first served."""
+        """On a worker: the endpoints' requests, first come first served.  A
+        worker whose handler parked stops after that request: the queue was
+        handed to the next worker when it parked, and every request queued
+        since has scheduled :meth:`run` again."""
         while queue:
             ep = queue[0]
             if ep._requests and not ep.closed:
                 self.working = ep
-                ep._work(ep._requests)
-            # (a worker that parked and resumed may find another endpoint first)
+                if ep._work(ep._requests, self):
+                    return
             if queue and queue[0] is ep and (ep.closed or not ep._requests):
                 queue.popleft()
                 ep._queued = False

@@ -271,6 +271,52 @@ def test_slow_handler_becomes_a_separate_response(hub, server):
     assert s["separate_acks"] == 1 and s["separate_responses"] == 1 and s["responses_acked"] == 1
 
 
+def test_a_resumed_handler_does_not_take_a_slow_request_unacknowledged(any_hub):
+    """A worker whose handler parked and is resumed in the same hub turn as a
+    new request arrives must leave that request to a worker the runner
+    watches: were the resumed one to take it and park on it, nothing would
+    start its separate-ACK timer and its client would retransmit."""
+    from greencoap.demo import build_router
+    from greencoap.hub import sleep
+
+    router = build_router()
+
+    @router.get("/yield")
+    def yielder(request):
+        time.sleep(0.1)  # holds the hub: the next datagram waits in the socket
+        sleep(0)  # parks; resumed a turn later, after the poll that reads it
+        return "yielded"
+
+    srv = Server(router, host="127.0.0.1", port=0).start()
+    try:
+        first = req(mtype=Type.NON, mid=1, token=b"y", path=("yield",))
+        slow = req(mid=2, token=b"s", path=("slow",), opts=[(15, b"ms=1500")])
+
+        def run():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(0.1)
+                t0 = time.monotonic()
+                s.sendto(first, ("127.0.0.1", srv.port))
+                time.sleep(0.03)
+                s.sendto(slow, ("127.0.0.1", srv.port))
+                got = []
+                while len(got) < 3 and time.monotonic() - t0 < 3:
+                    try:
+                        data = s.recvfrom(2048)[0]
+                    except TimeoutError:
+                        continue
+                    got.append((Message.decode(data), time.monotonic() - t0))
+                return got
+
+        got = any_hub.run_in_thread(run, timeout=10)
+    finally:
+        srv.stop()
+    acks = [t for m, t in got if m.mtype == Type.ACK and m.mid == 2 and m.code == Code.EMPTY]
+    assert len(acks) == 1 and acks[0] < 1.1, got  # separate_delay 0.5 s, not a retransmission
+    assert [m.payload for m, _ in got if m.code == Code.CONTENT] == [b"yielded", b"slept 1500 ms"]
+    assert got[0][1] < 0.5, got  # and the reply of the request that parked is not held back
+
+
 def test_separate_responses_reach_real_clients(hub, demo_proc):
     client = which_or_skip("coap-client-notls")
     out = subprocess.run(
