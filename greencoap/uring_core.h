@@ -754,15 +754,21 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
 {
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts;
-    unsigned head, seen = 0, returned = 0;
-    int nrec = 0, used = 0, slot, ret, i, left;
-    uint64_t now = 0;
+    unsigned head, seen, returned;
+    int nrec = 0, used = 0, slot, ret, i, left, woke, waited;
+    uint64_t now, deadline = 0;
 
+    *more = 0;
+    if (timeout_ns > 0)
+        deadline = gc_now_ns() + (uint64_t)timeout_ns;
+again:
+    seen = returned = 0;
+    woke = waited = 0;
+    now = 0;
     if (timeout_ns >= 0) {
         ts.tv_sec = timeout_ns / 1000000000LL;
         ts.tv_nsec = timeout_ns % 1000000000LL;
     }
-    *more = 0;
     if (timeout_ns == 0 || io_uring_cq_ready(&r->ring)) {
         /* don't block: submit and run deferred task work (one enter, no timer;
          * a zero-timeout wait costs tens of microseconds for the hrtimer) */
@@ -770,6 +776,7 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
     } else {
         ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, timeout_ns >= 0 ? &ts : NULL,
                                                NULL);
+        waited = ret != -ETIME && ret != -EINTR;
     }
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
         return ret;
@@ -874,6 +881,7 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
             }
         } else if (kind == GC_WAKE) {
             r->wake_armed = 0;
+            woke = 1;
         }
         seen++;
     }
@@ -921,6 +929,19 @@ int gc_poll(gc_ring *r, long long timeout_ns, int32_t *meta, int max_recs, char 
     r->nrearm = left;
     if (!r->wake_armed)
         gc_arm_wake(r);
+    if (waited && !nrec && !woke && !*more) {
+        /* a blocking wait woken by nothing Python acts on (the completion of
+         * the send submitted with it, a datagram shed or truncated): wait on
+         * for what is left of the timeout, rather than return a turn to the
+         * hub that costs a second enter for the reply it waits for */
+        if (timeout_ns < 0)
+            goto again;
+        now = gc_now_ns();
+        if (now < deadline) {
+            timeout_ns = (long long)(deadline - now);
+            goto again;
+        }
+    }
     *arena_used = used;
     return nrec;
 }

@@ -142,6 +142,49 @@ def test_sends_in_flight_return_to_zero(uring_hub):
     rx.close()
 
 
+def test_a_poll_is_not_woken_by_its_own_sends(uring_hub):
+    """A blocking poll returns for what the hub acts on (a datagram, a wake-up
+    from another thread) or at its timeout, not for the completion of the
+    sends it submitted: a client waiting for a reply would otherwise pay a
+    second loop turn (and a second io_uring_enter) per request."""
+    import threading
+
+    io = uring_hub.io
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    got = []
+    ch = io.open_channel(tx, got.extend)
+    try:
+        io.poll(0)
+        sends = io.statistics()["sends"]
+        ch.sendto(b"x" * 20, rx.getsockname())
+        t0 = time.monotonic()
+        io.poll(0.3)  # only the send completes: the wait goes on to its end
+        waited = time.monotonic() - t0
+        assert io.statistics()["sends"] == sends + 1 and rx.recv(100) == b"x" * 20
+        assert waited >= 0.25, waited
+
+        # a datagram ends the wait (the reply it waited for, after its send)
+        ch.sendto(b"ping", rx.getsockname())
+        threading.Timer(0.05, lambda: rx.sendto(b"pong", tx.getsockname())).start()
+        t0 = time.monotonic()
+        io.poll(5.0)
+        assert time.monotonic() - t0 < 2.0 and [d for d, _ in got] == [b"pong"]
+
+        # and so does a wake-up from another thread, with a send in flight too
+        ch.sendto(b"ping", rx.getsockname())
+        threading.Timer(0.05, io.wakeup).start()
+        t0 = time.monotonic()
+        io.poll(5.0)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        ch.close()
+        tx.close()
+        rx.close()
+
+
 CLOSE_WITH_SENDS = textwrap.dedent(
     """
     import socket
