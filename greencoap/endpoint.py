@@ -37,6 +37,7 @@ from .protocol.messaging import ACK, CON, MessageLayer, TransmissionParameters
 
 DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024
 _MAX_AGE = int(OptionNumber.MAX_AGE)
+_RESPONSE = Outcome.RESPONSE  # a global: an Enum member lookup costs a Python hook on 3.11
 
 
 def make_udp_socket(
@@ -476,7 +477,7 @@ class Endpoint:
                     self._drain()
                 self._arm()
         outcome = ex.outcome
-        if outcome is Outcome.RESPONSE or outcome is None:  # None: observing
+        if outcome is _RESPONSE or outcome is None:  # None: observing
             return ex
         if outcome is Outcome.TIMEOUT:
             stale = getattr(self.channel, "peer_timed_out", None)

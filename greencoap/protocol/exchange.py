@@ -132,7 +132,8 @@ class RequestExchange(Exchange):
     @property
     def awaiting(self) -> bool:
         """Still waiting for its (first) response: queued, sent or ACKed."""
-        return self.state in WAITING
+        state = self.state  # by identity: hashing an Enum member calls Python code
+        return state is SENT or state is QUEUED or state is ACKED
 
     @property
     def observing(self) -> bool:
