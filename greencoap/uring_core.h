@@ -776,7 +776,7 @@ again:
     } else {
         ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, timeout_ns >= 0 ? &ts : NULL,
                                                NULL);
-        waited = ret != -ETIME && ret != -EINTR;
+        waited = ret >= 0; /* not on a timeout, a signal or a refusal (-EBUSY, -EAGAIN) */
     }
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
         return ret;
