@@ -30,6 +30,7 @@ BUILD_INFO = os.path.join("greencoap", "_build_info.py")
 #: Why the io_uring core is in this build or not (None: not decided yet).
 status = {"uring_core": None, "speedups": None}
 SPEEDUPS = "greencoap._speedups"
+CCM = "greencoap._ccm"  # optional too: DTLS falls back to cryptography's AESCCM
 
 
 def _fail(msg, reason):
@@ -99,6 +100,13 @@ class OptionalBuildExt(build_ext):
                 status["speedups"] = f"compile failed: {_first_line(e)}"
                 warnings.warn(f"greencoap: the C codec was not built ({e})", stacklevel=1)
                 return
+            if ext.name == CCM:
+                warnings.warn(
+                    f"greencoap: the C AES-CCM cipher was not built ({e}); "
+                    "DTLS records use cryptography's AESCCM",
+                    stacklevel=1,
+                )
+                return
             _fail(f"building {ext.name} failed: {e}", f"compile failed: {_first_line(e)}")
         if ext.name == SPEEDUPS:
             status["speedups"] = "built"
@@ -106,18 +114,28 @@ class OptionalBuildExt(build_ext):
 
 def extensions():
     speedups = Extension(SPEEDUPS, ["greencoap/_speedups.c"], extra_compile_args=["-O2"])
+    optional = [speedups]
+    if os.path.exists("/usr/include/openssl/evp.h"):  # libssl-dev
+        optional.append(
+            Extension(CCM, ["greencoap/_ccm.c"], libraries=["crypto"], extra_compile_args=["-O2"])
+        )
+    else:
+        warnings.warn(
+            "greencoap: no OpenSSL headers (libssl-dev): DTLS records use cryptography's AESCCM",
+            stacklevel=1,
+        )
     if not os.path.exists("/usr/include/liburing.h"):
         _fail(
             "liburing-dev is not installed (apt-get install liburing-dev)",
             "no liburing-dev at build time",
         )
-        return [speedups]
+        return optional
     sys.path.insert(0, os.path.join(HERE, "greencoap"))
     try:
         from _uring_build import ffibuilder
     finally:
         sys.path.pop(0)
-    return [ffibuilder.distutils_extension(), speedups]
+    return [ffibuilder.distutils_extension(), *optional]
 
 
 setup(ext_modules=extensions(), cmdclass={"build_py": BuildPy, "build_ext": OptionalBuildExt})

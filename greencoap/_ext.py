@@ -21,3 +21,16 @@ def speedups() -> ModuleType | None:
     except ImportError:
         return None
     return _speedups
+
+
+def ccm() -> ModuleType | None:
+    """``greencoap._ccm`` (AES-128-CCM-8 on reused OpenSSL contexts, for the
+    DTLS record layer), or None (not built, or GREENCOAP_NO_EXTENSIONS=1):
+    then cryptography's AESCCM does the same."""
+    if os.environ.get("GREENCOAP_NO_EXTENSIONS", "") not in ("", "0"):
+        return None
+    try:
+        from . import _ccm  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _ccm

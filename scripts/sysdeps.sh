@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages greencoap uses, when they are missing:
-#   liburing-dev (io_uring hub), libcoap3-bin (interop peers), a C compiler,
+#   liburing-dev (io_uring hub), libssl-dev (the C AES-CCM of DTLS), libcoap3-bin (interop peers), a C compiler,
 #   Python headers and venv, iproute2 and util-linux (the multicast tests'
 #   network namespaces: ip, unshare, nsenter).  As root it runs apt-get; otherwise it prints
 #   the command to run.
 set -euo pipefail
 need=()
 [ -f /usr/include/liburing.h ] || need+=(liburing-dev)
+[ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 command -v coap-client-notls >/dev/null 2>&1 || need+=(libcoap3-bin)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)

@@ -11,16 +11,22 @@ fragment.
 * :func:`parse_records` splits a datagram and reports whether it was cut short;
 * :class:`RecordCipher` seals and opens records of one direction of epoch ≥ 1
   (nonce = 4-byte implicit IV ‖ 8-byte explicit part, additional data =
-  es(8) ‖ type(1) ‖ version(2) ‖ plaintext length(2), 8-byte tag);
+  es(8) ‖ type(1) ‖ version(2) ‖ plaintext length(2), 8-byte tag), with the
+  AEAD :func:`ccm8` gives: ``greencoap._ccm.Ccm8`` when built (OpenSSL
+  contexts kept per direction), else cryptography's ``AESCCM`` — the same
+  bytes and the same ``InvalidTag`` either way (tests/test_ccm.py);
 * :class:`ReplayWindow` is the 64-record sliding window of §4.1.2.6.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+from ..._ext import ccm as _ccm_module
 
 CHANGE_CIPHER_SPEC = 20
 ALERT = 21
@@ -75,13 +81,23 @@ def encode_plain(ctype: int, version: int, es: int, payload: bytes) -> bytes:
     return _pack_header(ctype, version, es, len(payload)) + payload
 
 
+def ccm8(key: bytes) -> Any:
+    """AES-128-CCM with an 8-byte tag under ``key``: an object with
+    ``encrypt(nonce, plaintext, aad)`` and ``decrypt(nonce, data, aad)``
+    (raising ``InvalidTag``), in C when ``greencoap._ccm`` is built."""
+    c = _ccm_module()
+    if c is not None and len(key) == 16:
+        return c.Ccm8(key)
+    return AESCCM(key, tag_length=TAG_LENGTH)
+
+
 class RecordCipher:
     """AES-128-CCM-8 protection of the records of one direction and one epoch."""
 
     __slots__ = ("aead", "iv")
 
     def __init__(self, key: bytes, iv: bytes) -> None:
-        self.aead = AESCCM(key, tag_length=TAG_LENGTH)
+        self.aead = ccm8(key)
         self.iv = iv
 
     def seal(self, ctype: int, es: int, plaintext: bytes, version: int = DTLS_1_2) -> bytes:
