@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages greencoap uses, when they are missing:
-#   liburing-dev (io_uring hub), libssl-dev (the C AES-CCM of DTLS), libcoap3-bin (interop peers), a C compiler,
-#   Python headers and venv, iproute2 and util-linux (the multicast tests'
+#   liburing-dev (io_uring hub), libssl-dev (the C AES-CCM of DTLS),
+#   libcoap3-bin (interop peers), a C compiler, Python headers and venv, iproute2 and util-linux (the multicast tests'
 #   network namespaces: ip, unshare, nsenter).  As root it runs apt-get; otherwise it prints
 #   the command to run.
 set -euo pipefail
