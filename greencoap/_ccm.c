@@ -10,10 +10,16 @@
  * a few hundred ns.  Optional: built when OpenSSL's headers are there; the
  * DTLS record layer falls back to AESCCM otherwise.  Not thread-safe: one
  * object belongs to one DTLS session, on one hub.
+ *
+ * RecordCipher(key, iv) is greencoap.protocol.dtls.record.RecordCipher's
+ * twin: seal() and open() of whole DTLS 1.2 records (header, nonce and
+ * additional data built here), one call per record instead of the Python
+ * twin's struct packing, slicing and concatenation around the cipher.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <limits.h>
+#include <string.h>
 #include <openssl/evp.h>
 
 #define KEY_LEN 16
@@ -22,10 +28,17 @@
 
 static PyObject *InvalidTag; /* cryptography.exceptions.InvalidTag */
 
+#define IV_LEN 4       /* the implicit part of a record's nonce (RFC 6655 §3) */
+#define EXPLICIT_LEN 8 /* the explicit part: epoch << 48 | sequence number */
+#define HEADER_LEN 13  /* type(1) version(2) epoch+seq(8) length(2) */
+#define AAD_LEN 13     /* epoch+seq(8) type(1) version(2) plaintext length(2) */
+
+/* A Ccm8 and a RecordCipher alike (a Ccm8 leaves iv unused). */
 typedef struct {
     PyObject_HEAD
     EVP_CIPHER_CTX *enc;
     EVP_CIPHER_CTX *dec;
+    unsigned char iv[IV_LEN];
 } Ccm8;
 
 static EVP_CIPHER_CTX *new_ctx(const unsigned char *key, int encrypting)
@@ -43,29 +56,81 @@ static EVP_CIPHER_CTX *new_ctx(const unsigned char *key, int encrypting)
     return c;
 }
 
+/* A new object of ``type`` under ``key`` (16 bytes); ``iv`` is copied when given. */
+static PyObject *make(PyTypeObject *type, Py_buffer *key, const Py_buffer *iv)
+{
+    Ccm8 *self;
+    if (key->len != KEY_LEN)
+        return PyErr_Format(PyExc_ValueError, "an AES-128 key is 16 bytes, not %zd", key->len);
+    if (iv && iv->len != IV_LEN)
+        return PyErr_Format(PyExc_ValueError, "the implicit IV is 4 bytes, not %zd", iv->len);
+    self = (Ccm8 *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->enc = new_ctx(key->buf, 1);
+    self->dec = new_ctx(key->buf, 0);
+    if (!self->enc || !self->dec) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not set up AES-128-CCM");
+        return NULL;
+    }
+    if (iv)
+        memcpy(self->iv, iv->buf, IV_LEN);
+    return (PyObject *)self;
+}
+
 static PyObject *Ccm8_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     Py_buffer key;
-    Ccm8 *self;
+    PyObject *self;
     static char *kwlist[] = {"key", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*:Ccm8", kwlist, &key))
         return NULL;
-    if (key.len != KEY_LEN) {
-        PyBuffer_Release(&key);
-        return PyErr_Format(PyExc_ValueError, "an AES-128 key is 16 bytes, not %zd", key.len);
-    }
-    self = (Ccm8 *)type->tp_alloc(type, 0);
-    if (self) {
-        self->enc = new_ctx(key.buf, 1);
-        self->dec = new_ctx(key.buf, 0);
-        if (!self->enc || !self->dec) {
-            Py_DECREF(self);
-            self = NULL;
-            PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not set up AES-128-CCM");
-        }
-    }
+    self = make(type, &key, NULL);
     PyBuffer_Release(&key);
-    return (PyObject *)self;
+    return self;
+}
+
+static PyObject *Records_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_buffer key, iv;
+    PyObject *self;
+    static char *kwlist[] = {"key", "iv", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*:RecordCipher", kwlist, &key, &iv))
+        return NULL;
+    self = make(type, &key, &iv);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&iv);
+    return self;
+}
+
+/* Encrypt ``len`` bytes of ``in`` into ``out`` (``len`` + TAG_LEN bytes:
+ * the ciphertext, then the tag).  0 on an OpenSSL failure (nothing set). */
+static int seal_into(Ccm8 *self, const unsigned char *nonce, const unsigned char *aad, int aadlen,
+                     const unsigned char *in, int len, unsigned char *out)
+{
+    int n;
+    return EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, nonce) == 1 &&
+           EVP_EncryptUpdate(self->enc, NULL, &n, NULL, len) == 1 &&
+           (!aadlen || EVP_EncryptUpdate(self->enc, NULL, &n, aad, aadlen) == 1) &&
+           EVP_EncryptUpdate(self->enc, out, &n, in, len) == 1 &&
+           EVP_EncryptFinal_ex(self->enc, out + n, &n) == 1 &&
+           EVP_CIPHER_CTX_ctrl(self->enc, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, out + len) == 1;
+}
+
+/* Decrypt and authenticate ``len`` bytes of ``in`` followed by their tag
+ * into ``out``.  0 when the record fails authentication.  The tag goes in
+ * after the nonce (setting the nonce starts a new message); the data's own
+ * update checks it. */
+static int open_into(Ccm8 *self, const unsigned char *nonce, const unsigned char *aad, int aadlen,
+                     const unsigned char *in, int len, unsigned char *out)
+{
+    int n;
+    return EVP_DecryptInit_ex(self->dec, NULL, NULL, NULL, nonce) == 1 &&
+           EVP_CIPHER_CTX_ctrl(self->dec, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, (void *)(in + len)) == 1 &&
+           EVP_DecryptUpdate(self->dec, NULL, &n, NULL, len) == 1 &&
+           (!aadlen || EVP_DecryptUpdate(self->dec, NULL, &n, aad, aadlen) == 1) &&
+           EVP_DecryptUpdate(self->dec, out, &n, in, len) == 1;
 }
 
 static void Ccm8_dealloc(Ccm8 *self)
@@ -113,27 +178,15 @@ static PyObject *Ccm8_encrypt(Ccm8 *self, PyObject *const *args, Py_ssize_t narg
 {
     Py_buffer b[3];
     PyObject *out;
-    unsigned char *o;
-    int n, len;
+    int len;
     if (!get_args(args, nargs, "encrypt", b))
         return NULL;
     len = (int)b[1].len;
     out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len + TAG_LEN);
-    if (!out) {
-        release(b);
-        return NULL;
-    }
-    o = (unsigned char *)PyBytes_AS_STRING(out);
-    if (EVP_EncryptInit_ex(self->enc, NULL, NULL, NULL, b[0].buf) != 1 ||
-        EVP_EncryptUpdate(self->enc, NULL, &n, NULL, len) != 1 ||
-        (b[2].len && EVP_EncryptUpdate(self->enc, NULL, &n, b[2].buf, (int)b[2].len) != 1) ||
-        EVP_EncryptUpdate(self->enc, o, &n, b[1].buf, len) != 1 ||
-        EVP_EncryptFinal_ex(self->enc, o + n, &n) != 1 ||
-        EVP_CIPHER_CTX_ctrl(self->enc, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, o + len) != 1) {
-        Py_DECREF(out);
-        release(b);
+    if (out && !seal_into(self, b[0].buf, b[2].buf, (int)b[2].len, b[1].buf, len,
+                          (unsigned char *)PyBytes_AS_STRING(out))) {
+        Py_CLEAR(out);
         PyErr_SetString(PyExc_RuntimeError, "OpenSSL failed to encrypt");
-        return NULL;
     }
     release(b);
     return out;
@@ -142,38 +195,157 @@ static PyObject *Ccm8_encrypt(Ccm8 *self, PyObject *const *args, Py_ssize_t narg
 static PyObject *Ccm8_decrypt(Ccm8 *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer b[3];
-    PyObject *out;
-    const unsigned char *in;
-    int n, len;
+    PyObject *out = NULL;
+    int len;
     if (!get_args(args, nargs, "decrypt", b))
         return NULL;
     if (b[1].len < TAG_LEN) {
-        release(b);
         PyErr_SetNone(InvalidTag);
-        return NULL;
-    }
-    in = b[1].buf;
-    len = (int)b[1].len - TAG_LEN;
-    out = PyBytes_FromStringAndSize(NULL, len);
-    if (!out) {
-        release(b);
-        return NULL;
-    }
-    /* the tag goes in after the nonce (setting the nonce starts a new
-     * message); the data's own update checks it */
-    if (EVP_DecryptInit_ex(self->dec, NULL, NULL, NULL, b[0].buf) != 1 ||
-        EVP_CIPHER_CTX_ctrl(self->dec, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, (void *)(in + len)) != 1 ||
-        EVP_DecryptUpdate(self->dec, NULL, &n, NULL, len) != 1 ||
-        (b[2].len && EVP_DecryptUpdate(self->dec, NULL, &n, b[2].buf, (int)b[2].len) != 1) ||
-        EVP_DecryptUpdate(self->dec, (unsigned char *)PyBytes_AS_STRING(out), &n, in, len) != 1) {
-        Py_DECREF(out);
-        release(b);
-        PyErr_SetNone(InvalidTag);
-        return NULL;
+    } else {
+        len = (int)b[1].len - TAG_LEN;
+        out = PyBytes_FromStringAndSize(NULL, len);
+        if (out && !open_into(self, b[0].buf, b[2].buf, (int)b[2].len, b[1].buf, len,
+                              (unsigned char *)PyBytes_AS_STRING(out))) {
+            Py_CLEAR(out);
+            PyErr_SetNone(InvalidTag);
+        }
     }
     release(b);
     return out;
 }
+
+/* -- RecordCipher: whole DTLS 1.2 records (record.RecordCipher's twin) -- */
+
+static void put_be(unsigned char *p, unsigned long long v, int n)
+{
+    while (n--) {
+        p[n] = (unsigned char)v;
+        v >>= 8;
+    }
+}
+
+/* The additional data of RFC 5246 §6.2.3.3: es, type, version, length. */
+static void put_aad(unsigned char *aad, unsigned long long es, int ctype, int version, int n)
+{
+    put_be(aad, es, 8);
+    aad[8] = (unsigned char)ctype;
+    put_be(aad + 9, (unsigned)version, 2);
+    put_be(aad + 11, (unsigned)n, 2);
+}
+
+/* ctype, version (0..255, 0..0xFFFF; DTLS 1.2 when ``v`` is NULL) and es
+ * (0..2**64-1) from Python ints; 0 with an exception set. */
+static int get_fields(PyObject *c, PyObject *v, PyObject *e, int *ctype, int *version,
+                      unsigned long long *es)
+{
+    long x = PyLong_AsLong(c), y = 0xFEFD;
+    if (x == -1 && PyErr_Occurred())
+        return 0;
+    if (v && (y = PyLong_AsLong(v)) == -1 && PyErr_Occurred())
+        return 0;
+    if (x < 0 || x > 0xFF || y < 0 || y > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "a content type is one byte and a version two");
+        return 0;
+    }
+    *es = PyLong_AsUnsignedLongLong(e);
+    if (*es == (unsigned long long)-1 && PyErr_Occurred())
+        return 0;
+    *ctype = (int)x;
+    *version = (int)y;
+    return 1;
+}
+
+static PyObject *Records_seal(Ccm8 *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer text;
+    PyObject *out;
+    unsigned char *o, nonce[NONCE_LEN], aad[AAD_LEN];
+    unsigned long long es;
+    int ctype, version, n;
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "seal() takes ctype, es, plaintext[, version]");
+        return NULL;
+    }
+    if (!get_fields(args[0], nargs == 4 ? args[3] : NULL, args[1], &ctype, &version, &es))
+        return NULL;
+    if (PyObject_GetBuffer(args[2], &text, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (text.len > 0xFFFF - EXPLICIT_LEN - TAG_LEN) {
+        PyBuffer_Release(&text);
+        PyErr_SetString(PyExc_ValueError, "the plaintext does not fit in one record");
+        return NULL;
+    }
+    n = (int)text.len;
+    out = PyBytes_FromStringAndSize(NULL, HEADER_LEN + EXPLICIT_LEN + n + TAG_LEN);
+    if (out) {
+        o = (unsigned char *)PyBytes_AS_STRING(out);
+        o[0] = (unsigned char)ctype;
+        put_be(o + 1, (unsigned)version, 2);
+        put_be(o + 3, es, 8);
+        put_be(o + 11, (unsigned)(n + EXPLICIT_LEN + TAG_LEN), 2);
+        memcpy(o + HEADER_LEN, o + 3, EXPLICIT_LEN);
+        memcpy(nonce, self->iv, IV_LEN);
+        memcpy(nonce + IV_LEN, o + 3, EXPLICIT_LEN);
+        put_aad(aad, es, ctype, version, n);
+        if (!seal_into(self, nonce, aad, AAD_LEN, text.buf, n, o + HEADER_LEN + EXPLICIT_LEN)) {
+            Py_CLEAR(out);
+            PyErr_SetString(PyExc_RuntimeError, "OpenSSL failed to encrypt");
+        }
+    }
+    PyBuffer_Release(&text);
+    return out;
+}
+
+static PyObject *Records_open(Ccm8 *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer frag;
+    PyObject *out = NULL;
+    unsigned char nonce[NONCE_LEN], aad[AAD_LEN];
+    unsigned long long es;
+    int ctype, version, n;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "open() takes ctype, version, es, fragment");
+        return NULL;
+    }
+    if (!get_fields(args[0], args[1], args[2], &ctype, &version, &es))
+        return NULL;
+    if (PyObject_GetBuffer(args[3], &frag, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (frag.len < EXPLICIT_LEN + TAG_LEN || frag.len > INT_MAX) {
+        PyBuffer_Release(&frag);
+        Py_RETURN_NONE;
+    }
+    n = (int)frag.len - EXPLICIT_LEN - TAG_LEN;
+    memcpy(nonce, self->iv, IV_LEN);
+    memcpy(nonce + IV_LEN, frag.buf, EXPLICIT_LEN);
+    put_aad(aad, es, ctype, version, n & 0xFFFF);
+    out = PyBytes_FromStringAndSize(NULL, n);
+    if (out && !open_into(self, nonce, aad, AAD_LEN, (unsigned char *)frag.buf + EXPLICIT_LEN, n,
+                          (unsigned char *)PyBytes_AS_STRING(out))) {
+        Py_DECREF(out);
+        out = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&frag);
+    return out;
+}
+
+static PyObject *Records_get_iv(Ccm8 *self, void *closure)
+{
+    return PyBytes_FromStringAndSize((const char *)self->iv, IV_LEN);
+}
+
+static PyMethodDef Records_methods[] = {
+    {"seal", (PyCFunction)(void (*)(void))Records_seal, METH_FASTCALL,
+     "seal(ctype, es, plaintext, version=DTLS_1_2) -> the protected record, header included"},
+    {"open", (PyCFunction)(void (*)(void))Records_open, METH_FASTCALL,
+     "open(ctype, version, es, fragment) -> plaintext, or None when it fails authentication"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Records_getset[] = {
+    {"iv", (getter)Records_get_iv, NULL, "the 4-byte implicit IV", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyMethodDef Ccm8_methods[] = {
     {"encrypt", (PyCFunction)(void (*)(void))Ccm8_encrypt, METH_FASTCALL,
@@ -194,6 +366,18 @@ static PyTypeObject Ccm8Type = {
     .tp_new = Ccm8_new,
 };
 
+static PyTypeObject RecordsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "greencoap._ccm.RecordCipher",
+    .tp_basicsize = sizeof(Ccm8),
+    .tp_dealloc = (destructor)Ccm8_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "AES-128-CCM-8 protection of the DTLS 1.2 records of one direction "
+              "(as greencoap.protocol.dtls.record.RecordCipher(key, iv)).",
+    .tp_methods = Records_methods,
+    .tp_getset = Records_getset,
+    .tp_new = Records_new,
+};
+
 static struct PyModuleDef ccm_module = {
     PyModuleDef_HEAD_INIT, "greencoap._ccm",
     "AES-128-CCM-8 for the DTLS record layer (optional; see greencoap.protocol.dtls.record).", -1,
@@ -203,7 +387,7 @@ static struct PyModuleDef ccm_module = {
 PyMODINIT_FUNC PyInit__ccm(void)
 {
     PyObject *m, *exc_mod;
-    if (PyType_Ready(&Ccm8Type) < 0)
+    if (PyType_Ready(&Ccm8Type) < 0 || PyType_Ready(&RecordsType) < 0)
         return NULL;
     exc_mod = PyImport_ImportModule("cryptography.exceptions");
     if (!exc_mod)
@@ -218,6 +402,12 @@ PyMODINIT_FUNC PyInit__ccm(void)
     Py_INCREF(&Ccm8Type);
     if (PyModule_AddObject(m, "Ccm8", (PyObject *)&Ccm8Type) < 0) {
         Py_DECREF(&Ccm8Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RecordsType);
+    if (PyModule_AddObject(m, "RecordCipher", (PyObject *)&RecordsType) < 0) {
+        Py_DECREF(&RecordsType);
         Py_DECREF(m);
         return NULL;
     }

@@ -3,8 +3,11 @@
 Every key, nonce, plaintext and associated data must give the same bytes on
 both; every record, intact or altered (a flipped bit anywhere, cut short, the
 wrong nonce or associated data), must open to the same plaintext on both or
-fail on both with ``InvalidTag``. CI sets GREENCOAP_REQUIRE_SPEEDUPS=1 so
-that a missing build fails instead of skipping.
+fail on both with ``InvalidTag``.  The same for the C ``RecordCipher`` (whole
+DTLS records) against the record layer's pure-Python one over ``AESCCM``: the
+same sealed records, the same plaintext or None from every intact or altered
+fragment.  CI sets GREENCOAP_REQUIRE_SPEEDUPS=1 so that a missing build fails
+instead of skipping.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greencoap.protocol.dtls.record import RecordCipher
+from greencoap.protocol.dtls.record import (
+    APPLICATION_DATA,
+    DTLS_1_0,
+    DTLS_1_2,
+    HANDSHAKE,
+    HEADER_LENGTH,
+    RecordCipher,
+    record_cipher,
+)
 
 from .conftest import require_or_skip
 
@@ -40,6 +51,14 @@ def Ccm8():
         Ccm8 is not None, "the C AES-CCM (greencoap._ccm)", "GREENCOAP_REQUIRE_SPEEDUPS"
     )
     return Ccm8
+
+
+@pytest.fixture(scope="module")
+def CRecords(Ccm8):
+    """The C twin of the record layer's RecordCipher (built with Ccm8)."""
+    from greencoap._ccm import RecordCipher as CRecords
+
+    return CRecords
 
 
 def opened(aead, nonce, data, aad):
@@ -96,14 +115,96 @@ def test_bad_arguments_are_clear_errors(Ccm8):
         c.encrypt(b"n" * 12, "text", b"")
 
 
-def test_the_record_layer_uses_it_unless_extensions_are_off(Ccm8):
+def reference_records(key: bytes, iv: bytes) -> RecordCipher:
+    """The pure-Python RecordCipher on cryptography's AESCCM (not on Ccm8)."""
+    ref = RecordCipher(key, iv)
+    ref.aead = AESCCM(key, tag_length=8)
+    return ref
+
+
+ivs = st.binary(min_size=4, max_size=4)
+ctypes = st.sampled_from([APPLICATION_DATA, HANDSHAKE, 21, 20, 0, 255])
+versions = st.sampled_from([DTLS_1_2, DTLS_1_0, 0, 0xFFFF])
+ess = st.integers(0, (1 << 64) - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys, ivs, ctypes, versions, ess, texts)
+def test_c_records_seal_and_open_as_the_python_ones(CRecords, key, iv, ctype, version, es, text):
+    c, ref = CRecords(key, iv), reference_records(key, iv)
+    assert c.iv == iv
+    record = c.seal(ctype, es, text, version)
+    assert record == ref.seal(ctype, es, text, version)
+    if version == DTLS_1_2:  # the default
+        assert c.seal(ctype, es, text) == record
+    fragment = record[HEADER_LENGTH:]
+    assert c.open(ctype, version, es, fragment) == text == ref.open(ctype, version, es, fragment)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys, ivs, ctypes, versions, ess, texts, st.data())
+def test_c_records_refuse_altered_records_as_the_python_ones(
+    CRecords, key, iv, ctype, version, es, text, data
+):
+    c, ref = CRecords(key, iv), reference_records(key, iv)
+    fragment = ref.seal(ctype, es, text, version)[HEADER_LENGTH:]
+    how = data.draw(st.sampled_from(["bit", "cut", "es", "type", "version", "iv", "junk"]))
+    t, v, e, f, other = ctype, version, es, fragment, c
+    if how == "bit":
+        i = data.draw(st.integers(0, len(fragment) - 1))
+        f = fragment[:i] + bytes([fragment[i] ^ (1 << data.draw(st.integers(0, 7)))])
+        f += fragment[i + 1 :]
+    elif how == "cut":
+        f = fragment[: data.draw(st.integers(0, len(fragment) - 1))]
+    elif how == "es":
+        e = es ^ (1 << data.draw(st.integers(0, 63)))
+    elif how == "type":
+        t = ctype ^ 1
+    elif how == "version":
+        v = version ^ 0x0100
+    elif how == "iv":
+        other = CRecords(key, bytes([iv[0] ^ 1]) + iv[1:])
+    else:
+        f = data.draw(st.binary(max_size=40))
+    got = other.open(t, v, e, f)
+    if how != "iv":
+        assert got == ref.open(t, v, e, f)
+    assert got is None or how == "junk"
+    assert c.open(ctype, version, es, fragment) == text  # a failure leaves it usable
+
+
+def test_c_records_bad_arguments_are_clear_errors(CRecords):
+    with pytest.raises(ValueError, match="16 bytes"):
+        CRecords(b"k" * 15, b"i" * 4)
+    with pytest.raises(ValueError, match="4 bytes"):
+        CRecords(b"k" * 16, b"i" * 12)
+    c = CRecords(b"k" * 16, b"i" * 4)
+    with pytest.raises(ValueError, match="one byte"):
+        c.seal(256, 0, b"x")
+    with pytest.raises(ValueError, match="one byte"):
+        c.open(APPLICATION_DATA, 0x10000, 0, bytes(20))
+    with pytest.raises(OverflowError):
+        c.seal(APPLICATION_DATA, 1 << 64, b"x")
+    with pytest.raises(OverflowError):
+        c.seal(APPLICATION_DATA, -1, b"x")
+    with pytest.raises(ValueError, match="one record"):
+        c.seal(APPLICATION_DATA, 0, bytes(0x10000))
+    with pytest.raises(TypeError):
+        c.seal(APPLICATION_DATA, 0)
+    with pytest.raises(TypeError):
+        c.open(APPLICATION_DATA, DTLS_1_2, 0, "text")
+
+
+def test_the_record_layer_uses_them_unless_extensions_are_off(Ccm8, CRecords):
     assert type(RecordCipher(b"k" * 16, b"i" * 4).aead) is Ccm8
+    assert type(record_cipher(b"k" * 16, b"i" * 4)) is CRecords
     code = (
-        "from greencoap.protocol.dtls.record import RecordCipher;"
-        "print(type(RecordCipher(b'k' * 16, b'i' * 4).aead).__name__)"
+        "from greencoap.protocol.dtls.record import RecordCipher, record_cipher;"
+        "print(type(RecordCipher(b'k' * 16, b'i' * 4).aead).__name__,"
+        " type(record_cipher(b'k' * 16, b'i' * 4)).__module__)"
     )
     env = dict(os.environ, GREENCOAP_NO_EXTENSIONS="1")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
-    assert out.stdout.strip() == "AESCCM", out.stderr
+    assert out.stdout.split() == ["AESCCM", "greencoap.protocol.dtls.record"], out.stderr

@@ -15,6 +15,8 @@ fragment.
   AEAD :func:`ccm8` gives: ``greencoap._ccm.Ccm8`` when built (OpenSSL
   contexts kept per direction), else cryptography's ``AESCCM`` — the same
   bytes and the same ``InvalidTag`` either way (tests/test_ccm.py);
+  :func:`record_cipher` gives its C twin ``greencoap._ccm.RecordCipher``
+  when built (the whole record in one call), else it;
 * :class:`ReplayWindow` is the 64-record sliding window of §4.1.2.6.
 """
 
@@ -91,8 +93,19 @@ def ccm8(key: bytes) -> Any:
     return AESCCM(key, tag_length=TAG_LENGTH)
 
 
+def record_cipher(key: bytes, iv: bytes) -> Any:
+    """The protection of one direction's records under ``key`` and ``iv``:
+    :class:`RecordCipher`, or its C twin when ``greencoap._ccm`` is built
+    (same ``seal``/``open`` results, tests/test_ccm.py)."""
+    c = _ccm_module()
+    if c is not None and len(key) == 16 and len(iv) == 4:
+        return c.RecordCipher(key, iv)
+    return RecordCipher(key, iv)
+
+
 class RecordCipher:
-    """AES-128-CCM-8 protection of the records of one direction and one epoch."""
+    """AES-128-CCM-8 protection of the records of one direction and one epoch
+    (the pure-Python one; :func:`record_cipher` picks it or its C twin)."""
 
     __slots__ = ("aead", "iv")
 

@@ -65,8 +65,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-
 from .alerts import (
     CLOSE_NOTIFY,
     DECODE_ERROR,
@@ -102,13 +100,11 @@ from .prf import (
 )
 from .reassembly import ACCEPTED, OLD, FlightItem, HandshakeBuffer, PlainRecord, layout_flight
 from .record import (
-    AAD,
     AEAD_OVERHEAD,
     ALERT,
     APPLICATION_DATA,
     CHANGE_CIPHER_SPEC,
     DTLS_1_2,
-    EXPLICIT_NONCE_LENGTH,
     HANDSHAKE,
     HEADER,
     HEADER_LENGTH,
@@ -120,6 +116,7 @@ from .record import (
     ReplayWindow,
     encode_plain,
     parse_records,
+    record_cipher,
 )
 from .server_flights import ServerFlights
 from .states import (
@@ -145,9 +142,7 @@ from .states import (
     State,
 )
 
-_pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
-_pack_aad = AAD.pack
 
 
 class DtlsSession(ClientFlights, ServerFlights):
@@ -234,8 +229,6 @@ class DtlsSession(ClientFlights, ServerFlights):
         self._write_cipher: RecordCipher | None = None
         self._read_cipher: RecordCipher | None = None  # epoch 1, once the peer's CCS arrived
         self._pending_read: RecordCipher | None = None  # epoch 1 keys waiting for that CCS
-        self._send_encrypt: Callable[[bytes, bytes, bytes], bytes] | None = None
-        self._send_iv = b""
         self._early: list[Record] = []
 
         self._flight: list[list[PlainRecord]] | None = None  # our last flight, laid out
@@ -290,18 +283,10 @@ class DtlsSession(ClientFlights, ServerFlights):
                 else f"{n} bytes do not fit in one record"
             )
         self._seq1 = seq + 1
-        es = EPOCH_1 | seq
-        explicit = es.to_bytes(8, "big")
         stats = self.stats
         stats["records_out"] += 1
         stats["app_records_out"] += 1
-        return (
-            _pack_header(APPLICATION_DATA, DTLS_1_2, es, n + AEAD_OVERHEAD)
-            + explicit
-            + self._send_encrypt(  # type: ignore[misc]
-                self._send_iv + explicit, data, _pack_aad(es, APPLICATION_DATA, DTLS_1_2, n)
-            )
-        )
+        return self._write_cipher.seal(APPLICATION_DATA, EPOCH_1 | seq, data)  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Queue a close_notify (when the handshake has begun) and go CLOSED."""
@@ -377,15 +362,10 @@ class DtlsSession(ClientFlights, ServerFlights):
         d = window.top - seq
         if d >= 0 and (d >= 64 or (window.bits >> d) & 1):
             return None  # a replay: counted there
-        cipher = self._read_cipher
-        n = length - AEAD_OVERHEAD
-        try:
-            plain = cipher.aead.decrypt(
-                cipher.iv + datagram[HEADER_LENGTH : HEADER_LENGTH + EXPLICIT_NONCE_LENGTH],
-                datagram[HEADER_LENGTH + EXPLICIT_NONCE_LENGTH :],
-                _pack_aad(es, APPLICATION_DATA, version, n),
-            )
-        except InvalidTag:
+        plain = self._read_cipher.open(  # type: ignore[union-attr]
+            APPLICATION_DATA, version, es, datagram[HEADER_LENGTH:]
+        )
+        if plain is None:
             stats = self.stats
             stats["records_in"] += 1
             stats["auth_failures"] += 1
@@ -614,13 +594,11 @@ class DtlsSession(ClientFlights, ServerFlights):
         else:
             self._master = master_secret(premaster, cr, sr)
         kb = key_block(self._master, cr, sr)
-        client = RecordCipher(kb.client_key, kb.client_iv)
-        server = RecordCipher(kb.server_key, kb.server_iv)
+        client = record_cipher(kb.client_key, kb.client_iv)
+        server = record_cipher(kb.server_key, kb.server_iv)
         write, read = (client, server) if self.is_client else (server, client)
         self._write_cipher = write
         self._pending_read = read
-        self._send_encrypt = write.aead.encrypt
-        self._send_iv = write.iv
 
     def _established(self, identity: bytes | None) -> None:
         self.identity = identity
