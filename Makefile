@@ -68,10 +68,11 @@ fuzz: $(TEST_STAMP)
 	$(PY) scripts/fuzz.py --count 1000000 --hub uring --pin $(FUZZ_ARGS)
 	$(PY) scripts/fuzz.py --count 1000000 --hub epoll --pin $(FUZZ_ARGS)
 
-# The project's own C benchmark tools (bench/coapload.c, bench/coapecho.c), built into build/.
+# The project's own C benchmark tools (bench/coapload.c, bench/coapecho.c,
+# bench/dtlsload.c, which needs libssl-dev), built into build/.
 .PHONY: tools
 bench: tools
-tools: build/coapload build/coapecho
+tools: build/coapload build/coapecho build/dtlsload
 
 build/coapload: bench/coapload.c
 	@mkdir -p build
@@ -80,6 +81,10 @@ build/coapload: bench/coapload.c
 build/coapecho: bench/coapecho.c
 	@mkdir -p build
 	cc -O2 -Wall -Wextra -o $@ bench/coapecho.c
+
+build/dtlsload: bench/dtlsload.c
+	@mkdir -p build
+	cc -O2 -Wall -Wextra -o $@ bench/dtlsload.c -lssl -lcrypto
 
 clean:
 	rm -rf $(VENV) build *.egg-info greencoap/_uring*.so greencoap/_uring*.c

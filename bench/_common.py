@@ -40,8 +40,15 @@ BUILD = ROOT / "build"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 COAPLOAD = BUILD / "coapload"
 COAPECHO = BUILD / "coapecho"
+DTLSLOAD = BUILD / "dtlsload"
 COAPBENCH = COAPLOAD  # the load generator's former name
-TOOL_SOURCES = {COAPLOAD: BENCH / "coapload.c", COAPECHO: BENCH / "coapecho.c"}
+TOOL_SOURCES = {
+    COAPLOAD: BENCH / "coapload.c",
+    COAPECHO: BENCH / "coapecho.c",
+    DTLSLOAD: BENCH / "dtlsload.c",
+}
+#: what each tool links besides libc
+TOOL_LIBS = {DTLSLOAD: ["-lssl", "-lcrypto"]}
 
 SERVER_CPU = 1
 CLIENT_CPU = 0
@@ -61,13 +68,15 @@ RESULT_FIELDS_INT = (
     "p90_us",
     "separate",
     "ports",
+    "sessions",
 )
-RESULT_FIELDS_FLOAT = ("client_cpu",)
+RESULT_FIELDS_FLOAT = ("client_cpu", "handshake_ms")
 
 
 # -- tools ---------------------------------------------------------------------
 def ensure_tools() -> None:
-    """Build ``build/coapload`` and ``build/coapecho`` from ``bench/*.c`` when missing or stale.
+    """Build ``build/coapload``, ``build/coapecho`` and ``build/dtlsload`` from
+    ``bench/*.c`` when missing or stale.
 
     ``make -C ROOT tools`` does it; without ``make`` they are compiled with ``cc`` directly.
     """
@@ -84,6 +93,7 @@ def ensure_tools() -> None:
     BUILD.mkdir(exist_ok=True)
     for exe in stale:
         cmd = ["cc", "-O2", "-Wall", "-Wextra", "-o", str(exe), str(TOOL_SOURCES[exe])]
+        cmd += TOOL_LIBS.get(exe, [])
         subprocess.run(cmd, check=True, timeout=300)
 
 
@@ -349,6 +359,53 @@ def run_coapload(
 
 
 run_coapbench = run_coapload  # the former name
+
+
+def run_dtlsload(
+    port: int,
+    type_: str = "con",
+    duration: float = 5.0,
+    *,
+    identity: str,
+    key: str,
+    path: str = "hello",
+    window: int = 64,
+    sessions: int = 4,
+    warmup: float = 1.0,
+) -> dict[str, Any]:
+    """Run dtlsload (coapload over DTLS 1.2 PSK, one session per socket) on
+    CPU 0 against 127.0.0.1:port; return the parsed RESULT."""
+    ensure_tools()
+    cmd = pinned(
+        [
+            DTLSLOAD,
+            "--host",
+            HOST,
+            "--port",
+            port,
+            "--identity",
+            identity,
+            "--key",
+            key,
+            "--path",
+            path,
+            "--type",
+            type_,
+            "--window",
+            window,
+            "--sessions",
+            sessions,
+            "--duration",
+            duration,
+            "--warmup",
+            warmup,
+        ],
+        CLIENT_CPU,
+    )
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 30)
+    result = parse_result(p.stdout)
+    result["exit"] = p.returncode
+    return result
 
 
 # -- child processes that answer in JSON ---------------------------------------

@@ -329,6 +329,87 @@ static PyObject *Records_open(Ccm8 *self, PyObject *const *args, Py_ssize_t narg
     return out;
 }
 
+static PyObject *s_top, *s_bits; /* ReplayWindow's attribute names */
+
+/* get_be: the n-byte big-endian number at p */
+static unsigned long long get_be(const unsigned char *p, int n)
+{
+    unsigned long long v = 0;
+    while (n--)
+        v = v << 8 | *p++;
+    return v;
+}
+
+/* open_record(datagram, epoch, window): record.RecordCipher.open_record. */
+static PyObject *Records_open_record(Ccm8 *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer d;
+    PyObject *out = NULL, *o_top = NULL, *o_bits = NULL;
+    unsigned char nonce[NONCE_LEN], aad[AAD_LEN];
+    const unsigned char *p;
+    unsigned long long es, seq, bits;
+    long long top, delta;
+    long epoch;
+    int version, n;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "open_record() takes datagram, epoch, window");
+        return NULL;
+    }
+    epoch = PyLong_AsLong(args[1]);
+    if (epoch == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &d, PyBUF_SIMPLE) < 0)
+        return NULL;
+    p = d.buf;
+    if (d.len < HEADER_LEN + EXPLICIT_LEN + TAG_LEN || p[0] != 23 || p[1] != 0xFE ||
+        (long)get_be(p + 3, 2) != epoch || (Py_ssize_t)get_be(p + 11, 2) + HEADER_LEN != d.len) {
+        PyBuffer_Release(&d);
+        Py_RETURN_NONE;
+    }
+    version = (int)get_be(p + 1, 2);
+    es = get_be(p + 3, 8);
+    seq = es & 0xFFFFFFFFFFFFULL;
+    if (!(o_top = PyObject_GetAttr(args[2], s_top)) || !(o_bits = PyObject_GetAttr(args[2], s_bits)))
+        goto done;
+    top = PyLong_AsLongLong(o_top);
+    bits = PyLong_AsUnsignedLongLong(o_bits);
+    if (PyErr_Occurred())
+        goto done;
+    delta = top - (long long)seq; /* the window's check(): new above it or unseen in it */
+    if (delta >= 0 && (delta >= 64 || (bits >> delta) & 1)) {
+        out = Py_NewRef(Py_None);
+        goto done;
+    }
+    n = (int)d.len - HEADER_LEN - EXPLICIT_LEN - TAG_LEN;
+    memcpy(nonce, self->iv, IV_LEN);
+    memcpy(nonce + IV_LEN, p + HEADER_LEN, EXPLICIT_LEN);
+    put_aad(aad, es, 23, version, n);
+    if (!(out = PyBytes_FromStringAndSize(NULL, n)))
+        goto done;
+    if (!open_into(self, nonce, aad, AAD_LEN, p + HEADER_LEN + EXPLICIT_LEN, n,
+                   (unsigned char *)PyBytes_AS_STRING(out))) {
+        Py_SETREF(out, Py_NewRef(Py_False));
+        goto done;
+    }
+    /* the window's update(): slide when seq is the new top, else mark it */
+    if (delta < 0) {
+        bits = -delta < 64 ? (bits << -delta) | 1 : 1;
+        top = (long long)seq;
+    } else {
+        bits |= 1ULL << delta;
+    }
+    Py_SETREF(o_top, PyLong_FromLongLong(top));
+    Py_SETREF(o_bits, PyLong_FromUnsignedLongLong(bits));
+    if (!o_top || !o_bits || PyObject_SetAttr(args[2], s_top, o_top) < 0 ||
+        PyObject_SetAttr(args[2], s_bits, o_bits) < 0)
+        Py_CLEAR(out);
+done:
+    Py_XDECREF(o_top);
+    Py_XDECREF(o_bits);
+    PyBuffer_Release(&d);
+    return out;
+}
+
 static PyObject *Records_get_iv(Ccm8 *self, void *closure)
 {
     return PyBytes_FromStringAndSize((const char *)self->iv, IV_LEN);
@@ -339,6 +420,9 @@ static PyMethodDef Records_methods[] = {
      "seal(ctype, es, plaintext, version=DTLS_1_2) -> the protected record, header included"},
     {"open", (PyCFunction)(void (*)(void))Records_open, METH_FASTCALL,
      "open(ctype, version, es, fragment) -> plaintext, or None when it fails authentication"},
+    {"open_record", (PyCFunction)(void (*)(void))Records_open_record, METH_FASTCALL,
+     "open_record(datagram, epoch, window) -> plaintext of one new application_data record "
+     "(window updated), False when it fails authentication, None for anything else"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -388,6 +472,9 @@ PyMODINIT_FUNC PyInit__ccm(void)
 {
     PyObject *m, *exc_mod;
     if (PyType_Ready(&Ccm8Type) < 0 || PyType_Ready(&RecordsType) < 0)
+        return NULL;
+    if (!(s_top = PyUnicode_InternFromString("top")) ||
+        !(s_bits = PyUnicode_InternFromString("bits")))
         return NULL;
     exc_mod = PyImport_ImportModule("cryptography.exceptions");
     if (!exc_mod)

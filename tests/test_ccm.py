@@ -29,6 +29,7 @@ from greencoap.protocol.dtls.record import (
     HANDSHAKE,
     HEADER_LENGTH,
     RecordCipher,
+    ReplayWindow,
     record_cipher,
 )
 
@@ -173,6 +174,59 @@ def test_c_records_refuse_altered_records_as_the_python_ones(
     assert c.open(ctype, version, es, fragment) == text  # a failure leaves it usable
 
 
+def window_of(top: int, bits: int) -> ReplayWindow:
+    w = ReplayWindow()
+    w.top, w.bits = top, bits if top >= 0 else 0
+    return w
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    keys,
+    ivs,
+    st.sampled_from([APPLICATION_DATA, APPLICATION_DATA, HANDSHAKE]),
+    st.sampled_from([DTLS_1_2, DTLS_1_0, 0x0303]),
+    st.integers(0, 2),
+    st.integers(0, 300),
+    st.integers(-1, 300),
+    st.integers(0, (1 << 64) - 1),
+    texts,
+    st.sampled_from(["intact", "bit", "cut", "longer", "two records", "junk"]),
+    st.data(),
+)
+def test_c_open_record_is_the_python_fast_path(
+    CRecords, key, iv, ctype, version, epoch, seq, top, bits, text, how, data
+):
+    """Every datagram gives the same answer (plaintext, False or None) and
+    leaves the same window on both, the window moving only for a plaintext."""
+    c, ref = CRecords(key, iv), reference_records(key, iv)
+    record = ref.seal(ctype, epoch << 48 | seq, text, version)
+    d = record
+    if how == "bit":
+        i = data.draw(st.integers(0, len(record) - 1))
+        d = record[:i] + bytes([record[i] ^ (1 << data.draw(st.integers(0, 7)))]) + record[i + 1 :]
+    elif how == "cut":
+        d = record[: data.draw(st.integers(0, len(record) - 1))]
+    elif how == "longer":
+        d = record + b"\x00"
+    elif how == "two records":
+        d = record + record
+    elif how == "junk":
+        d = data.draw(st.binary(max_size=60))
+    wc, wp = window_of(top, bits), window_of(top, bits)
+    got = c.open_record(d, 1, wc)
+    assert got == ref.open_record(d, 1, wp)
+    assert (wc.top, wc.bits) == (wp.top, wp.bits)
+    if got is None or got is False:
+        assert (wc.top, wc.bits) == (window_of(top, bits).top, window_of(top, bits).bits)
+    else:
+        assert wc.top == max(top, seq) and not wc.check(seq)  # a replay of it is refused
+        assert c.open_record(d, 1, wc) is None
+    fresh = how == "intact" and ctype == APPLICATION_DATA and epoch == 1 and version >> 8 == 0xFE
+    if fresh and window_of(top, bits).check(seq):
+        assert got == text
+
+
 def test_c_records_bad_arguments_are_clear_errors(CRecords):
     with pytest.raises(ValueError, match="16 bytes"):
         CRecords(b"k" * 15, b"i" * 4)
@@ -193,6 +247,10 @@ def test_c_records_bad_arguments_are_clear_errors(CRecords):
         c.seal(APPLICATION_DATA, 0)
     with pytest.raises(TypeError):
         c.open(APPLICATION_DATA, DTLS_1_2, 0, "text")
+    with pytest.raises(TypeError):
+        c.open_record(bytes(40), 1)
+    with pytest.raises(AttributeError):  # a window is a ReplayWindow
+        c.open_record(c.seal(APPLICATION_DATA, 1 << 48, b"x"), 1, object())
 
 
 def test_the_record_layer_uses_them_unless_extensions_are_off(Ccm8, CRecords):

@@ -134,6 +134,31 @@ class RecordCipher:
         except InvalidTag:
             return None
 
+    def open_record(self, datagram: bytes, epoch: int, window: ReplayWindow) -> bytes | bool | None:
+        """The receive fast path: the plaintext of a datagram that is exactly
+        one application_data record of ``epoch``, new to ``window`` (which is
+        then updated); False when it fails authentication; None when it is
+        anything else (a replay, another type or epoch, several records, a
+        bad header: the general path decides and counts)."""
+        if len(datagram) < HEADER_LENGTH + AEAD_OVERHEAD:
+            return None
+        ctype, version, es, length = _unpack_header(datagram, 0)
+        if (
+            ctype != APPLICATION_DATA
+            or es >> 48 != epoch
+            or HEADER_LENGTH + length != len(datagram)
+            or version >> 8 != 0xFE
+        ):
+            return None
+        seq = es & SEQ_MASK
+        if not window.check(seq):
+            return None
+        plain = self.open(APPLICATION_DATA, version, es, datagram[HEADER_LENGTH:])
+        if plain is None:
+            return False
+        window.update(seq)
+        return plain
+
 
 class ReplayWindow:
     """The RFC 6347 §4.1.2.6 anti-replay window: the highest sequence number
