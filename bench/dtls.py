@@ -47,6 +47,20 @@ seconds, so every request is a full handshake (ClientHello, HelloVerifyRequest
 cookie, ClientHello, ServerHello…Finished) on a new socket; handshakes/s =
 completed GETs / elapsed.
 
+At saturation (``--no-saturation`` skips it): the server answering as fast
+as it can, coap:// loaded by the project's C load generator ``coapload`` and
+coaps:// by its DTLS counterpart ``dtlsload`` (bench/dtlsload.c: coapload's
+window over OpenSSL DTLS 1.2 clients, TLS_PSK_WITH_AES_128_CCM_8, one
+session per socket; 4 × window 64), both pinned to CPU 0, on one server
+process per server: ``--sat-rounds`` rounds (default 5; ``--quick`` 3) of
+CON coap://, CON coaps://, NON coap://, NON coaps:// of D s each (the order
+of the two schemes swapped every round, so a drift of the machine's speed
+does not favour one), after a 0.5 s warm-up each. Shown per server and type:
+the median req/s of each scheme and the median of the rounds' coaps / coap
+ratios — the figure of issue 16's DTLS target (coaps ≥ 0.8× coap on the
+same server), which the greenlet-client rows above cannot give (that load
+is latency-bound: neither process reaches a full core).
+
 ``--profile OUT`` then records the greencoap server with py-spy
 (``py-spy record --pid --rate 250``) for max(D, 10) s under the same coaps
 load (not a measured run): OUT ending in ``.svg`` is a flame graph; otherwise
@@ -487,6 +501,83 @@ def measure(spec: Spec, args: argparse.Namespace, duration: float, runs: int, wa
     return rows, hs, profile
 
 
+# -- at saturation: coapload vs dtlsload -----------------------------------------
+def saturation(spec: Spec, rounds: int, duration: float) -> dict[str, dict]:
+    """``rounds`` alternating coapload (coap://) / dtlsload (coaps://) runs per
+    message type against one ``spec`` server: per type the req/s of every run
+    of each scheme, the per-round ratios and the lost requests."""
+    out: dict[str, dict] = {}
+    wait_quiet(SETTINGS["wait_quiet"])
+    with fresh_server(spec) as (srv, port):
+        for t in ("con", "non"):
+            rec: dict = {"coap": [], "coaps": [], "ratio": [], "lost": 0, "errors": 0}
+            for i in range(rounds):
+                got = {}
+                for scheme in SCHEMES if i % 2 == 0 else SCHEMES[::-1]:
+                    if scheme == "coap":
+                        r = c.run_coapload(port, t, duration, warmup=0.5)
+                    else:
+                        r = c.run_dtlsload(
+                            port + 1, t, duration, identity=PSK_IDENTITY, key=PSK_KEY, warmup=0.5
+                        )
+                    if r["exit"] != 0:
+                        raise RuntimeError(f"{scheme} load exited with {r['exit']}")
+                    got[scheme] = r["rps"]
+                    rec[scheme].append(r["rps"])
+                    rec["lost"] += r["lost"]
+                    rec["errors"] += r["errors"]
+                rec["ratio"].append(got["coaps"] / max(1, got["coap"]))
+                print(
+                    f"  {spec.name:9} saturation {t} round {i + 1}/{rounds}: coap "
+                    f"{got['coap']:>8,} coaps {got['coaps']:>8,} req/s "
+                    f"({rec['ratio'][-1]:.2f}×)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            out[t] = rec
+        if not srv.alive():
+            raise RuntimeError(f"{srv.name} died:\n{srv.output()}")
+    return out
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def print_saturation(sat: dict[str, dict], rounds: int, duration: float, notes: list) -> None:
+    c.heading(
+        f"DTLS at saturation — coapload (coap://) vs dtlsload (coaps://), 4 × window 64, "
+        f"{rounds} alternating rounds × {duration:g} s, medians"
+    )
+    rows = []
+    for spec in SERVERS:
+        for t, rec in sat.get(spec.name, {}).items():
+            rows.append(
+                [
+                    spec.label,
+                    t.upper(),
+                    c.fmt_int(_median(rec["coap"])),
+                    c.fmt_int(_median(rec["coaps"])),
+                    c.fmt_ratio(_median(rec["ratio"])),
+                    f"{min(rec['ratio']):.2f}–{max(rec['ratio']):.2f}",
+                ]
+            )
+            if rec["lost"] or rec["errors"]:
+                notes.append(
+                    f"saturation {spec.name} {t}: {rec['lost']} lost, {rec['errors']} errors "
+                    f"over all runs"
+                )
+    print(
+        c.md_table(
+            ["server", "type", "coap:// req/s", "coaps:// req/s", "coaps / coap", "range"],
+            rows,
+            align="llrrrr",
+        )
+    )
+
+
 # -- profile -------------------------------------------------------------------
 def run_profile(
     srv: c.Pinned, port: int, args: argparse.Namespace, duration: float, warmup: float
@@ -612,6 +703,8 @@ def main() -> int:
     ap.add_argument("--conc", type=int, default=64, help="greenlets sharing the client (64)")
     ap.add_argument("--hs-conc", type=int, default=4, help="greenlets doing handshakes (4)")
     ap.add_argument("--no-handshakes", dest="handshakes", action="store_false")
+    ap.add_argument("--no-saturation", dest="saturation", action="store_false")
+    ap.add_argument("--sat-rounds", type=int, help="rounds at saturation (default 5, --quick 3)")
     ap.add_argument(
         "--wait-quiet",
         type=float,
@@ -645,6 +738,8 @@ def main() -> int:
     notes: list[str] = []
     results: dict[tuple[str, str], dict] = {}
     handshakes: dict[str, dict] = {}
+    sat: dict[str, dict] = {}
+    sat_rounds = args.sat_rounds or (3 if args.quick else 5)
     profile = None
     for spec in select(args.servers):
         reason = spec.unavailable()
@@ -659,6 +754,12 @@ def main() -> int:
             print(f"  {spec.name} FAILED: {e}", file=sys.stderr, flush=True)
             continue
         profile = profile or prof
+        if args.saturation:
+            try:
+                sat[spec.name] = saturation(spec, sat_rounds, duration)
+            except Exception as e:  # noqa: BLE001
+                notes.append(f"{spec.name} at saturation failed: {str(e).strip()[:400]}")
+                print(f"  {spec.name} saturation FAILED: {e}", file=sys.stderr, flush=True)
         for scheme, rs in rows.items():
             best = c.median_run(rs)
             best["all_errors"] = sum(r["errors"] for r in rs)
@@ -770,6 +871,8 @@ def main() -> int:
                 align="lrrrr",
             )
         )
+    if sat:
+        print_saturation(sat, sat_rounds, duration, notes)
     notes.append(
         "server CPU / client CPU: share of one core busy during the measured phase; µs/req: "
         "that process's CPU time (utime + stime) per completed request"
