@@ -163,6 +163,8 @@ class DtlsChannel:
             self.credentials: dict[tuple, tuple[bytes, bytes]] = {}
             self.default_psk = client_credentials(psk) if psk is not None else None
             self.sessions: dict[tuple, DtlsSession] = {}
+            #: when the sessions need their timers (no walk over all of them)
+            self._schedule = dtls.SessionSchedule(self.sessions)
             self._pending: dict[tuple, list[bytes]] = {}
             self.raw = hub.io.open_channel(sock, self._on_client_batch)
 
@@ -275,6 +277,7 @@ class DtlsChannel:
                 self._flush_session(session, addr)
                 if session.state != before:
                     self._state_changed(session, addr)
+                self._schedule.update(session, addr)
                 for app in apps:
                     plain.append((app, addr))
             except Exception:  # noqa: BLE001
@@ -357,6 +360,7 @@ class DtlsChannel:
             self.sessions[peer] = session
             session.start(monotonic())
             self._flush_session(session, peer)
+            self._schedule.update(session, peer)
             self._arm()
         pending = self._pending.setdefault(peer, [])
         if len(pending) >= PENDING_LIMIT:
@@ -368,11 +372,7 @@ class DtlsChannel:
         if self.server is not None:
             d = self.server.next_deadline()
         else:
-            d = None
-            for s in self.sessions.values():
-                x = s.next_deadline()
-                if x is not None and (d is None or x < d):
-                    d = x
+            d = self._schedule.next_deadline()
         if d is not None:
             self._deadline.arm(d)
 
@@ -384,14 +384,13 @@ class DtlsChannel:
             if self.server is not None:
                 self.server.expire(now)
             else:
-                for addr, s in list(self.sessions.items()):
-                    d = s.next_deadline()
-                    if d is not None and d <= now:
-                        before = s.state
-                        s.expire(now)
-                        self._flush_session(s, addr)
-                        if s.state != before:
-                            self._state_changed(s, addr)
+                for addr, s in list(self._schedule.due(now)):
+                    before = s.state
+                    s.expire(now)
+                    self._flush_session(s, addr)
+                    if s.state != before:
+                        self._state_changed(s, addr)
+                    self._schedule.update(s, addr)
         except Exception:  # noqa: BLE001 - the timer must outlive a bug
             self._internal_error(self._on_timer)
         self._after_engine()

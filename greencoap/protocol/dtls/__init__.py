@@ -5,15 +5,18 @@ extended master secret of RFC 7627 and the renegotiation_info of RFC 5746).
 * :class:`DtlsSession` — one association, client or server role;
 * :class:`DtlsServer` — stateless HelloVerifyRequest cookies and the sessions
   of a server socket, keyed by peer;
+* :class:`SessionSchedule` — when each session of a table needs its timer
+  (the server's, and a client channel's);
 * :class:`DtlsError` — why a session failed, with the alert code.
 
 Modules, one concern each: :mod:`.record` (record layer, AEAD, replay window),
 :mod:`.prf` (key derivation), :mod:`.messages` (handshake messages),
 :mod:`.reassembly` (fragments and flights), :mod:`.cookie`, :mod:`.session`
-(the state machine), :mod:`.server`, :mod:`.alerts`.
+(the state machine), :mod:`.schedule`, :mod:`.server`, :mod:`.alerts`.
 """
 
 from .alerts import ALERT_NAMES, DtlsError, alert_name
+from .schedule import SessionSchedule
 from .server import DtlsServer
 from .session import DtlsSession
 from .states import CLOSED, ESTABLISHED, FAILED, HANDSHAKING, BugLog, State
@@ -25,6 +28,7 @@ __all__ = [
     "ESTABLISHED",
     "FAILED",
     "HANDSHAKING",
+    "SessionSchedule",
     "DtlsError",
     "DtlsServer",
     "DtlsSession",

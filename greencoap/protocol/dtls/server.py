@@ -21,15 +21,12 @@ Sessions live in an LRU ``OrderedDict`` capped at ``max_sessions`` (the least
 recently used is evicted to admit a new one, silently) and are closed after
 ``idle_timeout`` seconds without a valid record.  Failed and closed sessions
 are removed at once.  Deadlines (retransmissions, idle expiry, retained
-flights) are kept in a heap with lazy invalidation: a session is pushed only
-when its deadline moves earlier, so the application-data hot path, which
-only pushes the idle deadline later, costs no heap operation.
+flights) are kept by a :class:`~.schedule.SessionSchedule`: a heap with lazy
+invalidation, so the application-data hot path costs no heap operation.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -46,6 +43,7 @@ from .messages import (
     encode_message,
 )
 from .record import DTLS_1_0, HANDSHAKE, HEADER, HEADER_LENGTH, SEQ_MASK, encode_plain
+from .schedule import SessionSchedule
 from .session import DtlsSession
 from .states import CLOSED, ESTABLISHED, FAILED, STAT_NAMES, BugLog
 
@@ -90,8 +88,7 @@ class DtlsServer:
         self._cookies = CookieJar(randbytes, cookie_lifetime)
         self._counters = dict.fromkeys(SERVER_STAT_NAMES, 0)
         self._retired = dict.fromkeys(STAT_NAMES, 0)  # counters of removed sessions
-        self._heap: list[tuple[float, int, Any, DtlsSession]] = []
-        self._tiebreak = itertools.count()
+        self._schedule = SessionSchedule(self.sessions)
         #: exceptions caught at the boundary (the server's and its sessions')
         self.bugs = BugLog()
 
@@ -110,7 +107,7 @@ class DtlsServer:
 
     def table_sizes(self) -> dict[str, int]:
         """Sessions and scheduled timer entries (superseded ones included)."""
-        return {"sessions": len(self.sessions), "timers": len(self._heap)}
+        return {"sessions": len(self.sessions), "timers": len(self._schedule)}
 
     # ------------------------------------------------------------------ public API
 
@@ -129,13 +126,7 @@ class DtlsServer:
     def expire(self, now: float) -> None:
         """Run the due retransmissions, give up stalled handshakes, drop idle
         sessions."""
-        heap = self._heap
-        sessions = self.sessions
-        while heap and heap[0][0] <= now:
-            deadline, _, peer, session = heapq.heappop(heap)
-            if sessions.get(peer) is not session or session._sched != deadline:
-                continue  # superseded entry
-            session._sched = None
+        for peer, session in self._schedule.due(now):
             session.expire(now)
             self._after(session, peer, expiring=True)
 
@@ -144,14 +135,7 @@ class DtlsServer:
         session's deadline moved later since it was scheduled): calling
         ``expire`` then costs one heap operation and reschedules it.  It is
         never late."""
-        heap = self._heap
-        sessions = self.sessions
-        while heap:
-            deadline, _, peer, session = heap[0]
-            if sessions.get(peer) is session and session._sched == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        return self._schedule.next_deadline()
 
     def close(self, peer: Any = None) -> None:
         """Send close_notify to one peer (or every peer) and forget the session(s)."""
@@ -281,12 +265,7 @@ class DtlsServer:
         elif state is CLOSED:
             self._remove(peer, "sessions_expired" if expiring else "sessions_closed")
         else:
-            deadline = session.next_deadline()
-            if deadline is not None:
-                scheduled = session._sched
-                if scheduled is None or deadline < scheduled:
-                    session._sched = deadline
-                    heapq.heappush(self._heap, (deadline, next(self._tiebreak), peer, session))
+            self._schedule.update(session, peer)
 
     def _remove(self, peer: Any, reason: str) -> None:
         session = self.sessions.pop(peer, None)

@@ -237,7 +237,7 @@ class DtlsSession(ClientFlights, ServerFlights):
         self._stale = False  # a peer retransmission seen in this receive() call
         self._reneg_refused: int | None = None
         self._server_repeats = 0  # client: hello flight repeats seen after our Finished
-        self._sched: float | None = None  # owned by DtlsServer: deadline it has scheduled
+        self._sched: float | None = None  # owned by a SessionSchedule: the deadline it holds
 
     def __repr__(self) -> str:
         return f"<DtlsSession {self.role} {self.state.name}>"
