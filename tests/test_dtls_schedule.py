@@ -19,11 +19,18 @@ def started(now: float, seed: int = 1):
     return s
 
 
-def test_a_session_comes_due_once_at_its_deadline():
-    table = {}
+def scheduled(**sessions) -> tuple[dict, SessionSchedule]:
+    """A table of ``sessions`` (peer name → session) and its schedule, each updated once."""
+    table = dict(sessions)
     sched = SessionSchedule(table)
-    s = table["a"] = started(0.0)
-    sched.update(s, "a")
+    for peer, s in table.items():
+        sched.update(s, peer)
+    return table, sched
+
+
+def test_a_session_comes_due_once_at_its_deadline():
+    table, sched = scheduled(a=started(0.0))
+    s = table["a"]
     d = s.next_deadline()
     assert d is not None and sched.next_deadline() == d
     assert list(sched.due(d - 0.001)) == []
@@ -52,12 +59,8 @@ def test_earliest_first_and_only_the_updated_session_is_touched():
 
 
 def test_stale_entries_are_skipped():
-    table = {}
-    sched = SessionSchedule(table)
-    a = table["a"] = started(0.0)
-    b = table["b"] = started(5.0, seed=2)
-    sched.update(a, "a")
-    sched.update(b, "b")
+    table, sched = scheduled(a=started(0.0), b=started(5.0, seed=2))
+    b = table["b"]
     del table["a"]  # the session left the table (closed, failed, abandoned)
     assert sched.next_deadline() == b.next_deadline()
     table["a"] = started(0.0, seed=3)  # a new session of the same peer, never scheduled
@@ -66,10 +69,8 @@ def test_stale_entries_are_skipped():
 
 
 def test_a_deadline_moved_earlier_is_pushed_and_a_later_one_comes_out_early():
-    table = {}
-    sched = SessionSchedule(table)
-    s = table["a"] = started(10.0)
-    sched.update(s, "a")
+    table, sched = scheduled(a=started(10.0))
+    s = table["a"]
     first = s.next_deadline()
     s._timer_at = first - 5.0  # moved earlier: pushed again, the old entry stale
     sched.update(s, "a")
